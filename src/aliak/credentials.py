@@ -1,0 +1,186 @@
+"""Credentials: :class:`Secret`, :class:`AccessKey`, :class:`StsCredential` and providers.
+
+A secret is never a bare ``str`` in a public signature: it is a :class:`Secret`, whose
+``repr``/``str``/``format`` are masked and whose value comes out only through ``reveal()``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, NoReturn, Protocol
+
+import attrs
+
+from aliak.errors import InvalidParameter, MissingParameter
+
+__all__ = [
+    "ENV_ACCESS_KEY_ID",
+    "ENV_ACCESS_KEY_SECRET",
+    "ENV_SECURITY_TOKEN",
+    "AccessKey",
+    "Credential",
+    "CredentialsProvider",
+    "EnvironmentCredentialsProvider",
+    "Secret",
+    "StsCredential",
+    "is_valid_access_key_id",
+]
+
+ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
+ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a variable name
+ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105 - a variable name
+
+# Spec verification.md §7.1: ids are 1-128 characters of [A-Za-z0-9._-], case-sensitive.
+_valid_access_key_id = re.compile(r"[A-Za-z0-9._\-]{1,128}").fullmatch
+
+
+def is_valid_access_key_id(value: object) -> bool:
+    return isinstance(value, str) and _valid_access_key_id(value) is not None
+
+
+class Secret:
+    """A secret value that does not print itself.
+
+    ``repr``, ``str`` and f-strings show ``'******'``; :meth:`reveal` returns the value.
+    Equality is constant-time. Secrets refuse to be pickled, so they cannot leak through
+    a cache or a queue by accident.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            raise TypeError(f"a Secret holds a str, not {type(value).__name__}")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself. Call it only where the value is needed (to key a MAC)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('******')"
+
+    def __str__(self) -> str:
+        return "******"
+
+    def __format__(self, format_spec: str) -> str:
+        return "******"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        # Equal secrets must hash equal; hashing the value would make the hash an oracle,
+        # so every Secret hashes alike and dict lookups fall back to (constant-time) __eq__.
+        return 0
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Secret cannot be pickled")
+
+
+def _to_secret(value: Secret | str) -> Secret:
+    return value if isinstance(value, Secret) else Secret(value)
+
+
+def _check_access_key_id(_instance: Any, _attribute: Any, value: str) -> None:
+    if not is_valid_access_key_id(value):
+        raise InvalidParameter(
+            "AccessKeyId", detail="an AccessKey id is 1-128 characters of [A-Za-z0-9._-]"
+        )
+
+
+def _check_secret(_instance: Any, _attribute: Any, value: Secret) -> None:
+    if not value.reveal():
+        raise InvalidParameter("AccessKeySecret", detail="the secret is empty")
+
+
+@attrs.frozen
+class AccessKey:
+    """A permanent AccessKey: the id (public) and the secret (or, for RSA, the private key)."""
+
+    access_key_id: str = attrs.field(validator=_check_access_key_id)
+    secret: Secret = attrs.field(converter=_to_secret, validator=_check_secret)
+
+
+def _to_utc(value: datetime) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"expiration must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None:
+        raise InvalidParameter("Expiration", detail="expiration must be timezone-aware (UTC)")
+    return value.astimezone(timezone.utc)
+
+
+@attrs.frozen
+class StsCredential:
+    """A temporary credential from STS ``AssumeRole``.
+
+    The security token is a bearer credential in its own right, so it is a :class:`Secret`
+    too; ``expiration`` is UTC.
+    """
+
+    access_key_id: str = attrs.field(validator=_check_access_key_id)
+    secret: Secret = attrs.field(converter=_to_secret, validator=_check_secret)
+    security_token: Secret = attrs.field(converter=_to_secret, validator=_check_secret)
+    expiration: datetime | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_to_utc)
+    )
+
+    def expired(self, now: datetime) -> bool:
+        return self.expiration is not None and now >= self.expiration
+
+
+Credential = AccessKey | StsCredential
+
+
+class CredentialsProvider(Protocol):
+    """Supplies the credential to sign with; may return a new one when it rotates.
+
+    Return the *same object* while the credential is unchanged: signers key their
+    prepared MAC state on it.
+    """
+
+    def get_credential(self) -> Credential: ...
+
+
+class EnvironmentCredentialsProvider:
+    """Reads the official SDK's variables once, at construction.
+
+    ``ALIBABA_CLOUD_ACCESS_KEY_ID`` and ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` are required;
+    with ``ALIBABA_CLOUD_SECURITY_TOKEN`` set as well the credential is an
+    :class:`StsCredential` (its expiry unknown). A missing variable raises
+    :class:`MissingParameter` naming it.
+    """
+
+    __slots__ = ("_credential",)
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        access_key_id = env.get(ENV_ACCESS_KEY_ID, "")
+        secret = env.get(ENV_ACCESS_KEY_SECRET, "")
+        token = env.get(ENV_SECURITY_TOKEN, "")
+        if not access_key_id:
+            raise MissingParameter(ENV_ACCESS_KEY_ID)
+        if not secret:
+            raise MissingParameter(ENV_ACCESS_KEY_SECRET)
+        self._credential: Credential = (
+            StsCredential(access_key_id, secret, token)
+            if token
+            else AccessKey(access_key_id, secret)
+        )
+
+    def get_credential(self) -> Credential:
+        return self._credential
+
+    def __repr__(self) -> str:
+        return f"EnvironmentCredentialsProvider({self._credential!r})"

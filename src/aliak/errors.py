@@ -1,0 +1,218 @@
+"""Errors are data: every refusal carries the Alibaba-compatible code, message and status.
+
+One class per row of the error table in ``spec/verification.md`` §3. The message of each
+class is fixed by that table; what went wrong in detail goes to ``detail``, which is for
+logs and never reaches the client in the opaque profile. Neither ever holds a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AliakError",
+    "Forbidden",
+    "IncompleteSignature",
+    "InternalError",
+    "InvalidAccessKeyIdAccessPolicyDenied",
+    "InvalidAccessKeyIdInactive",
+    "InvalidAccessKeyIdNotFound",
+    "InvalidParameter",
+    "InvalidSecurityTokenExpired",
+    "InvalidSecurityTokenMalformed",
+    "InvalidSecurityTokenMismatch",
+    "InvalidSignatureMethod",
+    "InvalidTimeStampExpired",
+    "InvalidTimeStampFormat",
+    "MissingParameter",
+    "MissingSecurityToken",
+    "SignatureDoesNotMatch",
+    "SignatureNonceUsed",
+]
+
+
+class AliakError(Exception):
+    """Base of every error aliak raises on purpose.
+
+    ``code``, ``message`` and ``http_status`` are what a client sees; ``detail`` is the
+    precise reason, for the server's own logs.
+    """
+
+    code: ClassVar[str] = "InternalError"
+    default_message: ClassVar[str] = "The request processing has failed due to some unknown error."
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
+        self.message: str = self.default_message if message is None else message
+        self.detail: str | None = detail
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        text = f"{self.code}: {self.message}"
+        return text if self.detail is None else f"{text} ({self.detail})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+    def to_dict(
+        self,
+        *,
+        request_id: str | None = None,
+        host_id: str | None = None,
+        recommend: str | None = None,
+    ) -> dict[str, Any]:
+        """The JSON error body, keys in Alibaba's order; absent optional fields are left out."""
+        body: dict[str, Any] = {}
+        if request_id is not None:
+            body["RequestId"] = request_id
+        if host_id is not None:
+            body["HostId"] = host_id
+        body["Code"] = self.code
+        body["Message"] = self.message
+        if recommend is not None:
+            body["Recommend"] = recommend
+        return body
+
+
+class IncompleteSignature(AliakError):
+    """``Authorization`` missing or malformed, or a header that must be signed is not."""
+
+    code = "IncompleteSignature"
+    default_message = "The request signature does not conform to Aliyun standards."
+    http_status = 400
+
+
+class InvalidSignatureMethod(AliakError):
+    """The algorithm in ``Authorization`` is unknown or not allowed here."""
+
+    code = "InvalidSignatureMethod"
+    default_message = "Specified signature method is not supported."
+    http_status = 400
+
+
+class MissingParameter(AliakError):
+    """A mandatory input (a required header, a credential variable) is absent."""
+
+    code = "MissingParameter"
+    http_status = 400
+
+    def __init__(self, parameter: str, *, detail: str | None = None) -> None:
+        self.parameter = parameter
+        super().__init__(
+            f'The input parameter "{parameter}" that is mandatory for processing this request '
+            "is not supplied.",
+            detail=detail,
+        )
+
+
+class InvalidParameter(AliakError):
+    """A caller-supplied value is unusable (bad header name, unparseable key, ...).
+
+    Raised for bad input on the signing and administration side; the message names the
+    parameter, never its value, since the value may be a credential.
+    """
+
+    code = "InvalidParameter"
+    http_status = 400
+
+    def __init__(self, parameter: str, *, detail: str | None = None) -> None:
+        self.parameter = parameter
+        super().__init__(f'The specified parameter "{parameter}" is not valid.', detail=detail)
+
+
+class InvalidTimeStampFormat(AliakError):
+    code = "InvalidTimeStamp.Format"
+    default_message = "Specified time stamp or date value is not well formatted."
+    http_status = 400
+
+
+class InvalidTimeStampExpired(AliakError):
+    code = "InvalidTimeStamp.Expired"
+    default_message = "Specified time stamp or date value is expired."
+    http_status = 400
+
+
+class SignatureDoesNotMatch(AliakError):
+    """The signature differs from the server's; optionally echoes the server's string-to-sign.
+
+    Alibaba echoes it (its Go SDK tells a wrong secret from a wrong canonicalisation by
+    it); the string-to-sign is a hash of public request data, never the secret.
+    """
+
+    code = "SignatureDoesNotMatch"
+    default_message = "Specified signature is not matched with our calculation."
+    http_status = 400
+
+    def __init__(self, string_to_sign: str | None = None, *, detail: str | None = None) -> None:
+        self.string_to_sign = string_to_sign
+        message = self.default_message
+        if string_to_sign is not None:
+            message = f"{message} server string to sign is:{string_to_sign}"
+        super().__init__(message, detail=detail)
+
+
+class InvalidAccessKeyIdNotFound(AliakError):
+    code = "InvalidAccessKeyId.NotFound"
+    default_message = "Specified access key is not found."
+    http_status = 404
+
+
+class InvalidAccessKeyIdInactive(AliakError):
+    code = "InvalidAccessKeyId.Inactive"
+    default_message = "Specified access key is disabled."
+    http_status = 400
+
+
+class Forbidden(AliakError):
+    """A leak-restricted key asked for a high-risk action."""
+
+    code = "Forbidden"
+    default_message = "There is a risk of leakage of this AccessKey."
+    http_status = 403
+
+
+class InvalidAccessKeyIdAccessPolicyDenied(AliakError):
+    code = "InvalidAccessKeyId.AccessPolicyDenied"
+    default_message = "Specified access key denied due to access policy."
+    http_status = 400
+
+
+class MissingSecurityToken(AliakError):
+    code = "MissingSecurityToken"
+    default_message = (
+        'The input parameter "SecurityToken" that is mandatory for processing this request '
+        "is not supplied."
+    )
+    http_status = 400
+
+
+class InvalidSecurityTokenMalformed(AliakError):
+    code = "InvalidSecurityToken.Malformed"
+    default_message = "Specified SecurityToken is malformed."
+    http_status = 400
+
+
+class InvalidSecurityTokenMismatch(AliakError):
+    code = "InvalidSecurityToken.MismatchWithAccessKey"
+    default_message = "Specified SecurityToken mismatch with the AccessKey."
+    http_status = 400
+
+
+class InvalidSecurityTokenExpired(AliakError):
+    code = "InvalidSecurityToken.Expired"
+    default_message = "Specified SecurityToken is expired."
+    http_status = 400
+
+
+class SignatureNonceUsed(AliakError):
+    code = "SignatureNonceUsed"
+    default_message = "Specified signature nonce was used already."
+    http_status = 400
+
+
+class InternalError(AliakError):
+    """A store or internal failure; verification fails closed."""
+
+    code = "InternalError"
+    default_message = "The request processing has failed due to some unknown error."
+    http_status = 500

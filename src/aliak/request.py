@@ -1,0 +1,291 @@
+"""The neutral request value the core signs and verifies.
+
+A :class:`Request` is frozen: signing returns a new one. Its ``path`` is the path as it
+goes on the request line, already percent-encoded (spec §5.2): one meaning everywhere, so
+nothing is encoded twice and a signed request can be sent verbatim.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any, TypeAlias
+from urllib.parse import urlsplit
+
+import attrs
+
+from aliak.encoding import QueryInput, flatten_query, parse_query_string
+from aliak.errors import InvalidParameter
+
+__all__ = ["Body", "BodyInput", "Headers", "HeadersInput", "Request"]
+
+# RFC 9110 §5.6.2 token: what a header name and a method may be made of.
+_is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+# Field values: no control characters other than HTAB (CR/LF would split the header).
+_has_forbidden_value_char = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+# A request-line path: pchar plus "/" (RFC 3986 §3.3), with well-formed %XX triplets.
+_is_encoded_path = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*").fullmatch
+# A host, with an optional port: reg-name or IPv4, or an IPv6 literal in brackets.
+_is_host = re.compile(r"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_is_host_match = _is_host.fullmatch
+
+# Header names whose values are credentials or signatures: masked in repr.
+_MASKED_HEADERS = frozenset({"authorization", "x-acs-security-token"})
+
+
+class Headers:
+    """Immutable HTTP headers: original names and order kept, lookup case-insensitive.
+
+    Duplicate names are kept as separate entries. ``headers["Host"]`` returns the value,
+    joined with ``,`` when the name repeats; :meth:`get_all` returns every value.
+    """
+
+    __slots__ = ("_index", "_items")
+
+    _items: tuple[tuple[str, str], ...]
+    _index: dict[str, list[str]]
+
+    def __init__(self, headers: HeadersInput | None = None) -> None:
+        items: Iterable[Any]
+        if headers is None:
+            items = ()
+        elif isinstance(headers, Headers):
+            self._items, self._index = headers._items, headers._index
+            return
+        elif isinstance(headers, Mapping):
+            items = headers.items()
+        elif isinstance(headers, str | bytes):
+            raise TypeError("headers must be a mapping or a list of (name, value) pairs")
+        else:
+            items = headers
+        checked: list[tuple[str, str]] = []
+        index: dict[str, list[str]] = {}
+        for item in items:
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise TypeError(f"header items must be (name, value) pairs, got {type(item)}")
+            name, value = item
+            _check_header(name, value)
+            checked.append((name, value))
+            index.setdefault(name.lower(), []).append(value)
+        self._items = tuple(checked)
+        self._index = index
+
+    @classmethod
+    def _trusted(cls, items: tuple[tuple[str, str], ...], index: dict[str, list[str]]) -> Headers:
+        """Build from already-checked parts (the signer's hot path); shares nothing mutable."""
+        new = cls.__new__(cls)
+        new._items = items
+        new._index = index
+        return new
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self._index.get(name.lower())
+        if values is None:
+            return default
+        return values[0] if len(values) == 1 else ",".join(values)
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self._index.get(name.lower(), ()))
+
+    def lower_index(self) -> Mapping[str, list[str]]:
+        """Lower-cased name -> its values in order. Read-only by contract."""
+        return self._index
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        """Every (name, value) pair in the original order and case."""
+        return self._items
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"({name!r}, {'<masked>' if name.lower() in _MASKED_HEADERS else repr(value)})"
+            for name, value in self._items
+        )
+        return f"Headers([{shown}])"
+
+
+HeadersInput: TypeAlias = "Mapping[str, str] | Iterable[tuple[str, str]] | Headers"
+
+
+def _check_header(name: object, value: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"header names must be str, not {type(name).__name__}")
+    if _is_token(name) is None:
+        # The name is safe to show: it is not a credential, and the caller needs it.
+        raise InvalidParameter(
+            f"headers[{name!r}]", detail="a header name is an RFC 9110 token: ASCII, no spaces"
+        )
+    if not isinstance(value, str):
+        raise TypeError(f"header {name!r} must have a str value, not {type(value).__name__}")
+    if _has_forbidden_value_char(value) is not None:
+        raise InvalidParameter(
+            f"headers[{name!r}]", detail="a header value cannot hold control characters"
+        )
+
+
+BodyStream: TypeAlias = "IO[bytes] | Iterable[bytes]"
+Body: TypeAlias = "bytes | IO[bytes] | Iterable[bytes]"
+BodyInput: TypeAlias = "bytes | bytearray | memoryview | str | IO[bytes] | Iterable[bytes] | None"
+
+
+def _to_body(body: BodyInput) -> Body:
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, list | tuple):
+        # Chunks already in memory: join them once, so the request stays a plain value.
+        if not all(isinstance(chunk, bytes | bytearray | memoryview) for chunk in body):
+            raise TypeError("a body given as a list must hold only bytes chunks")
+        return b"".join(body)
+    if isinstance(body, io.TextIOBase):
+        raise TypeError("a file body must be opened in binary mode ('rb')")
+    if hasattr(body, "read") or isinstance(body, Iterable):
+        return body
+    raise TypeError(
+        "body must be bytes, str, a binary file object or an iterable of bytes, "
+        f"not {type(body).__name__}"
+    )
+
+
+def _to_method(method: object) -> str:
+    if not isinstance(method, str):
+        raise TypeError(f"method must be str, not {type(method).__name__}")
+    upper = method.upper()
+    if _is_token(upper) is None:
+        raise InvalidParameter("method", detail="an HTTP method is an ASCII token")
+    return upper
+
+
+def _check_host(_instance: Any, _attribute: Any, host: object) -> None:
+    if host is None:
+        return
+    if not isinstance(host, str):
+        raise TypeError(f"host must be str or None, not {type(host).__name__}")
+    if _is_host_match(host) is None:
+        raise InvalidParameter(
+            "host", detail="a host is ASCII (punycode for IDNs), with no scheme or path"
+        )
+
+
+def _check_path(_instance: Any, _attribute: Any, path: object) -> None:
+    if not isinstance(path, str):
+        raise TypeError(f"path must be str, not {type(path).__name__}")
+    if path and not path.startswith("/"):
+        raise InvalidParameter("path", detail="the path starts with '/'")
+    if _is_encoded_path(path) is None:
+        raise InvalidParameter(
+            "path",
+            detail="the path must be percent-encoded as on the request line; "
+            "build it with aliak.path_from_segments",
+        )
+
+
+def _to_headers(headers: HeadersInput | None) -> Headers:
+    return headers if isinstance(headers, Headers) else Headers(headers)
+
+
+@attrs.frozen(repr=False)
+class Request:
+    """An HTTP request, neutral of any client or server library.
+
+    - ``method``: upper-cased.
+    - ``host``: the endpoint host, port included when one is sent; may be ``None`` if a
+      ``host`` header is given instead.
+    - ``path``: as on the request line, already percent-encoded (``""`` means ``/``).
+    - ``query``: a dict, a list of pairs, or nested lists/dicts, flattened to pairs of
+      strings (``Tag.1.Key``). Stored decoded.
+    - ``headers``: a mapping or a list of pairs; case-insensitive lookup, order kept.
+    - ``body``: bytes, str (UTF-8), a binary file object, or an iterable of bytes chunks.
+      Streamed bodies are hashed incrementally and never read whole into memory.
+    """
+
+    method: str = attrs.field(converter=_to_method)
+    host: str | None = attrs.field(default=None, validator=_check_host, kw_only=True)
+    path: str = attrs.field(default="/", validator=_check_path, kw_only=True)
+    query: tuple[tuple[str, str], ...] = attrs.field(
+        default=(), converter=flatten_query, kw_only=True
+    )
+    headers: Headers = attrs.field(factory=Headers, converter=_to_headers, kw_only=True)
+    body: Body = attrs.field(default=b"", converter=_to_body, kw_only=True)
+
+    @classmethod
+    def from_url(
+        cls,
+        method: str,
+        url: str,
+        *,
+        query: QueryInput | None = None,
+        headers: HeadersInput | None = None,
+        body: BodyInput = None,
+    ) -> Request:
+        """Split ``scheme://host[:port]/path?query`` into a request.
+
+        The path is kept as written (it must already be percent-encoded); the query is
+        decoded with ``+`` as space, as a server would. ``query`` adds parameters.
+        """
+        if not isinstance(url, str):
+            raise TypeError(f"url must be str, not {type(url).__name__}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidParameter("url", detail="an absolute http(s) URL is expected")
+        if "@" in parts.netloc:
+            raise InvalidParameter("url", detail="credentials in the URL are not supported")
+        pairs = parse_query_string(parts.query) + flatten_query(query)
+        return cls(
+            method, host=parts.netloc, path=parts.path, query=pairs, headers=headers, body=body
+        )
+
+    @property
+    def is_streamed(self) -> bool:
+        """True when the body is a file object or an iterable rather than bytes."""
+        return not isinstance(self.body, bytes)
+
+    def _with_headers(self, headers: Headers, body: Body | None = None) -> Request:
+        """A copy with other headers (and body), skipping re-validation: the hot path."""
+        new = object.__new__(Request)
+        setter = object.__setattr__
+        setter(new, "method", self.method)
+        setter(new, "host", self.host)
+        setter(new, "path", self.path)
+        setter(new, "query", self.query)
+        setter(new, "headers", headers)
+        setter(new, "body", self.body if body is None else body)
+        return new
+
+    def __repr__(self) -> str:
+        if isinstance(self.body, bytes):
+            body = f"<{len(self.body)} bytes>"
+        else:
+            body = f"<stream {type(self.body).__name__}>"
+        return (
+            f"Request({self.method!r}, host={self.host!r}, path={self.path!r}, "
+            f"query={self.query!r}, headers={self.headers!r}, body={body})"
+        )
