@@ -1,0 +1,5 @@
+import sys
+
+from aliak.cli import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""The README's promises: its two commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text("utf-8")
+    first_screen = readme.split("\n---\n")[0]
+    return re.findall(r"```sh\n(.*?)\n```", first_screen, flags=re.S)
+
+
+def test_readme_first_screen_has_exactly_two_commands() -> None:
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("aliak demo")
+    assert commands[1].endswith("python -m pytest")
+
+
+def test_ci_runs_both_readme_commands_verbatim() -> None:
+    ci_lines = (ROOT / ".ci" / "run").read_text("utf-8").splitlines()
+    for command in readme_commands():
+        assert command in ci_lines
+
+
+def test_the_test_vectors_are_the_spec_vectors_when_the_spec_is_beside_us() -> None:
+    spec = ROOT.parent / "shared" / "spec" / "vectors" / "acs3.json"
+    if spec.exists():  # a clone elsewhere stands alone with its own copy
+        assert spec.read_bytes() == (ROOT / "tests" / "vectors_acs3.json").read_bytes()

@@ -1,0 +1,124 @@
+"""Request: the neutral, frozen value; validation of every field, from_url, headers."""
+
+from __future__ import annotations
+
+import io
+
+import attrs
+import pytest
+
+from aliak import AliakError, Headers, Request
+
+
+def test_request_is_frozen_and_compared_by_value() -> None:
+    a = Request("post", host="h", query={"A": "1"}, headers={"X": "1"}, body="é")
+    b = Request("POST", host="h", query=[("A", "1")], headers=[("X", "1")], body=b"\xc3\xa9")
+    assert a == b
+    assert a.method == "POST"
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        a.method = "GET"  # type: ignore[misc]
+
+
+def test_headers_lookup_is_case_insensitive_and_order_is_kept() -> None:
+    headers = Headers([("X-B", "1"), ("a", "2"), ("x-b", "3")])
+    assert headers["x-b"] == "1,3"
+    assert headers.get_all("X-b") == ["1", "3"]
+    assert "A" in headers
+    assert list(headers) == ["X-B", "a", "x-b"]
+    assert headers.get("missing") is None
+    with pytest.raises(KeyError):
+        headers["missing"]
+
+
+def test_from_url_splits_host_port_path_and_decodes_query() -> None:
+    request = Request.from_url(
+        "get", "https://ecs.example.com:8443/a%2Fb/c?x=1+2&y=%7E&z", body=b""
+    )
+    assert request.host == "ecs.example.com:8443"
+    assert request.path == "/a%2Fb/c"
+    assert request.query == (("x", "1 2"), ("y", "~"), ("z", ""))
+
+
+def test_from_url_adds_given_query_parameters() -> None:
+    request = Request.from_url("GET", "http://h/?a=1", query={"B": [1, 2]})
+    assert request.query == (("a", "1"), ("B.1", "1"), ("B.2", "2"))
+
+
+@pytest.mark.parametrize("url", ["ftp://h/", "/relative", "https://user:pw@h/"])
+def test_from_url_refuses_what_it_cannot_sign(url: str) -> None:
+    with pytest.raises(AliakError) as caught:
+        Request.from_url("GET", url)
+    assert caught.value.code == "InvalidParameter"
+    assert "pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["bad name", "naïve", "", "x:y", "a\nb"])
+def test_header_name_with_space_or_non_ascii_is_refused_naming_the_header(name: str) -> None:
+    with pytest.raises(AliakError) as caught:
+        Request("GET", host="h", headers={name: "v"})
+    assert caught.value.code == "InvalidParameter"
+    assert "headers[" in caught.value.message
+
+
+@pytest.mark.parametrize("value", ["a\r\nInjected: 1", "nul\x00", "bell\x07"])
+def test_header_value_with_control_characters_is_refused_without_echoing_it(value: str) -> None:
+    with pytest.raises(AliakError) as caught:
+        Request("GET", host="h", headers={"X-Token": value})
+    assert "X-Token" in caught.value.message
+    assert value not in str(caught.value)
+
+
+def test_header_value_of_a_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="X-N"):
+        Request("GET", host="h", headers={"X-N": 1})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("path", ["no-slash", "/a b", "/中", "/a?b", "/a#b", "/%zz", "/%4"])
+def test_path_must_be_percent_encoded_as_on_the_request_line(path: str) -> None:
+    with pytest.raises(AliakError) as caught:
+        Request("GET", host="h", path=path)
+    assert caught.value.message == 'The specified parameter "path" is not valid.'
+
+
+def test_raw_sub_delims_and_lower_case_hex_are_accepted_in_paths() -> None:
+    assert Request("GET", path="/(x)/a%2fb/~").path == "/(x)/a%2fb/~"
+
+
+@pytest.mark.parametrize("host", ["h/x", "https://h", "h h", "例え.jp"])
+def test_host_must_be_a_bare_ascii_host(host: str) -> None:
+    with pytest.raises(AliakError):
+        Request("GET", host=host)
+
+
+def test_method_must_be_a_token() -> None:
+    with pytest.raises(AliakError):
+        Request("GE T")
+    with pytest.raises(TypeError):
+        Request(1)  # type: ignore[arg-type]
+
+
+def test_body_types() -> None:
+    assert Request("PUT", body=None).body == b""
+    assert Request("PUT", body=bytearray(b"ab")).body == b"ab"
+    assert Request("PUT", body=[b"a", b"b"]).body == b"ab"
+    stream = io.BytesIO(b"x")
+    assert Request("PUT", body=stream).body is stream
+    assert Request("PUT", body=stream).is_streamed
+    with pytest.raises(TypeError, match="binary mode"):
+        Request("PUT", body=io.StringIO("x"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Request("PUT", body=12)  # type: ignore[arg-type]
+
+
+def test_repr_masks_authorization_and_security_token_and_hides_the_body() -> None:
+    request = Request(
+        "GET",
+        host="h",
+        headers={"Authorization": "ACS3 sig", "x-acs-security-token": "tok-secret"},
+        body=b"body-secret",
+    )
+    text = repr(request)
+    assert "tok-secret" not in text
+    assert "ACS3 sig" not in text
+    assert "body-secret" not in text
+    assert "<11 bytes>" in text
