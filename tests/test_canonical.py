@@ -13,6 +13,7 @@ from aliak.canonical import (
     canonical_uri,
     hashed_payload,
     headers_to_sign,
+    signed_headers,
     string_to_sign,
 )
 
@@ -66,6 +67,7 @@ def test_canonical_headers_trim_ends_only_and_merge_duplicates_sorted() -> None:
         "x-acs-empty": [""],
     }
     names = ["x-acs-empty", "x-acs-inner", "x-acs-test"]
+    assert signed_headers(names) == "x-acs-empty;x-acs-inner;x-acs-test"
     assert canonical_headers(index, names) == (
         "x-acs-empty:\nx-acs-inner:in  ner  spaces\nx-acs-test:http,https\n"
     )

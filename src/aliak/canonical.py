@@ -30,6 +30,7 @@ __all__ = [
 
 # §5.4 trim set (our choice): SP and HTAB, the HTTP whitespace characters.
 _HTTP_WHITESPACE = " \t"
+_ALWAYS_SIGNED = frozenset({"host", "content-type"})
 STREAM_CHUNK_SIZE = 1 << 20  # 1 MiB: large enough to amortise calls, small enough to bound memory
 
 
@@ -44,9 +45,8 @@ def canonical_query_string(pairs: Iterable[tuple[str, str]]) -> str:
     Pairs sort by name, then by value (which only matters for repeated names, which the
     verifier may receive). Sorting the unencoded strings by code point is the spec's order.
     """
-    return "&".join(
-        f"{percent_encode(name)}={percent_encode(value)}" for name, value in sorted(pairs)
-    )
+    encode = percent_encode
+    return "&".join([f"{encode(name)}={encode(value)}" for name, value in sorted(pairs)])
 
 
 def trim_header_value(value: str) -> str:
@@ -61,29 +61,28 @@ def headers_to_sign(header_names: Iterable[str], *, sign_all: bool = False) -> l
     Python SDK does. Returns the names sorted by code point.
     """
     if sign_all:
-        return sorted(name for name in header_names if name != "authorization")
+        return sorted([name for name in header_names if name != "authorization"])
     return sorted(
-        name
-        for name in header_names
-        if name.startswith("x-acs-") or name in {"host", "content-type"}
+        [name for name in header_names if name.startswith("x-acs-") or name in _ALWAYS_SIGNED]
     )
 
 
 def canonical_headers(values_by_name: Mapping[str, Sequence[str]], names: Sequence[str]) -> str:
-    """§5.4 rules 2-4: ``name:value\\n`` per name in ``names`` order.
+    """§5.4 rules 2-4: ``name:value\\n`` per name, in the order of ``names``.
 
-    Repeated names make one entry: values trimmed, sorted, joined with ``,``.
-    A name absent from ``values_by_name`` raises ``KeyError``; callers decide what that means.
+    A name with several values makes one entry: values trimmed, sorted, joined with ``,``.
+    A name absent from ``values_by_name`` raises ``KeyError``; callers decide what it means.
     """
-    parts = []
-    for name in names:
-        values = values_by_name[name]
-        if len(values) == 1:
-            parts.append(f"{name}:{values[0].strip(_HTTP_WHITESPACE)}\n")
-        else:
-            joined = ",".join(sorted(value.strip(_HTTP_WHITESPACE) for value in values))
-            parts.append(f"{name}:{joined}\n")
-    return "".join(parts)
+    whitespace = _HTTP_WHITESPACE
+    return "".join(
+        [
+            f"{name}:{values[0].strip(whitespace)}\n"
+            if len(values) == 1
+            else f"{name}:{','.join(sorted([value.strip(whitespace) for value in values]))}\n"
+            for name in names
+            for values in (values_by_name[name],)
+        ]
+    )
 
 
 def signed_headers(names: Sequence[str]) -> str:

@@ -30,9 +30,24 @@ def percent_encode(value: str) -> str:
     Space becomes ``%20`` (never ``+``) and ``~`` stays as it is. Lone surrogates (from
     bytes that were not UTF-8, decoded with ``surrogateescape``) encode back to those bytes.
     """
+    encoded = _encoded.get(value)
+    if encoded is not None:
+        return encoded
     if _all_unreserved(value) is not None:
-        return value
-    return quote(value.encode("utf-8", "surrogateescape"), safe="~")
+        encoded = value
+    else:
+        encoded = quote(value.encode("utf-8", "surrogateescape"), safe="~")
+    if len(value) <= _MEMO_MAX_LENGTH and len(_encoded) < _MEMO_MAX_ENTRIES:
+        _encoded[value] = encoded
+    return encoded
+
+
+# Query names and most values repeat from request to request (RegionId, Action names,
+# ids), so short encodings are memoised. Bounded in entries and length: a stream of
+# unique values costs at most ~1 MB and then simply stops being remembered.
+_MEMO_MAX_ENTRIES = 4096
+_MEMO_MAX_LENGTH = 128
+_encoded: dict[str, str] = {}
 
 
 def path_from_segments(segments: Iterable[str]) -> str:

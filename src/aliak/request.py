@@ -268,16 +268,15 @@ class Request:
         """True when the body is a file object or an iterable rather than bytes."""
         return not isinstance(self.body, bytes)
 
-    def _with_headers(self, headers: Headers, body: Body | None = None) -> Request:
-        """A copy with other headers (and body), skipping re-validation: the hot path."""
+    def _with_headers(self, headers: Headers, body: Body) -> Request:
+        """A copy with other headers and body, skipping re-validation: the hot path."""
         new = object.__new__(Request)
-        setter = object.__setattr__
-        setter(new, "method", self.method)
-        setter(new, "host", self.host)
-        setter(new, "path", self.path)
-        setter(new, "query", self.query)
-        setter(new, "headers", headers)
-        setter(new, "body", self.body if body is None else body)
+        _set_method(new, self.method)
+        _set_host(new, self.host)
+        _set_path(new, self.path)
+        _set_query(new, self.query)
+        _set_headers(new, headers)
+        _set_body(new, body)
         return new
 
     def __repr__(self) -> str:
@@ -289,3 +288,10 @@ class Request:
             f"Request({self.method!r}, host={self.host!r}, path={self.path!r}, "
             f"query={self.query!r}, headers={self.headers!r}, body={body})"
         )
+
+
+# The slot descriptors of the frozen class: writing through them skips attrs' frozen
+# __setattr__ guard, which only _with_headers may do, on an object it just created.
+_set_method, _set_host, _set_path, _set_query, _set_headers, _set_body = (
+    Request.__dict__[field.name].__set__ for field in attrs.fields(Request)
+)

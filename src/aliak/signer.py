@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 
 import attrs
@@ -24,7 +24,6 @@ from aliak.canonical import (
     canonical_request,
     canonical_uri,
     hash_stream,
-    hashed_payload,
     headers_to_sign,
     signed_headers,
     string_to_sign,
@@ -68,7 +67,7 @@ class SigningResult:
 class _Prepared:
     """A credential with its key state prepared once (HMAC keyed, RSA key parsed)."""
 
-    __slots__ = ("access_key_id", "credential", "key", "security_token")
+    __slots__ = ("access_key_id", "authorization_prefix", "credential", "key", "security_token")
 
     def __init__(self, credential: Credential, algorithm: Algorithm) -> None:
         if not isinstance(credential, AccessKey | StsCredential):
@@ -78,6 +77,13 @@ class _Prepared:
         self.credential = credential
         self.access_key_id = credential.access_key_id
         self.key: SigningKey = algorithm.signing_key(credential.secret.reveal())
+        # format_authorization up to the signed-header list, computed once per credential.
+        self.authorization_prefix = (
+            format_authorization(algorithm.name, self.access_key_id, "", "").partition(
+                ",SignedHeaders="
+            )[0]
+            + ",SignedHeaders="
+        )
         self.security_token = (
             credential.security_token.reveal() if isinstance(credential, StsCredential) else None
         )
@@ -169,44 +175,16 @@ class Signer:
     ) -> tuple[Request, str, str, str, str]:
         if not isinstance(request, Request):
             raise TypeError(f"sign() takes an aliak.Request, not {type(request).__name__}")
-        prepared = self._current()
+        prepared = self._prepared if self._provider is None else self._current()
         algorithm = self._algorithm
-        index = request.headers.lower_index()
-        if "authorization" in index:
-            # Re-signing would keep the old nonce and date: a replay. Sign the unsigned
-            # request again for a retry.
-            raise InvalidParameter(
-                "Authorization", detail="the request is already signed; sign the original again"
-            )
-        added: list[tuple[str, str]] = []
-
-        if "host" not in index:
-            if request.host is None:
-                raise MissingParameter("host", detail="give Request(host=...) or a host header")
-            added.append(("host", request.host))
-        _fill(index, added, "x-acs-action", action)
-        _fill(index, added, "x-acs-version", version)
-        if "x-acs-date" not in index:
-            added.append(("x-acs-date", self._date(self._now())))
-        if "x-acs-signature-nonce" not in index:
-            added.append(("x-acs-signature-nonce", self._nonce()))
-
-        body = request.body
-        payload_hash, body = self._payload_hash(index, body)
-        if "x-acs-content-sha256" not in index:
-            added.append(("x-acs-content-sha256", payload_hash))
-        if "content-type" not in index and (not isinstance(body, bytes) or body):
-            added.append(("content-type", "application/octet-stream"))
-        if prepared.security_token is not None:
-            _fill(index, added, "x-acs-security-token", prepared.security_token)
-            _fill(index, added, "x-acs-accesskey-id", prepared.access_key_id)
-
+        index = request.headers._index
+        added, payload_hash, body = self._headers_to_add(request, index, prepared, action, version)
         merged = dict(index)
         for name, value in added:
             merged[name] = [value]
 
         query = request.query
-        if len(query) > 1:
+        if len(query) > 1 and len({name for name, _ in query}) != len(query):
             _refuse_repeated_names(query)
         names = headers_to_sign(merged, sign_all=self._sign_all)
         signed = signed_headers(names)
@@ -220,36 +198,72 @@ class Signer:
         )
         to_sign = string_to_sign(algorithm, canonical)
         signature = prepared.key.sign(to_sign.encode("utf-8"))
-        authorization = format_authorization(
-            algorithm.name, prepared.access_key_id, signed, signature
-        )
+        authorization = f"{prepared.authorization_prefix}{signed},Signature={signature}"
 
         added.append(("Authorization", authorization))
         merged["authorization"] = [authorization]
-        headers = Headers._trusted(request.headers.items() + tuple(added), merged)
-        signed_request = request._with_headers(headers, body)
-        return signed_request, canonical, to_sign, signature, authorization
+        headers = Headers._trusted((*request.headers.items(), *added), merged)
+        return request._with_headers(headers, body), canonical, to_sign, signature, authorization
 
-    def _payload_hash(self, index: Any, body: Body) -> tuple[str, Body]:
+    def _headers_to_add(
+        self,
+        request: Request,
+        index: Mapping[str, list[str]],
+        prepared: _Prepared,
+        action: str | None,
+        version: str | None,
+    ) -> tuple[list[tuple[str, str]], str, Body]:
+        """The headers sign() fills in, the payload hash, and the body to send."""
+        if "authorization" in index:
+            # Re-signing would keep the old nonce and date: a replay. Sign the unsigned
+            # request again for a retry.
+            raise InvalidParameter(
+                "Authorization", detail="the request is already signed; sign the original again"
+            )
+        added: list[tuple[str, str]] = []
+        if "host" not in index:
+            if request.host is None:
+                raise MissingParameter("host", detail="give Request(host=...) or a host header")
+            added.append(("host", request.host))
+        if action is not None:
+            _fill(index, added, "x-acs-action", action)
+        if version is not None:
+            _fill(index, added, "x-acs-version", version)
+        if "x-acs-date" not in index:
+            added.append(("x-acs-date", self._date(self._now())))
+        if "x-acs-signature-nonce" not in index:
+            added.append(("x-acs-signature-nonce", self._nonce()))
+
+        payload_hash, body = self._payload_hash(index, request.body)
+        if "x-acs-content-sha256" not in index:
+            added.append(("x-acs-content-sha256", payload_hash))
+        if "content-type" not in index and (type(body) is not bytes or body):
+            added.append(("content-type", "application/octet-stream"))
+        if prepared.security_token is not None:
+            _fill(index, added, "x-acs-security-token", prepared.security_token)
+            _fill(index, added, "x-acs-accesskey-id", prepared.access_key_id)
+        return added, payload_hash, body
+
+    def _payload_hash(self, index: Mapping[str, list[str]], body: Body) -> tuple[str, Body]:
         """The body's hash, and the body to send (a spool when a one-shot iterable was read)."""
         given = index.get("x-acs-content-sha256")
-        if isinstance(body, bytes):
-            computed = hashed_payload(body, self._algorithm)
-            if given is not None and given != [computed]:
+        if type(body) is bytes:
+            payload_hash = self._algorithm.hash_hex(body)
+            if given is not None and given != [payload_hash]:
                 raise InvalidParameter(
                     "x-acs-content-sha256", detail="the header does not match the body's hash"
                 )
-            return computed, body
+            return payload_hash, body
         if given is not None:
-            # A caller that hashed a stream already: trust it (the server checks it anyway).
+            # A caller that hashed the stream already: trust it (the server checks it anyway).
             return given[0], body
-        return _hash_streamed_body(body, self._algorithm)
+        return _hash_streamed_body(body, self._algorithm)  # type: ignore[arg-type]
 
 
-def _fill(index: Any, added: list[tuple[str, str]], name: str, value: str | None) -> None:
+def _fill(
+    index: Mapping[str, list[str]], added: list[tuple[str, str]], name: str, value: str
+) -> None:
     """Add ``name: value`` unless present; a present header that disagrees is an error."""
-    if value is None:
-        return
     present = index.get(name)
     if present is None:
         added.append((name, value))
