@@ -46,6 +46,8 @@ NonceFactory = Callable[[], str]
 # One-shot iterables are spooled while hashed so they can still be sent; up to this size
 # the spool stays in memory, past it it moves to a temporary file.
 _SPOOL_MEMORY_LIMIT = 4 * STREAM_CHUNK_SIZE
+# Distinct header-name layouts whose signed-name list a signer remembers.
+_MAX_LAYOUTS = 256
 
 
 def random_nonce() -> str:
@@ -102,6 +104,7 @@ class Signer:
     __slots__ = (
         "_algorithm",
         "_date",
+        "_layouts",
         "_nonce",
         "_now",
         "_prepared",
@@ -123,6 +126,7 @@ class Signer:
         self._now = clock
         self._nonce = nonce_factory
         self._date = UtcSecondFormatter()
+        self._layouts: dict[tuple[str, ...], list[str]] = {}
         if isinstance(credential, AccessKey | StsCredential):
             self._provider: CredentialsProvider | None = None
             self._prepared = _Prepared(credential, self._algorithm)
@@ -186,7 +190,7 @@ class Signer:
         query = request.query
         if len(query) > 1 and len({name for name, _ in query}) != len(query):
             _refuse_repeated_names(query)
-        names = headers_to_sign(merged, sign_all=self._sign_all)
+        names = self._names_to_sign(merged)
         signed = signed_headers(names)
         canonical = canonical_request(
             request.method,
@@ -204,6 +208,16 @@ class Signer:
         merged["authorization"] = [authorization]
         headers = Headers._trusted((*request.headers.items(), *added), merged)
         return request._with_headers(headers, body), canonical, to_sign, signature, authorization
+
+    def _names_to_sign(self, merged: dict[str, list[str]]) -> list[str]:
+        """headers_to_sign, memoised per header-name layout (a client repeats a few)."""
+        layout = tuple(merged)
+        names = self._layouts.get(layout)
+        if names is None:
+            names = headers_to_sign(layout, sign_all=self._sign_all)
+            if len(self._layouts) < _MAX_LAYOUTS:
+                self._layouts[layout] = names
+        return names
 
     def _headers_to_add(
         self,
