@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AccessKeyAlreadyExists",
+    "AccessKeyLimitExceeded",
+    "AccessKeyNotFound",
     "AliakError",
     "Forbidden",
     "IncompleteSignature",
@@ -24,6 +27,7 @@ __all__ = [
     "InvalidSignatureMethod",
     "InvalidTimeStampExpired",
     "InvalidTimeStampFormat",
+    "LimitExceeded",
     "MissingParameter",
     "MissingSecurityToken",
     "SignatureDoesNotMatch",
@@ -216,3 +220,40 @@ class InternalError(AliakError):
     code = "InternalError"
     default_message = "The request processing has failed due to some unknown error."
     http_status = 500
+
+
+# Administration errors (key management, not request verification). Codes follow the
+# RAM API where it has one.
+
+
+class AccessKeyNotFound(AliakError):
+    """An administrative call named a key id the store does not hold."""
+
+    code = "EntityNotExist.User.AccessKey"
+    default_message = "The specified access key does not exist."
+    http_status = 404
+
+
+class AccessKeyAlreadyExists(AliakError):
+    code = "EntityAlreadyExists.User.AccessKey"
+    default_message = "The specified access key already exists."
+    http_status = 409
+
+
+class AccessKeyLimitExceeded(AliakError):
+    """§7.1: at most 2 AccessKey pairs per RAM user (keys in the recycle bin not counted)."""
+
+    code = "LimitExceeded.User.AccessKey"
+    default_message = "The count of access keys of the user exceeds the limit."
+    http_status = 409
+
+
+class LimitExceeded(AliakError):
+    """A documented limit (network-policy size, ...) would be exceeded."""
+
+    code = "LimitExceeded"
+    http_status = 400
+
+    def __init__(self, what: str, *, detail: str | None = None) -> None:
+        self.what = what
+        super().__init__(f'The specified "{what}" exceeds its limit.', detail=detail)

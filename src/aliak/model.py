@@ -1,0 +1,191 @@
+"""The AccessKey data model (spec ``verification.md`` §7): owners, status, key records.
+
+Plain frozen values; storage backends persist them and the verifier reads them. Times
+are timezone-aware UTC ``datetime`` values with second precision.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+
+from aliak.credentials import is_valid_access_key_id
+from aliak.errors import InvalidParameter
+
+__all__ = [
+    "RECYCLE_BIN_RETENTION",
+    "Account",
+    "KeyAlgorithm",
+    "KeyRecord",
+    "KeyStatus",
+    "LastUsed",
+    "Owner",
+    "RamUser",
+    "SourceIpUse",
+    "UsageRecord",
+    "utc_from_timestamp",
+    "utc_now",
+]
+
+# §7.2: a deleted key stays in the recycle bin this long, then it is purged.
+RECYCLE_BIN_RETENTION = timedelta(days=30)
+
+# Account ids are digits at Alibaba; we accept the id alphabet so other deployments fit.
+_is_account_id = re.compile(r"[A-Za-z0-9._\-]{1,64}").fullmatch
+# RAM user names: 1-64 characters of letters, digits, '.', '_', '-', '@' (RAM limits page).
+_is_user_name = re.compile(r"[A-Za-z0-9._\-@]{1,64}").fullmatch
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def utc_from_timestamp(seconds: float) -> datetime:
+    return datetime.fromtimestamp(int(seconds), timezone.utc)
+
+
+def _check_account_id(_instance: Any, _attribute: Any, value: str) -> None:
+    if not isinstance(value, str) or _is_account_id(value) is None:
+        raise InvalidParameter("AccountId", detail="1-64 characters of [A-Za-z0-9._-]")
+
+
+def _check_user_name(_instance: Any, _attribute: Any, value: str) -> None:
+    if not isinstance(value, str) or _is_user_name(value) is None:
+        raise InvalidParameter("UserName", detail="1-64 characters of [A-Za-z0-9._-@]")
+
+
+def _check_utc(_instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
+        raise InvalidParameter(attribute.name, detail="a timezone-aware datetime is expected")
+
+
+@attrs.frozen
+class Account:
+    """The Alibaba Cloud account itself (the root principal)."""
+
+    account_id: str = attrs.field(validator=_check_account_id)
+
+    @property
+    def principal_name(self) -> str:
+        return self.account_id
+
+
+@attrs.frozen
+class RamUser:
+    """A RAM user inside an account."""
+
+    account_id: str = attrs.field(validator=_check_account_id)
+    name: str = attrs.field(validator=_check_user_name)
+
+    @property
+    def principal_name(self) -> str:
+        return f"{self.name}@{self.account_id}"
+
+
+Owner = Account | RamUser
+
+
+class KeyStatus(str, enum.Enum):
+    """§7.1: the two states of a key, spelled as the RAM API spells them."""
+
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+
+
+class KeyAlgorithm(str, enum.Enum):
+    """What a key holds: an HMAC secret (ACS3-HMAC-SHA256 and ACS3-HMAC-SM3) or an RSA
+    public key (ACS3-RSA-SHA256; the client keeps the private key)."""
+
+    HMAC = "HMAC"
+    RSA = "RSA"
+
+    def allows(self, signature_algorithm: str) -> bool:
+        if self is KeyAlgorithm.RSA:
+            return signature_algorithm == "ACS3-RSA-SHA256"
+        return signature_algorithm in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3")
+
+
+@attrs.frozen
+class LastUsed:
+    """§7.3, as ``GetAccessKeyLastUsed`` gives it: when, and which service."""
+
+    used_at: datetime = attrs.field(validator=_check_utc)
+    service_name: str
+
+
+@attrs.frozen
+class SourceIpUse:
+    """One source address a key was used from, with the first and last time seen."""
+
+    source_ip: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+@attrs.frozen
+class UsageRecord:
+    """One batched use of a key, as the verifier hands it to a usage log."""
+
+    access_key_id: str
+    used_at: float
+    service_name: str
+    source_ip: str | None
+    first_used_at: float
+
+
+def _check_key_id(_instance: Any, _attribute: Any, value: str) -> None:
+    if not is_valid_access_key_id(value):
+        raise InvalidParameter("AccessKeyId", detail="1-128 characters of [A-Za-z0-9._-]")
+
+
+@attrs.frozen(repr=False)
+class KeyRecord:
+    """Everything the store keeps about one AccessKey. Never the plaintext secret.
+
+    ``sealed_secret`` is the AES-GCM sealed HMAC secret (see :mod:`aliak.sealing`);
+    RSA keys hold ``public_key`` (PEM) instead. ``recycled_at`` is set while the key is in
+    the recycle bin. ``leak_restricted`` can be set, never cleared (§7.4).
+    """
+
+    access_key_id: str = attrs.field(validator=_check_key_id)
+    owner: Owner
+    status: KeyStatus
+    created_at: datetime = attrs.field(validator=_check_utc)
+    algorithm: KeyAlgorithm = KeyAlgorithm.HMAC
+    sealed_secret: bytes | None = None
+    public_key: str | None = None
+    last_used: LastUsed | None = None
+    recycled_at: datetime | None = attrs.field(default=None, validator=_check_utc)
+    leak_restricted: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.algorithm is KeyAlgorithm.HMAC and not self.sealed_secret:
+            raise InvalidParameter("AccessKeySecret", detail="an HMAC key needs a sealed secret")
+        if self.algorithm is KeyAlgorithm.RSA and not self.public_key:
+            raise InvalidParameter("PublicKey", detail="an RSA key needs a public key")
+
+    @property
+    def in_recycle_bin(self) -> bool:
+        return self.recycled_at is not None
+
+    @property
+    def purge_at(self) -> datetime | None:
+        """When a key in the recycle bin is purged (``DeleteDate``)."""
+        return None if self.recycled_at is None else self.recycled_at + RECYCLE_BIN_RETENTION
+
+    @property
+    def is_root_key(self) -> bool:
+        return isinstance(self.owner, Account)
+
+    def __repr__(self) -> str:
+        sealed = "None" if self.sealed_secret is None else f"<{len(self.sealed_secret)} bytes>"
+        return (
+            f"KeyRecord(access_key_id={self.access_key_id!r}, owner={self.owner!r}, "
+            f"status={self.status.value!r}, created_at={self.created_at.isoformat()!r}, "
+            f"algorithm={self.algorithm.value!r}, sealed_secret={sealed}, "
+            f"recycled_at={self.recycled_at!r}, leak_restricted={self.leak_restricted})"
+        )

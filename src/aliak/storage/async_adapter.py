@@ -1,0 +1,89 @@
+"""The async face of a sync store: each call runs in a worker thread (or inline).
+
+A backend whose calls block (SQLite) is offloaded with :func:`asyncio.to_thread` so the
+event loop never waits on disk; one whose calls never block (memory) runs inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from aliak.acl import NetworkPolicy
+from aliak.model import KeyRecord, KeyStatus, LastUsed, Owner, SourceIpUse, UsageRecord
+from aliak.sealing import MasterKeyring
+from aliak.storage.protocols import PolicyTarget, Store
+
+__all__ = ["AsyncStoreAdapter"]
+
+T = TypeVar("T")
+
+
+class AsyncStoreAdapter:
+    """Implements :class:`~aliak.storage.protocols.AsyncStore` over a sync :class:`Store`."""
+
+    def __init__(self, store: Store, *, offload: bool = True) -> None:
+        self.sync = store
+        self._offload = offload
+
+    def __repr__(self) -> str:
+        return f"AsyncStoreAdapter({self.sync!r}, offload={self._offload})"
+
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._offload:
+            return await asyncio.to_thread(function, *args, **kwargs)
+        return function(*args, **kwargs)
+
+    @property
+    def keyring(self) -> MasterKeyring:
+        return self.sync.keyring
+
+    async def reload_keyring(self) -> MasterKeyring:
+        return await self._call(self.sync.reload_keyring)
+
+    async def get_key(self, access_key_id: str) -> KeyRecord | None:
+        return await self._call(self.sync.get_key, access_key_id)
+
+    async def add_key(self, record: KeyRecord, *, max_keys_per_owner: int) -> None:
+        await self._call(self.sync.add_key, record, max_keys_per_owner=max_keys_per_owner)
+
+    async def list_keys(self, owner: Owner) -> list[KeyRecord]:
+        return await self._call(self.sync.list_keys, owner)
+
+    async def set_key_status(self, access_key_id: str, status: KeyStatus) -> KeyRecord:
+        return await self._call(self.sync.set_key_status, access_key_id, status)
+
+    async def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
+        return await self._call(self.sync.reseal_secret, access_key_id, old, new)
+
+    async def claim_nonce(
+        self, access_key_id: str, nonce: str, *, now: float, expires_at: float
+    ) -> bool:
+        return await self._call(
+            self.sync.claim_nonce, access_key_id, nonce, now=now, expires_at=expires_at
+        )
+
+    async def prune_nonces(self, now: float) -> int:
+        return await self._call(self.sync.prune_nonces, now)
+
+    async def get_network_policy(self, target: PolicyTarget) -> NetworkPolicy | None:
+        return await self._call(self.sync.get_network_policy, target)
+
+    async def set_network_policy(self, target: PolicyTarget, policy: NetworkPolicy | None) -> None:
+        await self._call(self.sync.set_network_policy, target, policy)
+
+    async def record_usage(self, records: Sequence[UsageRecord]) -> None:
+        await self._call(self.sync.record_usage, records)
+
+    async def get_last_used(self, access_key_id: str) -> LastUsed | None:
+        return await self._call(self.sync.get_last_used, access_key_id)
+
+    async def source_ip_history(
+        self, access_key_id: str, since: datetime | None = None
+    ) -> list[SourceIpUse]:
+        return await self._call(self.sync.source_ip_history, access_key_id, since)
+
+    async def aclose(self) -> None:
+        await self._call(self.sync.close)
