@@ -3,6 +3,7 @@
 The names in ``__all__`` are the public contract; everything else may change.
 """
 
+from aliak.acl import NetworkPolicy
 from aliak.algorithms import ALGORITHM_NAMES, AlgorithmName
 from aliak.authorization import Authorization, format_authorization, parse_authorization
 from aliak.credentials import (
@@ -14,23 +15,42 @@ from aliak.credentials import (
 )
 from aliak.encoding import path_from_segments, percent_encode
 from aliak.errors import AliakError
+from aliak.keys import KeyManager, NewAccessKey
+from aliak.model import Account, KeyRecord, KeyStatus, LastUsed, RamUser
 from aliak.request import Headers, Request
+from aliak.sealing import MasterKeyring
 from aliak.signer import Signer, SigningResult
+from aliak.storage.memory import MemoryStore
+from aliak.verifier import AsyncVerifier, Verified, Verifier, VerifierSettings
 
 __all__ = [
     "ALGORITHM_NAMES",
     "AccessKey",
+    "Account",
     "AlgorithmName",
     "AliakError",
+    "AsyncVerifier",
     "Authorization",
     "CredentialsProvider",
     "EnvironmentCredentialsProvider",
     "Headers",
+    "KeyManager",
+    "KeyRecord",
+    "KeyStatus",
+    "LastUsed",
+    "MasterKeyring",
+    "MemoryStore",
+    "NetworkPolicy",
+    "NewAccessKey",
+    "RamUser",
     "Request",
     "Secret",
     "Signer",
     "SigningResult",
     "StsCredential",
+    "Verified",
+    "Verifier",
+    "VerifierSettings",
     "format_authorization",
     "parse_authorization",
     "path_from_segments",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AccessDenied",
     "AccessKeyAlreadyExists",
     "AccessKeyLimitExceeded",
     "AccessKeyNotFound",
@@ -257,3 +258,19 @@ class LimitExceeded(AliakError):
     def __init__(self, what: str, *, detail: str | None = None) -> None:
         self.what = what
         super().__init__(f'The specified "{what}" exceeds its limit.', detail=detail)
+
+
+class AccessDenied(AliakError):
+    """The opaque profile's one refusal: the client learns only that it was refused.
+
+    ``reason`` holds the precise :class:`AliakError` for the server's logs and metrics.
+    """
+
+    code = "AccessDenied"
+    default_message = "The request was refused."
+    http_status = 403
+
+    def __init__(self, reason: AliakError) -> None:
+        self.reason = reason
+        detail = reason.code if reason.detail is None else f"{reason.code}: {reason.detail}"
+        super().__init__(detail=detail)

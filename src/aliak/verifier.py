@@ -1,0 +1,966 @@
+"""The server side: :class:`Verifier` and :class:`AsyncVerifier` over one pure core.
+
+The check order is spec ``verification.md`` §2:
+
+1. parse ``Authorization``; 2. required headers present and signed; 3. ``x-acs-date``
+format and window; 4. key lookup (one store call, a dummy key for unknown ids);
+5. signature, compared in constant time; *only then* 6. key state and leak restriction;
+7. network ACL; 9. nonce claimed atomically; 10. last use recorded in a batch.
+
+Steps 1-3 need no store and no secret, so floods are refused cheaply; key existence is
+disclosed only after step 5, at the same cost either way, and key state only to a
+caller who proved they hold the secret. The two shells differ only in how they call the
+store (sync or ``await``); everything they decide is in :class:`_Core`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import IO, Any, Generic, Literal, TypeVar
+
+import attrs
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from aliak.acl import (
+    AclDecision,
+    CompiledPolicy,
+    IpAddress,
+    compile_policy,
+    evaluate_network_access,
+    parse_source_ip,
+)
+from aliak.algorithms import Algorithm, VerifyingKey, get_algorithm
+from aliak.authorization import Authorization, parse_authorization
+from aliak.canonical import (
+    STREAM_CHUNK_SIZE,
+    canonical_headers,
+    canonical_query_string,
+    canonical_request,
+    canonical_uri,
+    hash_stream,
+    string_to_sign,
+)
+from aliak.credentials import Secret
+from aliak.errors import (
+    AccessDenied,
+    AliakError,
+    Forbidden,
+    IncompleteSignature,
+    InternalError,
+    InvalidAccessKeyIdAccessPolicyDenied,
+    InvalidAccessKeyIdInactive,
+    InvalidAccessKeyIdNotFound,
+    InvalidParameter,
+    InvalidTimeStampExpired,
+    MissingParameter,
+    SignatureDoesNotMatch,
+    SignatureNonceUsed,
+)
+from aliak.model import KeyAlgorithm, KeyRecord, KeyStatus, Owner, UsageRecord, utc_from_timestamp
+from aliak.request import Body, Request
+from aliak.sealing import MasterKeyring, SealingError
+from aliak.storage.protocols import (
+    AsyncStore,
+    PolicyTarget,
+    Store,
+)
+from aliak.timestamps import Clock, parse_acs_date, system_clock
+
+__all__ = [
+    "DEFAULT_ALLOWED_ALGORITHMS",
+    "DEFAULT_HIGH_RISK_ACTIONS",
+    "AsyncVerifier",
+    "HighRiskActions",
+    "Verified",
+    "Verifier",
+    "VerifierSettings",
+]
+
+DEFAULT_ALLOWED_ALGORITHMS = frozenset({"ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"})
+
+# §7.4: the published list of operations blocked for a leak-restricted key, as
+# (service, version, action); "*" matches anything. Configurable: the list "is subject
+# to change".
+DEFAULT_HIGH_RISK_ACTIONS: tuple[tuple[str, str, str], ...] = (
+    ("ram", "2015-05-01", "*"),
+    ("ims", "2019-08-15", "*"),
+    *(
+        ("ecs", "2014-05-26", action)
+        for action in (
+            "RunInstances", "CreateInstance", "CreateAutoProvisioningGroup", "StartInstance",
+            "StartInstances", "RunCommand", "InvokeCommand", "CreateCommand", "DeleteInstance",
+            "DeleteInstances", "DeleteSnapshot", "DeleteSnapshotGroup", "DeleteImage",
+        )
+    ),
+    ("eci", "2018-08-08", "CreateContainerGroup"),
+    ("eci", "2018-08-08", "DeleteContainerGroup"),
+    *(
+        ("dysmsapi", "2017-05-25", action)
+        for action in ("SendSms", "SendBatchSms", "AddSmsTemplate", "CreateSmsTemplate")
+    ),
+    *(
+        ("rds", "2014-08-15", action)
+        for action in (
+            "DeleteDBInstance", "DestroyDBInstance", "DeleteDatabase", "DeleteBackup",
+            "ModifyBackupPolicy", "CreateAccount", "ResetAccountPassword",
+            "GrantAccountPrivilege",
+        )
+    ),
+    *(
+        ("alidns", "2015-01-09", action)
+        for action in (
+            "DeleteDomain", "AddDomainRecord", "UpdateDomainRecord", "DeleteDomainRecord",
+            "SetDomainRecordStatus",
+        )
+    ),
+    ("business", "2017-12-14", "RefundInstance"),
+)  # fmt: skip
+
+# §3 nonce (our choice): 1-128 characters in 0x21-0x7E.
+_is_nonce = re.compile(r"[\x21-\x7e]{1,128}").fullmatch
+# Headers that must be present (§2 step 2); action and version can be made optional.
+_ALWAYS_REQUIRED = ("host", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256")
+_ACTION_HEADERS = ("x-acs-action", "x-acs-version")
+# A required x-acs header sent twice is ambiguous (which value did the client mean?).
+_SINGLE_VALUED = (*_ALWAYS_REQUIRED, *_ACTION_HEADERS, "x-acs-security-token")
+
+
+class HighRiskActions:
+    """(service, version, action) patterns with ``*`` wildcards, matched in O(1)."""
+
+    __slots__ = ("_exact", "_patterns")
+
+    def __init__(self, patterns: Iterable[tuple[str, str, str]] = DEFAULT_HIGH_RISK_ACTIONS):
+        self._exact: set[tuple[str, str, str]] = set()
+        self._patterns: set[tuple[str, str, str]] = set()
+        for service, version, action in patterns:
+            triple = (service.lower(), version, action)
+            target = self._patterns if "*" in triple else self._exact
+            target.add(triple)
+
+    def matches(self, service: str, version: str | None, action: str | None) -> bool:
+        service = service.lower()
+        version = version or ""
+        action = action or ""
+        if (service, version, action) in self._exact:
+            return True
+        return any(
+            (s in ("*", service)) and (v in ("*", version)) and (a in ("*", action))
+            for s, v, a in self._patterns
+        )
+
+
+@attrs.frozen(kw_only=True)
+class VerifierSettings:
+    """Every knob of the verifier, with the spec's defaults.
+
+    - ``max_skew``: the ``x-acs-date`` window, both directions (exactly at it is accepted).
+    - ``allowed_algorithms``: HMAC-SHA256 and HMAC-SM3 by default; add
+      ``"ACS3-RSA-SHA256"`` to accept RSA keys.
+    - ``require_action``: whether ``x-acs-action``/``x-acs-version`` must be present.
+    - ``unsigned_headers_allowed``: ``x-acs-*`` headers a trusted proxy adds unsigned.
+    - ``error_profile``: ``"alibaba"`` (exact codes) or ``"opaque"`` (one generic code;
+      the precise reason stays on ``AccessDenied.reason``).
+    - ``echo_string_to_sign``: put the server's string-to-sign in
+      ``SignatureDoesNotMatch``; defaults to on for ``"alibaba"``, off for ``"opaque"``.
+    - ``freshness``: seconds a key record or policy is cached; a state change made
+      through any process sharing the store takes effect within it.
+    - ``claim_nonce_before_state_checks``: consume the nonce right after the signature.
+    - ``service_name``: for last-used records and the high-risk list; ``None`` takes the
+      first label of the request's host (``ecs`` for ``ecs.cn-hangzhou.aliyuncs.com``).
+    - ``max_body_size``: a streamed body longer than this is refused while read.
+    """
+
+    max_skew: timedelta = timedelta(minutes=15)
+    allowed_algorithms: frozenset[str] = DEFAULT_ALLOWED_ALGORITHMS
+    require_action: bool = True
+    unsigned_headers_allowed: frozenset[str] = frozenset()
+    error_profile: Literal["alibaba", "opaque"] = "alibaba"
+    echo_string_to_sign: bool | None = None
+    high_risk_actions: HighRiskActions = attrs.field(factory=HighRiskActions)
+    freshness: float = 1.0
+    usage_flush_interval: float = 60.0
+    claim_nonce_before_state_checks: bool = False
+    service_name: str | None = None
+    lenient_authorization: bool = True
+    max_body_size: int | None = None
+    cache_size: int = 10_000
+
+    def __attrs_post_init__(self) -> None:
+        if self.error_profile not in ("alibaba", "opaque"):
+            raise InvalidParameter("error_profile", detail="'alibaba' or 'opaque'")
+        unknown = set(self.allowed_algorithms) - {
+            "ACS3-HMAC-SHA256",
+            "ACS3-HMAC-SM3",
+            "ACS3-RSA-SHA256",
+        }
+        if unknown:
+            raise InvalidParameter("allowed_algorithms", detail=f"unknown: {sorted(unknown)}")
+        if self.max_skew <= timedelta(0) or self.freshness < 0:
+            raise InvalidParameter("max_skew", detail="the window must be positive")
+
+    @property
+    def echoes_string_to_sign(self) -> bool:
+        if self.echo_string_to_sign is None:
+            return self.error_profile == "alibaba"
+        return self.echo_string_to_sign
+
+
+@attrs.frozen
+class Verified:
+    """A request that passed every check. Holds no secret.
+
+    ``body`` is what the application should read: the bytes received, or, for a
+    streamed request, a spooled copy that was hashed before anyone could act on it.
+    """
+
+    access_key_id: str
+    principal: Owner
+    key_type: Literal["permanent", "sts"]
+    algorithm: str
+    signed_headers: tuple[str, ...]
+    action: str | None
+    version: str | None
+    nonce: str
+    timestamp: datetime
+    source_ip: str | None
+    acl_rule: str | None
+    body: Body = attrs.field(eq=False, repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready, without the body."""
+        principal: dict[str, str] = {"AccountId": self.principal.account_id}
+        if hasattr(self.principal, "name"):
+            principal["UserName"] = self.principal.name
+        return {
+            "AccessKeyId": self.access_key_id,
+            "Principal": principal,
+            "KeyType": self.key_type,
+            "Algorithm": self.algorithm,
+            "SignedHeaders": list(self.signed_headers),
+            "Action": self.action,
+            "Version": self.version,
+            "Nonce": self.nonce,
+            "Timestamp": self.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "SourceIp": self.source_ip,
+            "AclRule": self.acl_rule,
+        }
+
+
+class _Pending:
+    """What steps 1-3 learned from a request; carried through the later steps."""
+
+    __slots__ = (
+        "action",
+        "algorithm",
+        "authorization",
+        "body",
+        "index",
+        "nonce",
+        "payload_hash",
+        "request",
+        "service",
+        "source_address",
+        "source_ip",
+        "timestamp",
+        "version",
+        "vpc_id",
+    )
+
+    authorization: Authorization
+    algorithm: Algorithm
+    index: dict[str, list[str]]
+    request: Request
+    body: Body
+    payload_hash: str
+    timestamp: int
+    nonce: str
+    action: str | None
+    version: str | None
+    service: str
+    source_ip: str | None
+    source_address: IpAddress | None
+    vpc_id: str | None
+
+
+class _KeyEntry:
+    """A key record with its verifying keys prepared, or the dummy for an unknown id."""
+
+    __slots__ = ("keys", "record")
+
+    def __init__(self, record: KeyRecord | None, keys: dict[str, VerifyingKey]) -> None:
+        self.record = record
+        self.keys = keys
+
+
+_dummy_rsa_lock = threading.Lock()
+_dummy_rsa_public: list[str] = []
+
+
+def _dummy_rsa_public_key() -> str:
+    # Generated once per process, on first need: an unknown id claiming RSA must cost
+    # an RSA verification too.
+    with _dummy_rsa_lock:
+        if not _dummy_rsa_public:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            pem = key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            _dummy_rsa_public.append(pem.decode())
+        return _dummy_rsa_public[0]
+
+
+class _Core:
+    """The pure pipeline. Never touches a store; the shells hand it what they fetched."""
+
+    def __init__(self, settings: VerifierSettings) -> None:
+        self.settings = settings
+        self._skew = settings.max_skew.total_seconds()
+        self._nonce_ttl = 2 * self._skew  # §5: 2W from the claim always reaches past t + W
+        # A random secret of a real secret's length: the unknown-id path does the same work.
+        self._dummy_secret = os.urandom(15).hex()
+        self._dummy_keys: dict[str, VerifyingKey] = {}
+        self._dummy_keyring = MasterKeyring.generate()
+        self._dummy_sealed = self._dummy_keyring.seal_secret("dummy", Secret(self._dummy_secret))
+        self._required = _ALWAYS_REQUIRED + (_ACTION_HEADERS if settings.require_action else ())
+
+    # -- steps 1-3: no store, no secret ---------------------------------------------
+
+    def prepare(
+        self,
+        request: Request,
+        now: float,
+        source_ip: str | None,
+        vpc_id: str | None,
+    ) -> _Pending:
+        if not isinstance(request, Request):
+            raise TypeError(f"verify() takes an aliak.Request, not {type(request).__name__}")
+        pending = _Pending()
+        pending.request = request
+        pending.source_ip = source_ip
+        pending.source_address = None if source_ip is None else parse_source_ip(source_ip)
+        pending.vpc_id = vpc_id
+        index = request.headers._index
+        pending.index = index
+        pending.authorization = self._parse_authorization(index)
+        pending.algorithm = get_algorithm(pending.authorization.algorithm)
+        self._check_required_headers(pending, index)
+        pending.timestamp = self._check_timestamp(index["x-acs-date"][0], now)
+        nonce = index["x-acs-signature-nonce"][0]
+        if _is_nonce(nonce) is None:
+            raise InvalidParameter("x-acs-signature-nonce", detail="1-128 printable ASCII")
+        pending.nonce = nonce
+        action = index.get("x-acs-action")
+        version = index.get("x-acs-version")
+        pending.action = None if action is None else action[0]
+        pending.version = None if version is None else version[0]
+        host = index["host"][0]
+        pending.service = self.settings.service_name or host.partition(".")[0].lower()
+        return pending
+
+    def _parse_authorization(self, index: dict[str, list[str]]) -> Authorization:
+        values = index.get("authorization")
+        if values is None:
+            raise IncompleteSignature(detail="Authorization: missing")
+        if len(values) != 1:
+            raise IncompleteSignature(detail="Authorization: sent more than once")
+        return parse_authorization(
+            values[0],
+            allowed_algorithms=self.settings.allowed_algorithms,
+            lenient=self.settings.lenient_authorization,
+        )
+
+    def _check_required_headers(self, pending: _Pending, index: dict[str, list[str]]) -> None:
+        for name in self._required:
+            if name not in index:
+                raise MissingParameter(name)
+        signed = set(pending.authorization.signed_headers)
+        for name in signed:
+            if name not in index:
+                raise IncompleteSignature(detail=f"signed header {name!r} is not in the request")
+        allowed_unsigned = self.settings.unsigned_headers_allowed
+        for name in index:
+            if name in signed or name == "authorization":
+                continue
+            if (
+                name in self._required
+                or name == "content-type"
+                or (name.startswith("x-acs-") and name not in allowed_unsigned)
+            ):
+                raise IncompleteSignature(detail=f"header {name!r} must be signed")
+        for name in _SINGLE_VALUED:
+            values = index.get(name)
+            if values is not None and len(values) != 1:
+                raise IncompleteSignature(detail=f"header {name!r} is sent more than once")
+        key_id_header = index.get("x-acs-accesskey-id")
+        if key_id_header is not None and key_id_header != [pending.authorization.access_key_id]:
+            raise IncompleteSignature(detail="x-acs-accesskey-id differs from Credential")
+
+    def _check_timestamp(self, text: str, now: float) -> int:
+        timestamp = parse_acs_date(text)
+        if abs(now - timestamp) > self._skew:
+            raise InvalidTimeStampExpired(detail=f"{text} is outside +-{self._skew:.0f} s")
+        return timestamp
+
+    def hash_body(self, pending: _Pending) -> None:
+        """The payload line is the hash of the body *received* (§5.5)."""
+        body = pending.request.body
+        algorithm = pending.algorithm
+        if isinstance(body, bytes):
+            pending.body = body
+            pending.payload_hash = algorithm.hash_hex(body)
+            return
+        spool = tempfile.SpooledTemporaryFile(max_size=4 * STREAM_CHUNK_SIZE)  # noqa: SIM115
+        sink: IO[bytes] = spool
+        if self.settings.max_body_size is not None:
+            sink = _LimitedSink(spool, self.settings.max_body_size)  # type: ignore[assignment]
+        try:
+            pending.payload_hash = hash_stream(body, algorithm.hasher(), sink=sink)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        pending.body = spool
+
+    # -- steps 4-5 ------------------------------------------------------------------
+
+    def entry_for(self, record: KeyRecord | None, keyring: MasterKeyring) -> _KeyEntry:
+        """Prepare verifying keys for a fetched record (or the dummy for ``None``)."""
+        if record is None:
+            self._dummy_keyring.open_secret("dummy", self._dummy_sealed)  # same work as a hit
+            return _KeyEntry(None, self._dummy_keys)
+        keys: dict[str, VerifyingKey] = {}
+        if record.algorithm is KeyAlgorithm.RSA:
+            assert record.public_key is not None
+            keys["ACS3-RSA-SHA256"] = get_algorithm("ACS3-RSA-SHA256").verifying_key(
+                record.public_key
+            )
+        else:
+            assert record.sealed_secret is not None
+            secret = keyring.open_secret(record.access_key_id, record.sealed_secret).reveal()
+            for name in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"):
+                keys[name] = get_algorithm(name).verifying_key(secret)
+        return _KeyEntry(record, keys)
+
+    def _dummy_key(self, algorithm: str) -> VerifyingKey:
+        key = self._dummy_keys.get(algorithm)
+        if key is None:
+            material = (
+                _dummy_rsa_public_key() if algorithm == "ACS3-RSA-SHA256" else self._dummy_secret
+            )
+            key = get_algorithm(algorithm).verifying_key(material)
+            self._dummy_keys[algorithm] = key
+        return key
+
+    def authenticate(self, pending: _Pending, entry: _KeyEntry) -> KeyRecord:
+        """Step 5: rebuild the canonical request as received, compare in constant time."""
+        authorization = pending.authorization
+        request = pending.request
+        names = authorization.signed_headers
+        canonical = canonical_request(
+            request.method,
+            canonical_uri(request.path),
+            canonical_query_string(request.query),
+            canonical_headers(pending.index, names),
+            authorization.signed_headers_line,
+            pending.payload_hash,
+        )
+        to_sign = string_to_sign(pending.algorithm, canonical)
+        key = entry.keys.get(authorization.algorithm)
+        usable = key is not None
+        if key is None:
+            key = self._dummy_key(authorization.algorithm)
+        try:
+            key.verify(to_sign.encode("utf-8", "surrogateescape"), authorization.signature)
+            matched = usable
+        except SignatureDoesNotMatch:
+            matched = False
+        record = entry.record
+        if record is None:
+            raise InvalidAccessKeyIdNotFound(detail=authorization.access_key_id)
+        if not matched:
+            raise SignatureDoesNotMatch(
+                to_sign if self.settings.echoes_string_to_sign else None,
+                detail=self._mismatch_reason(pending, usable),
+            )
+        return record
+
+    def _mismatch_reason(self, pending: _Pending, usable: bool) -> str:
+        if not usable:
+            return f"key cannot sign with {pending.authorization.algorithm}"
+        claimed = pending.index["x-acs-content-sha256"][0].lower()
+        if not hmac.compare_digest(claimed.encode(), pending.payload_hash.encode()):
+            return "x-acs-content-sha256 does not match the body received"
+        return "signature mismatch"
+
+    # -- steps 6-7: only after a valid signature --------------------------------------
+
+    def check_key_state(self, pending: _Pending, record: KeyRecord) -> None:
+        if record.status is not KeyStatus.ACTIVE:
+            raise InvalidAccessKeyIdInactive(detail=f"{record.access_key_id} is Inactive")
+        if record.in_recycle_bin:
+            raise InvalidAccessKeyIdInactive(detail=f"{record.access_key_id} is in the bin")
+        if record.leak_restricted and self.settings.high_risk_actions.matches(
+            pending.service, pending.version, pending.action
+        ):
+            raise Forbidden(detail=f"{record.access_key_id} is leak-restricted")
+
+    def check_network(
+        self,
+        pending: _Pending,
+        key_policy: CompiledPolicy | None,
+        account_policy: CompiledPolicy | None,
+    ) -> AclDecision:
+        decision = evaluate_network_access(
+            key_policy, account_policy, pending.source_address, pending.vpc_id
+        )
+        if not decision.allowed:
+            raise InvalidAccessKeyIdAccessPolicyDenied(
+                detail=f"{pending.source_ip} denied by the {decision.level}-level policy"
+            )
+        return decision
+
+    # -- steps 9-10 -------------------------------------------------------------------
+
+    def nonce_expiry(self, now: float) -> float:
+        return now + self._nonce_ttl
+
+    def verified(self, pending: _Pending, record: KeyRecord, decision: AclDecision) -> Verified:
+        return Verified(
+            access_key_id=record.access_key_id,
+            principal=record.owner,
+            key_type="permanent",
+            algorithm=pending.authorization.algorithm,
+            signed_headers=pending.authorization.signed_headers,
+            action=pending.action,
+            version=pending.version,
+            nonce=pending.nonce,
+            timestamp=utc_from_timestamp(pending.timestamp),
+            source_ip=pending.source_ip,
+            acl_rule=decision.rule,
+            body=pending.body,
+        )
+
+    def refusal(self, error: AliakError) -> AliakError:
+        """What the client is told: the error itself, or the opaque profile's one code."""
+        if self.settings.error_profile == "opaque" and not isinstance(error, InternalError):
+            return AccessDenied(error)
+        return error
+
+
+class _LimitedSink:
+    """A spool that refuses to grow past a limit (nothing is read past it)."""
+
+    __slots__ = ("_limit", "_size", "_spool")
+
+    def __init__(self, spool: IO[bytes], limit: int) -> None:
+        self._spool = spool
+        self._limit = limit
+        self._size = 0
+
+    def write(self, data: bytes) -> int:
+        self._size += len(data)
+        if self._size > self._limit:
+            raise InvalidParameter("body", detail=f"longer than {self._limit} bytes")
+        return self._spool.write(data)
+
+
+class _Missing:
+    """The cache's "not there" (``None`` is a value worth caching: no policy, no key)."""
+
+
+_MISSING = _Missing()
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _TtlCache(Generic[K, V]):
+    """key -> (expires, value); bounded, oldest entries evicted first. Thread-safe enough:
+    dict operations are atomic, and a lost race only repeats a store read."""
+
+    __slots__ = ("_entries", "_size", "_ttl")
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._entries: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K, now: float) -> V | _Missing:
+        found = self._entries.get(key)
+        if found is None or found[0] <= now:
+            return _MISSING
+        return found[1]
+
+    def put(self, key: K, value: V, now: float) -> None:
+        entries = self._entries
+        if len(entries) >= self._size:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del entries[next(iter(entries))]
+        entries[key] = (now + self._ttl, value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class _UsageBuffer:
+    """Last use per key and first/last seen per (key, source IP), merged in memory."""
+
+    __slots__ = ("_lock", "_pending")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str | None], list[Any]] = {}
+
+    def add(self, access_key_id: str, now: float, service: str, source_ip: str | None) -> None:
+        key = (access_key_id, source_ip)
+        with self._lock:
+            entry = self._pending.get(key)
+            if entry is None:
+                self._pending[key] = [now, now, service]
+            else:
+                entry[1] = now
+                entry[2] = service
+
+    def drain(self) -> list[UsageRecord]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return [
+            UsageRecord(
+                access_key_id=key_id,
+                used_at=last,
+                service_name=service,
+                source_ip=ip,
+                first_used_at=first,
+            )
+            for (key_id, ip), (first, last, service) in pending.items()
+        ]
+
+
+class _Shell:
+    """State both shells keep: settings, caches, the usage buffer."""
+
+    def __init__(self, settings: VerifierSettings | None, clock: Clock) -> None:
+        self.settings = settings or VerifierSettings()
+        self._core = _Core(self.settings)
+        self._clock = clock
+        self._keys: _TtlCache[str, _KeyEntry] = _TtlCache(
+            self.settings.freshness, self.settings.cache_size
+        )
+        self._policies: _TtlCache[PolicyTarget, CompiledPolicy | None] = _TtlCache(
+            self.settings.freshness, self.settings.cache_size
+        )
+        self._usage = _UsageBuffer()
+        self._next_flush = clock() + self.settings.usage_flush_interval
+
+    def _due_for_flush(self, now: float) -> bool:
+        if now < self._next_flush:
+            return False
+        self._next_flush = now + self.settings.usage_flush_interval
+        return True
+
+    def _record_use(self, pending: _Pending, record: KeyRecord, now: float) -> None:
+        self._usage.add(record.access_key_id, now, pending.service, pending.source_ip)
+
+
+def _store_failure(error: Exception) -> InternalError:
+    failure = InternalError(detail=f"store failure: {type(error).__name__}")
+    failure.__cause__ = error
+    return failure
+
+
+class Verifier(_Shell):
+    """Verifies requests against a :class:`~aliak.storage.protocols.Store`.
+
+    ``verify`` returns :class:`Verified` or raises the matching :class:`AliakError`.
+    Last-use records are batched and written in the background every
+    ``usage_flush_interval`` seconds, at :meth:`flush`, and at :meth:`close` (also on
+    leaving a ``with`` block).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        settings: VerifierSettings | None = None,
+        clock: Clock = system_clock,
+        **options: Any,
+    ) -> None:
+        if options:
+            settings = attrs.evolve(settings or VerifierSettings(), **options)
+        super().__init__(settings, clock)
+        self._store = store
+        self._writer: ThreadPoolExecutor | None = None
+        self._writes: list[Future[None]] = []
+
+    def __repr__(self) -> str:
+        return f"Verifier({self._store!r}, profile={self.settings.error_profile!r})"
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def verify(
+        self,
+        request: Request,
+        *,
+        source_ip: str | None = None,
+        vpc_id: str | None = None,
+    ) -> Verified:
+        """Run every check; ``source_ip`` is the client's address (after trusted proxies)."""
+        try:
+            return self._verify(request, source_ip, vpc_id)
+        except AliakError as error:
+            refusal = self._core.refusal(error)
+            if refusal is error:
+                raise
+            raise refusal from error
+
+    def _verify(self, request: Request, source_ip: str | None, vpc_id: str | None) -> Verified:
+        core = self._core
+        now = self._clock()
+        pending = core.prepare(request, now, source_ip, vpc_id)
+        core.hash_body(pending)
+        record = core.authenticate(pending, self._entry(pending.authorization.access_key_id, now))
+        if self.settings.claim_nonce_before_state_checks:
+            self._claim(pending, now)
+        core.check_key_state(pending, record)
+        decision = core.check_network(pending, *self._policies_for(record, now))
+        if not self.settings.claim_nonce_before_state_checks:
+            self._claim(pending, now)
+        self._record_use(pending, record, now)
+        if self._due_for_flush(now):
+            self._flush_in_background()
+        return core.verified(pending, record, decision)
+
+    def _entry(self, access_key_id: str, now: float) -> _KeyEntry:
+        cached = self._keys.get(access_key_id, now)
+        if not isinstance(cached, _Missing):
+            return cached
+        try:
+            record = self._store.get_key(access_key_id)
+            try:
+                entry = self._core.entry_for(record, self._store.keyring)
+            except SealingError:
+                # Sealed under a master key this process has not loaded: another process
+                # rotated it. Reload once, then fail closed.
+                entry = self._core.entry_for(record, self._store.reload_keyring())
+        except AliakError:
+            raise
+        except Exception as error:
+            raise _store_failure(error) from error
+        self._keys.put(access_key_id, entry, now)
+        return entry
+
+    def _policy(self, target: PolicyTarget, now: float) -> CompiledPolicy | None:
+        cached = self._policies.get(target, now)
+        if not isinstance(cached, _Missing):
+            return cached
+        try:
+            compiled = compile_policy(self._store.get_network_policy(target))
+        except Exception as error:
+            raise _store_failure(error) from error
+        self._policies.put(target, compiled, now)
+        return compiled
+
+    def _policies_for(
+        self, record: KeyRecord, now: float
+    ) -> tuple[CompiledPolicy | None, CompiledPolicy | None]:
+        return (
+            self._policy(PolicyTarget.key(record.access_key_id), now),
+            self._policy(PolicyTarget.account(record.owner.account_id), now),
+        )
+
+    def _claim(self, pending: _Pending, now: float) -> None:
+        try:
+            claimed = self._store.claim_nonce(
+                pending.authorization.access_key_id,
+                pending.nonce,
+                now=now,
+                expires_at=self._core.nonce_expiry(now),
+            )
+        except Exception as error:
+            raise _store_failure(error) from error
+        if not claimed:
+            raise SignatureNonceUsed(detail=f"nonce {pending.nonce[:16]!r} was seen")
+
+    def _flush_in_background(self) -> None:
+        records = self._usage.drain()
+        if not records:
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aliak-usage")
+        self._writes = [w for w in self._writes if not w.done()]
+        self._writes.append(self._writer.submit(self._write_usage, records))
+
+    def _write_usage(self, records: list[UsageRecord]) -> None:
+        with contextlib.suppress(Exception):  # a usage write must never fail a request
+            self._store.record_usage(records)
+
+    def flush(self) -> None:
+        """Write the batched last-use records now (and wait for background writes)."""
+        for write in self._writes:
+            write.result()
+        self._writes = []
+        records = self._usage.drain()
+        if records:
+            self._store.record_usage(records)
+
+    def invalidate(self) -> None:
+        """Forget cached key records and policies now."""
+        self._keys.clear()
+        self._policies.clear()
+
+    def close(self) -> None:
+        """Flush and stop the background writer. The store stays open (it is yours)."""
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+
+class AsyncVerifier(_Shell):
+    """The same checks over an :class:`~aliak.storage.protocols.AsyncStore`.
+
+    A body given as bytes is the norm here (the ASGI integration reads it); a sync file
+    stream is read in place.
+    """
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        *,
+        settings: VerifierSettings | None = None,
+        clock: Clock = system_clock,
+        **options: Any,
+    ) -> None:
+        if options:
+            settings = attrs.evolve(settings or VerifierSettings(), **options)
+        super().__init__(settings, clock)
+        self._store = store
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"AsyncVerifier({self._store!r}, profile={self.settings.error_profile!r})"
+
+    async def __aenter__(self) -> AsyncVerifier:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def verify(
+        self,
+        request: Request,
+        *,
+        source_ip: str | None = None,
+        vpc_id: str | None = None,
+    ) -> Verified:
+        try:
+            return await self._verify(request, source_ip, vpc_id)
+        except AliakError as error:
+            refusal = self._core.refusal(error)
+            if refusal is error:
+                raise
+            raise refusal from error
+
+    async def _verify(
+        self, request: Request, source_ip: str | None, vpc_id: str | None
+    ) -> Verified:
+        core = self._core
+        now = self._clock()
+        pending = core.prepare(request, now, source_ip, vpc_id)
+        core.hash_body(pending)
+        entry = await self._entry(pending.authorization.access_key_id, now)
+        record = core.authenticate(pending, entry)
+        if self.settings.claim_nonce_before_state_checks:
+            await self._claim(pending, now)
+        core.check_key_state(pending, record)
+        key_policy = await self._policy(PolicyTarget.key(record.access_key_id), now)
+        account_policy = await self._policy(PolicyTarget.account(record.owner.account_id), now)
+        decision = core.check_network(pending, key_policy, account_policy)
+        if not self.settings.claim_nonce_before_state_checks:
+            await self._claim(pending, now)
+        self._record_use(pending, record, now)
+        if self._due_for_flush(now):
+            # In the background: a usage write never delays or fails a request.
+            task = asyncio.get_running_loop().create_task(self._flush_quietly())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        return core.verified(pending, record, decision)
+
+    async def _flush_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # a failed usage write must not surface
+            await self.flush()
+
+    async def _entry(self, access_key_id: str, now: float) -> _KeyEntry:
+        cached = self._keys.get(access_key_id, now)
+        if not isinstance(cached, _Missing):
+            return cached
+        try:
+            record = await self._store.get_key(access_key_id)
+            try:
+                entry = self._core.entry_for(record, self._store.keyring)
+            except SealingError:
+                entry = self._core.entry_for(record, await self._store.reload_keyring())
+        except AliakError:
+            raise
+        except Exception as error:
+            raise _store_failure(error) from error
+        self._keys.put(access_key_id, entry, now)
+        return entry
+
+    async def _policy(self, target: PolicyTarget, now: float) -> CompiledPolicy | None:
+        cached = self._policies.get(target, now)
+        if not isinstance(cached, _Missing):
+            return cached
+        try:
+            compiled = compile_policy(await self._store.get_network_policy(target))
+        except Exception as error:
+            raise _store_failure(error) from error
+        self._policies.put(target, compiled, now)
+        return compiled
+
+    async def _claim(self, pending: _Pending, now: float) -> None:
+        try:
+            claimed = await self._store.claim_nonce(
+                pending.authorization.access_key_id,
+                pending.nonce,
+                now=now,
+                expires_at=self._core.nonce_expiry(now),
+            )
+        except Exception as error:
+            raise _store_failure(error) from error
+        if not claimed:
+            raise SignatureNonceUsed(detail=f"nonce {pending.nonce[:16]!r} was seen")
+
+    async def flush(self) -> None:
+        """Write the batched last-use records now. A failed write is dropped, not raised
+        into a request; call this directly to see failures."""
+        records = self._usage.drain()
+        if records:
+            await self._store.record_usage(records)
+
+    def invalidate(self) -> None:
+        """Forget cached key records and policies now."""
+        self._keys.clear()
+        self._policies.clear()
+
+    async def aclose(self) -> None:
+        """Wait for background writes, then flush what is left."""
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+        await self.flush()
