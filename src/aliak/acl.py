@@ -76,6 +76,8 @@ def _to_vpcs(
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if value is None:
         return ()
+    if isinstance(value, tuple):  # the stored form: ((vpc_id, entries), ...)
+        value = dict(value)
     if not isinstance(value, Mapping):
         raise TypeError("vpcs maps a VPC id to its addresses or CIDR blocks")
     rules = []

@@ -165,9 +165,11 @@ class MemoryStore:
                 key_id = record.access_key_id
                 if key_id not in self._keys:
                     continue
+                use = (record.used_at, record.service_name)
                 previous = self._last_used.get(key_id)
-                if previous is None or record.used_at >= previous[0]:
-                    self._last_used[key_id] = (record.used_at, record.service_name)
+                # A tie in time goes to the greater service name: merging stays commutative.
+                if previous is None or use > previous:
+                    self._last_used[key_id] = use
                 if record.source_ip is not None:
                     ip_key = (key_id, record.source_ip)
                     seen = self._ips.get(ip_key)

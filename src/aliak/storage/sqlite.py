@@ -1,0 +1,778 @@
+"""The embedded default: every port in one SQLite file, safe across threads and processes.
+
+Durability and concurrency come from SQLite itself: WAL journal mode (readers never wait
+for the writer), ``synchronous=NORMAL`` (a committed write survives an application
+crash; a power cut may lose the last few commits but never corrupts the file), one
+connection per thread (opened afresh after ``fork``), and ``BEGIN IMMEDIATE`` around every
+multi-statement operation, so a check and the write it guards hold the write lock
+together and a crash half-way leaves nothing half-written. The replay guard is a single
+``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement: atomic without any transaction.
+
+Store failures (the lock held beyond ``busy_timeout``, disk I/O) raise
+:class:`~aliak.errors.InternalError` chained from the ``sqlite3`` error: the verifier
+fails closed. A database this code cannot use (no such directory, not an SQLite file,
+written by a newer aliak) is refused at construction with
+:class:`~aliak.errors.InvalidParameter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import json
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+
+from aliak.acl import NetworkPolicy
+from aliak.errors import (
+    AccessKeyAlreadyExists,
+    AccessKeyLimitExceeded,
+    AccessKeyNotFound,
+    AliakError,
+    InternalError,
+    InvalidParameter,
+)
+from aliak.model import (
+    Account,
+    KeyAlgorithm,
+    KeyRecord,
+    KeyStatus,
+    LastUsed,
+    Owner,
+    RamUser,
+    SourceIpUse,
+    UsageRecord,
+    utc_from_timestamp,
+)
+from aliak.sealing import ENV_MASTER_KEY, KeyFile, MasterKeyring, load_master_keyring
+from aliak.storage.async_adapter import AsyncStoreAdapter
+from aliak.storage.protocols import PolicyTarget
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+MEMORY: Final = ":memory:"
+KEY_FILE_SUFFIX: Final = ".key"
+# Upserts (ON CONFLICT ... DO UPDATE) arrived in SQLite 3.24.
+_MINIMUM_SQLITE: Final = (3, 24, 0)
+
+# Each step moves the schema up one version and runs in its own transaction. Append new
+# steps; never edit a released one (databases in the field already ran it).
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE aliak_schema (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version INTEGER NOT NULL
+        )""",
+        # user_name is NULL for the account's own (root) key. Times are UNIX seconds.
+        """CREATE TABLE aliak_keys (
+            access_key_id TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL,
+            user_name TEXT,
+            status TEXT NOT NULL CHECK (status IN ('Active', 'Inactive')),
+            created_at INTEGER NOT NULL,
+            algorithm TEXT NOT NULL CHECK (algorithm IN ('HMAC', 'RSA')),
+            sealed_secret BLOB,
+            public_key TEXT,
+            recycled_at INTEGER,
+            leak_restricted INTEGER NOT NULL DEFAULT 0 CHECK (leak_restricted IN (0, 1)),
+            last_used_at INTEGER,
+            last_used_service TEXT
+        )""",
+        """CREATE INDEX aliak_keys_by_owner
+            ON aliak_keys (account_id, user_name, created_at, access_key_id)""",
+        # expires_at is REAL: truncating it would forget a claim before its expiry.
+        """CREATE TABLE aliak_nonces (
+            access_key_id TEXT NOT NULL,
+            nonce TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (access_key_id, nonce)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX aliak_nonces_by_expiry ON aliak_nonces (expires_at)",
+        """CREATE TABLE aliak_network_policies (
+            level TEXT NOT NULL CHECK (level IN ('account', 'key')),
+            target_id TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            PRIMARY KEY (level, target_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE aliak_key_source_ips (
+            access_key_id TEXT NOT NULL
+                REFERENCES aliak_keys (access_key_id) ON DELETE CASCADE,
+            source_ip TEXT NOT NULL,
+            first_seen INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            PRIMARY KEY (access_key_id, source_ip)
+        ) WITHOUT ROWID""",
+    ),
+)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_KEY_COLUMNS: Final = (
+    "access_key_id, account_id, user_name, status, created_at, algorithm, sealed_secret, "
+    "public_key, recycled_at, leak_restricted, last_used_at, last_used_service"
+)
+# The f-strings below only splice in the constant column list; values are always bound.
+_SELECT_KEY: Final = f"SELECT {_KEY_COLUMNS} FROM aliak_keys WHERE access_key_id = ?"  # noqa: S608
+_SELECT_OWNER_KEYS: Final = (
+    f"SELECT {_KEY_COLUMNS} FROM aliak_keys "  # noqa: S608
+    "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NULL "
+    "ORDER BY created_at, access_key_id"
+)
+_INSERT_KEY: Final = (
+    f"INSERT INTO aliak_keys ({_KEY_COLUMNS}) "  # noqa: S608
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Replay guard (spec §5): add-if-absent in one statement; an expired claim is taken over.
+_CLAIM_NONCE: Final = (
+    "INSERT INTO aliak_nonces (access_key_id, nonce, expires_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (access_key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at "
+    "WHERE aliak_nonces.expires_at <= ?"
+)
+_PRUNE_NONCES: Final = "DELETE FROM aliak_nonces WHERE expires_at <= ?"
+# Latest use wins; an exact tie in time goes to the greater service name, so the result
+# does not depend on the order in which batches arrive.
+_MERGE_LAST_USED: Final = (
+    "UPDATE aliak_keys SET last_used_at = ?1, last_used_service = ?2 "
+    "WHERE access_key_id = ?3 AND (last_used_at IS NULL "
+    "OR last_used_at < ?1 OR (last_used_at = ?1 AND last_used_service < ?2))"
+)
+_MERGE_SOURCE_IP: Final = (
+    "INSERT INTO aliak_key_source_ips (access_key_id, source_ip, first_seen, last_seen) "
+    "SELECT ?1, ?2, ?3, ?4 WHERE EXISTS "
+    "(SELECT 1 FROM aliak_keys WHERE access_key_id = ?1) "
+    "ON CONFLICT (access_key_id, source_ip) DO UPDATE SET "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen)"
+)
+_SECRETS_PAGE: Final = 500
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _fail_closed(
+    method: Callable[Concatenate[SQLiteStore, _P], _R],
+) -> Callable[Concatenate[SQLiteStore, _P], _R]:
+    """Run a store method serialised as the store requires, mapping ``sqlite3`` errors to
+    :class:`InternalError`: a store that cannot answer must refuse, never allow."""
+
+    @functools.wraps(method)
+    def guarded(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            with self._serial:
+                return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise InternalError(detail=f"SQLite store: {error}") from error
+
+    return guarded
+
+
+class _ThreadSlot:
+    """A thread's connection. It lives in a ``threading.local``, so it dies with its thread,
+    and a finaliser then closes the connection."""
+
+    __slots__ = ("__weakref__", "connection", "pid")
+
+    def __init__(self, connection: sqlite3.Connection, pid: int) -> None:
+        self.connection = connection
+        self.pid = pid
+
+
+def _release(
+    registry: dict[sqlite3.Connection, int], connection: sqlite3.Connection, pid: int
+) -> None:
+    # A forked child must never close (or use) a connection its parent opened: SQLite
+    # forbids carrying a connection across fork. It stays referenced in the registry.
+    if os.getpid() != pid:
+        return
+    registry.pop(connection, None)
+    connection.close()
+
+
+class SQLiteStore:
+    """Implements :class:`~aliak.storage.protocols.Store` in one SQLite database file.
+
+    ``path``: the database file, created if absent (its directory must exist), or
+    ``":memory:"`` for a private in-process database (one connection, shared by the
+    threads under a lock). ``master_key``: a :class:`MasterKeyring` or its text form;
+    else ``ALIAK_MASTER_KEY``; else a key file beside the database (``<path>.key``,
+    created with mode 0600). ``busy_timeout``: seconds to wait for another writer before
+    failing closed. ``prune_every``: every that many claims, expired nonces are deleted
+    (0 turns this off; then call :meth:`prune_nonces` yourself).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        master_key: MasterKeyring | str | bytes | None = None,
+        busy_timeout: float = 5.0,
+        prune_every: int = 1000,
+    ) -> None:
+        if sqlite3.sqlite_version_info < _MINIMUM_SQLITE:
+            raise InternalError(
+                detail=f"SQLite {sqlite3.sqlite_version} is too old; aliak needs 3.24 or later"
+            )
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)):
+            raise InvalidParameter("busy_timeout", detail="seconds, a number >= 0")
+        if not busy_timeout >= 0:
+            raise InvalidParameter("busy_timeout", detail="seconds, a number >= 0")
+        if isinstance(prune_every, bool) or not isinstance(prune_every, int) or prune_every < 0:
+            raise InvalidParameter("prune_every", detail="a whole number of claims >= 0")
+        self._database = _database_name(path)
+        self._in_memory = self._database == MEMORY
+        self._busy_timeout = float(busy_timeout)
+        self._prune_every = prune_every
+        self._claims = itertools.count(1)
+        self._closed = False
+        # Every connection this store opened, with the pid that opened it. Plain dict
+        # operations are atomic, so threads register without a lock (a lock held at
+        # fork time would deadlock the child).
+        self._open: dict[sqlite3.Connection, int] = {}
+        self._local = threading.local()
+        self._serial: contextlib.AbstractContextManager[Any]
+        self._shared: sqlite3.Connection | None = None
+        if self._in_memory:
+            self._serial = threading.RLock()
+        else:
+            _check_directory(Path(self._database))
+            self._serial = contextlib.nullcontext()
+        try:
+            self._prepare_database()
+            self._keyring, self._key_file = self._load_keyring(master_key)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._database!r})"
+
+    # -- connections ------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self._database,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # autocommit; transactions are explicit
+            check_same_thread=False,  # close() may run on another thread
+        )
+        try:
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            connection.close()
+            raise
+        self._open[connection] = os.getpid()
+        return connection
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (in this process)."""
+        if self._closed:
+            raise InternalError(detail="the SQLite store is closed")
+        if self._shared is not None:
+            return self._shared
+        slot: _ThreadSlot | None = getattr(self._local, "slot", None)
+        pid = os.getpid()
+        if slot is not None and slot.pid == pid:
+            return slot.connection
+        connection = self._connect()
+        if self._in_memory:
+            self._shared = connection
+            return connection
+        slot = _ThreadSlot(connection, pid)
+        weakref.finalize(slot, _release, self._open, connection, pid)
+        self._local.slot = slot
+        return connection
+
+    def _discard_connection(self, connection: sqlite3.Connection) -> None:
+        """Drop a connection left in an unknown state; the next call opens a fresh one."""
+        if self._in_memory:
+            return  # the only copy of the data; keep it
+        slot: _ThreadSlot | None = getattr(self._local, "slot", None)
+        if slot is not None and slot.connection is connection:
+            del self._local.slot
+        self._open.pop(connection, None)
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is taken before the first read,
+        so what a transaction checks cannot change before it writes; any error rolls back."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                try:
+                    connection.execute("ROLLBACK")
+                except sqlite3.Error:
+                    self._discard_connection(connection)
+            raise
+
+    # -- opening ----------------------------------------------------------------------
+
+    def _prepare_database(self) -> None:
+        try:
+            connection = self._connection()
+            if not self._in_memory:
+                _enable_wal(connection, self._database)
+            self._migrate(connection)
+        except sqlite3.OperationalError as error:
+            if _is_busy(error):
+                raise InternalError(
+                    detail=f"{self._database} stayed locked beyond busy_timeout: {error}"
+                ) from error
+            raise _unusable_database(self._database, error) from error
+        except sqlite3.Error as error:
+            raise _unusable_database(self._database, error) from error
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        current = _schema_version(connection)
+        _refuse_newer(current, self._database)
+        for version, statements in enumerate(_MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            with self._write_transaction():
+                # Another process may have migrated while we waited for the lock.
+                current = _schema_version(connection)
+                _refuse_newer(current, self._database)
+                if current < version:
+                    for statement in statements:
+                        connection.execute(statement)
+                    connection.execute(
+                        "INSERT INTO aliak_schema (id, version) VALUES (1, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                        (version,),
+                    )
+                    current = version
+
+    def _load_keyring(
+        self, master_key: MasterKeyring | str | bytes | None
+    ) -> tuple[MasterKeyring, KeyFile | None]:
+        if self._in_memory:
+            if master_key is None and not os.environ.get(ENV_MASTER_KEY):
+                # Nothing sealed here outlives the process, so a random key will do.
+                return MasterKeyring.generate(), None
+            return load_master_keyring(master_key)
+        key_file = self._database + KEY_FILE_SUFFIX
+        try:
+            return load_master_keyring(master_key, key_file=key_file)
+        except OSError as error:
+            raise InvalidParameter(
+                "MasterKeyFile", detail=f"cannot read or create {key_file}: {error.strerror}"
+            ) from error
+
+    # -- KeyStore ---------------------------------------------------------------------
+
+    @property
+    def keyring(self) -> MasterKeyring:
+        return self._keyring
+
+    @property
+    def key_file(self) -> KeyFile | None:
+        """The key file the keyring lives in, or ``None`` when it came from elsewhere."""
+        return self._key_file
+
+    def reload_keyring(self) -> MasterKeyring:
+        """Re-read the key file (another process may have rotated it); without a key file
+        the keyring has no external source and is returned as it is."""
+        if self._key_file is not None:
+            try:
+                self._keyring = self._key_file.load()
+            except OSError as error:
+                raise InternalError(
+                    detail=f"cannot read the master key file {self._key_file.path}: "
+                    f"{error.strerror}"
+                ) from error
+        return self._keyring
+
+    def set_keyring(self, keyring: MasterKeyring) -> None:
+        """Put ``keyring`` in force. When the keyring lives in a key file it is written
+        there first, so what is sealed under it stays openable after a restart and other
+        processes pick it up with :meth:`reload_keyring`."""
+        if not isinstance(keyring, MasterKeyring):
+            raise InvalidParameter("MasterKey", detail="a MasterKeyring is expected")
+        if self._key_file is not None:
+            try:
+                self._key_file.save(keyring)
+            except OSError as error:
+                raise InternalError(
+                    detail=f"cannot write the master key file {self._key_file.path}: "
+                    f"{error.strerror}"
+                ) from error
+        self._keyring = keyring
+
+    @_fail_closed
+    def get_key(self, access_key_id: str) -> KeyRecord | None:
+        row = self._connection().execute(_SELECT_KEY, (access_key_id,)).fetchone()
+        return None if row is None else _record_from_row(row)
+
+    @_fail_closed
+    def add_key(self, record: KeyRecord, *, max_keys_per_owner: int) -> None:
+        account_id, user_name = _owner_columns(record.owner)
+        with self._write_transaction() as connection:
+            exists = connection.execute(
+                "SELECT 1 FROM aliak_keys WHERE access_key_id = ?", (record.access_key_id,)
+            ).fetchone()
+            if exists is not None:
+                raise AccessKeyAlreadyExists(detail=record.access_key_id)
+            (live,) = connection.execute(
+                "SELECT count(*) FROM aliak_keys "
+                "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NULL",
+                (account_id, user_name),
+            ).fetchone()
+            if live >= max_keys_per_owner:
+                raise AccessKeyLimitExceeded(
+                    detail=f"{record.owner.principal_name} has {live} keys"
+                )
+            connection.execute(_INSERT_KEY, _row_from_record(record))
+
+    @_fail_closed
+    def list_keys(self, owner: Owner) -> list[KeyRecord]:
+        rows = self._connection().execute(_SELECT_OWNER_KEYS, _owner_columns(owner)).fetchall()
+        return [_record_from_row(row) for row in rows]
+
+    @_fail_closed
+    def set_key_status(self, access_key_id: str, status: KeyStatus) -> KeyRecord:
+        value = KeyStatus(status).value
+        with self._write_transaction() as connection:
+            changed = connection.execute(
+                "UPDATE aliak_keys SET status = ? WHERE access_key_id = ?",
+                (value, access_key_id),
+            ).rowcount
+            if changed != 1:
+                raise AccessKeyNotFound(detail=access_key_id)
+            row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
+        return _record_from_row(row)
+
+    @_fail_closed
+    def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
+        # Compare-and-set in one statement: a concurrent change makes it a no-op.
+        changed = (
+            self._connection()
+            .execute(
+                "UPDATE aliak_keys SET sealed_secret = ? "
+                "WHERE access_key_id = ? AND sealed_secret = ?",
+                (new, access_key_id, old),
+            )
+            .rowcount
+        )
+        return changed == 1
+
+    def iter_sealed_secrets(self) -> Iterator[tuple[str, bytes]]:
+        """Pages through the keys by id, so no read transaction stays open between pages
+        while the caller re-seals."""
+        after = ""
+        while True:
+            page = self._sealed_secrets_page(after)
+            yield from page
+            if len(page) < _SECRETS_PAGE:
+                return
+            after = page[-1][0]
+
+    @_fail_closed
+    def _sealed_secrets_page(self, after: str) -> list[tuple[str, bytes]]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT access_key_id, sealed_secret FROM aliak_keys "
+                "WHERE access_key_id > ? AND sealed_secret IS NOT NULL "
+                "ORDER BY access_key_id LIMIT ?",
+                (after, _SECRETS_PAGE),
+            )
+            .fetchall()
+        )
+        return [(key_id, bytes(sealed)) for key_id, sealed in rows]
+
+    # -- NonceStore -------------------------------------------------------------------
+
+    @_fail_closed
+    def claim_nonce(self, access_key_id: str, nonce: str, *, now: float, expires_at: float) -> bool:
+        connection = self._connection()
+        claimed = (
+            connection.execute(_CLAIM_NONCE, (access_key_id, nonce, expires_at, now)).rowcount == 1
+        )
+        if self._prune_every and next(self._claims) % self._prune_every == 0:
+            # Housekeeping only: the claim above already stands, and a prune that fails
+            # (another writer holds the lock) is simply retried after the next batch.
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute(_PRUNE_NONCES, (now,))
+        return claimed
+
+    @_fail_closed
+    def prune_nonces(self, now: float) -> int:
+        return self._connection().execute(_PRUNE_NONCES, (now,)).rowcount
+
+    # -- PolicyStore ------------------------------------------------------------------
+
+    @_fail_closed
+    def get_network_policy(self, target: PolicyTarget) -> NetworkPolicy | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT policy FROM aliak_network_policies WHERE level = ? AND target_id = ?",
+                (target.level, target.id),
+            )
+            .fetchone()
+        )
+        return None if row is None else _policy_from_json(row[0])
+
+    @_fail_closed
+    def set_network_policy(self, target: PolicyTarget, policy: NetworkPolicy | None) -> None:
+        connection = self._connection()
+        if policy is None:
+            connection.execute(
+                "DELETE FROM aliak_network_policies WHERE level = ? AND target_id = ?",
+                (target.level, target.id),
+            )
+            return
+        connection.execute(
+            "INSERT INTO aliak_network_policies (level, target_id, policy) VALUES (?, ?, ?) "
+            "ON CONFLICT (level, target_id) DO UPDATE SET policy = excluded.policy",
+            (target.level, target.id, json.dumps(policy.to_dict(), separators=(",", ":"))),
+        )
+
+    # -- UsageLog ---------------------------------------------------------------------
+
+    @_fail_closed
+    def record_usage(self, records: Sequence[UsageRecord]) -> None:
+        if not records:
+            return
+        latest, source_ips = _coalesce_usage(records)
+        with self._write_transaction() as connection:
+            _merge_last_used(connection, latest)
+            _merge_source_ips(connection, source_ips)
+
+    @_fail_closed
+    def get_last_used(self, access_key_id: str) -> LastUsed | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT last_used_at, last_used_service FROM aliak_keys "
+                "WHERE access_key_id = ? AND last_used_at IS NOT NULL",
+                (access_key_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else LastUsed(utc_from_timestamp(row[0]), row[1])
+
+    @_fail_closed
+    def source_ip_history(
+        self, access_key_id: str, since: datetime | None = None
+    ) -> list[SourceIpUse]:
+        floor = float("-inf") if since is None else since.timestamp()
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT source_ip, first_seen, last_seen FROM aliak_key_source_ips "
+                "WHERE access_key_id = ? AND last_seen >= ? "
+                "ORDER BY last_seen DESC, source_ip",
+                (access_key_id, floor),
+            )
+            .fetchall()
+        )
+        return [
+            SourceIpUse(ip, utc_from_timestamp(first), utc_from_timestamp(last))
+            for ip, first, last in rows
+        ]
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close this process's connections. Idempotent; the store is unusable after."""
+        self._closed = True
+        self._shared = None
+        pid = os.getpid()
+        for connection, opened_by in list(self._open.items()):
+            if opened_by == pid:
+                self._open.pop(connection, None)
+                with contextlib.suppress(sqlite3.Error):
+                    connection.close()
+
+    def as_async(self) -> AsyncStoreAdapter:
+        """The async face; each call runs in a worker thread, so disk waits never block
+        the event loop."""
+        return AsyncStoreAdapter(self, offload=True)
+
+
+# -- opening helpers ------------------------------------------------------------------
+
+
+def _database_name(path: str | os.PathLike[str]) -> str:
+    try:
+        name = os.fspath(path)
+    except TypeError:
+        raise InvalidParameter("db", detail="a file path or ':memory:' is expected") from None
+    if not isinstance(name, str) or not name:
+        raise InvalidParameter("db", detail="a file path or ':memory:' is expected")
+    return name
+
+
+def _check_directory(path: Path) -> None:
+    directory = path.absolute().parent
+    if not directory.is_dir():
+        raise InvalidParameter("db", detail=f"the directory {directory} does not exist")
+    # WAL mode creates -wal and -shm files beside the database.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InvalidParameter("db", detail=f"the directory {directory} is not writable")
+    if path.is_dir():
+        raise InvalidParameter("db", detail=f"{path} is a directory")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise InvalidParameter("db", detail=f"{path} is not readable and writable")
+
+
+def _enable_wal(connection: sqlite3.Connection, database: str) -> None:
+    (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    if str(mode).lower() != "wal":
+        raise InvalidParameter(
+            "db", detail=f"{database} cannot use WAL journal mode (it stays {mode!r})"
+        )
+
+
+def _schema_version(connection: sqlite3.Connection) -> int:
+    table = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'aliak_schema'"
+    ).fetchone()
+    if table is None:
+        return 0
+    row = connection.execute("SELECT version FROM aliak_schema WHERE id = 1").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _refuse_newer(version: int, database: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise InvalidParameter(
+            "db",
+            detail=f"{database} has schema version {version}, newer than the {SCHEMA_VERSION} "
+            "this aliak knows; upgrade aliak to use it",
+        )
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+def _unusable_database(database: str, error: sqlite3.Error) -> InvalidParameter:
+    return InvalidParameter("db", detail=f"cannot use {database} as an aliak database: {error}")
+
+
+# -- row mapping ----------------------------------------------------------------------
+
+
+def _owner_columns(owner: Owner) -> tuple[str, str | None]:
+    if isinstance(owner, RamUser):
+        return owner.account_id, owner.name
+    return owner.account_id, None
+
+
+def _seconds(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+def _row_from_record(record: KeyRecord) -> tuple[object, ...]:
+    account_id, user_name = _owner_columns(record.owner)
+    used = record.last_used
+    return (
+        record.access_key_id,
+        account_id,
+        user_name,
+        KeyStatus(record.status).value,
+        _seconds(record.created_at),
+        KeyAlgorithm(record.algorithm).value,
+        record.sealed_secret,
+        record.public_key,
+        _seconds(record.recycled_at),
+        int(record.leak_restricted),
+        None if used is None else _seconds(used.used_at),
+        None if used is None else used.service_name,
+    )
+
+
+def _record_from_row(row: Sequence[Any]) -> KeyRecord:
+    (
+        access_key_id,
+        account_id,
+        user_name,
+        status,
+        created_at,
+        algorithm,
+        sealed_secret,
+        public_key,
+        recycled_at,
+        leak_restricted,
+        last_used_at,
+        last_used_service,
+    ) = row
+    try:
+        return KeyRecord(
+            access_key_id=access_key_id,
+            owner=Account(account_id) if user_name is None else RamUser(account_id, user_name),
+            status=KeyStatus(status),
+            created_at=utc_from_timestamp(created_at),
+            algorithm=KeyAlgorithm(algorithm),
+            sealed_secret=None if sealed_secret is None else bytes(sealed_secret),
+            public_key=public_key,
+            last_used=None
+            if last_used_at is None
+            else LastUsed(utc_from_timestamp(last_used_at), last_used_service),
+            recycled_at=None if recycled_at is None else utc_from_timestamp(recycled_at),
+            leak_restricted=bool(leak_restricted),
+        )
+    except (AliakError, ValueError, TypeError) as error:
+        raise InternalError(detail=f"the stored record of {access_key_id} is corrupt") from error
+
+
+def _policy_from_json(text: str) -> NetworkPolicy:
+    try:
+        return NetworkPolicy.from_dict(json.loads(text))
+    except (AliakError, ValueError, TypeError) as error:
+        raise InternalError(detail="a stored network policy is corrupt") from error
+
+
+# -- usage merging --------------------------------------------------------------------
+
+_LatestUse = dict[str, tuple[int, str]]
+_SourceIpSpan = dict[tuple[str, str], tuple[int, int]]
+
+
+def _coalesce_usage(records: Sequence[UsageRecord]) -> tuple[_LatestUse, _SourceIpSpan]:
+    """Merge a batch in memory first: one row write per key and per (key, IP)."""
+    latest: _LatestUse = {}
+    spans: _SourceIpSpan = {}
+    for record in records:
+        key_id = record.access_key_id
+        use = (int(record.used_at), record.service_name)
+        previous = latest.get(key_id)
+        if previous is None or use > previous:
+            latest[key_id] = use
+        if record.source_ip is not None:
+            first, last = int(record.first_used_at), int(record.used_at)
+            seen = spans.get((key_id, record.source_ip))
+            if seen is not None:
+                first, last = min(first, seen[0]), max(last, seen[1])
+            spans[(key_id, record.source_ip)] = (first, last)
+    return latest, spans
+
+
+def _merge_last_used(connection: sqlite3.Connection, latest: _LatestUse) -> None:
+    connection.executemany(
+        _MERGE_LAST_USED,
+        [(used_at, service, key_id) for key_id, (used_at, service) in latest.items()],
+    )
+
+
+def _merge_source_ips(connection: sqlite3.Connection, spans: _SourceIpSpan) -> None:
+    connection.executemany(
+        _MERGE_SOURCE_IP,
+        [(key_id, ip, first, last) for (key_id, ip), (first, last) in spans.items()],
+    )
