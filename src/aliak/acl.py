@@ -232,6 +232,23 @@ def parse_source_ip(text: str) -> IpAddress:
 
     Raises :class:`InvalidParameter` naming ``source_ip`` when it does not parse.
     """
+    # Clients come back from the same few addresses, and parsing one costs more than the
+    # rest of the ACL check: remember recent ones (bounded).
+    found = _parsed_addresses.get(text)
+    if found is not None:
+        return found
+    address = _parse_source_ip(text)
+    if len(_parsed_addresses) >= _MAX_PARSED_ADDRESSES:
+        _parsed_addresses.clear()
+    _parsed_addresses[text] = address
+    return address
+
+
+_MAX_PARSED_ADDRESSES = 4096
+_parsed_addresses: dict[str, IpAddress] = {}
+
+
+def _parse_source_ip(text: str) -> IpAddress:
     try:
         address = ipaddress.ip_address(text.strip() if isinstance(text, str) else text)
     except ValueError:

@@ -44,8 +44,26 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
-def utc_from_timestamp(seconds: float) -> datetime:
-    return datetime.fromtimestamp(int(seconds), timezone.utc)
+class _LastTimestamp:
+    """UNIX seconds -> UTC datetime, remembering the last one: the verifier converts one
+    timestamp per request, mostly the same second in a row."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[int, datetime] = (-1, datetime.fromtimestamp(0, timezone.utc))
+
+    def __call__(self, seconds: float) -> datetime:
+        whole = int(seconds)
+        last = self._last  # one read: another thread may replace the tuple, never tear it
+        if last[0] == whole:
+            return last[1]
+        converted = datetime.fromtimestamp(whole, timezone.utc)
+        self._last = (whole, converted)
+        return converted
+
+
+utc_from_timestamp = _LastTimestamp()
 
 
 def _check_account_id(_instance: Any, _attribute: Any, value: str) -> None:

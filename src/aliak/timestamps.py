@@ -32,7 +32,25 @@ def format_acs_date(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
 
 
-def parse_acs_date(text: str) -> int:
+class _LastDateParser:
+    """:func:`_parse_acs_date`, remembering the last result: requests arriving in the same
+    second carry the same date, and parsing one is most of a timestamp check."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[str, int] = ("", 0)
+
+    def __call__(self, text: str) -> int:
+        last = self._last  # one read: another thread may replace the tuple, never tear it
+        if last[0] == text:
+            return last[1]
+        seconds = _parse_acs_date(text)
+        self._last = (text, seconds)
+        return seconds
+
+
+def _parse_acs_date(text: str) -> int:
     """UNIX seconds of an ``x-acs-date``; anything but ``yyyy-MM-ddTHH:mm:ssZ`` naming a
     real calendar time is :class:`InvalidTimeStampFormat` (fractions, offsets, lower-case
     ``t``/``z`` and leap second 60 included -- our choice, spec §3)."""
@@ -63,3 +81,8 @@ class UtcSecondFormatter:
         text = format_acs_date(whole)
         self._last = (whole, text)
         return text
+
+
+parse_acs_date = _LastDateParser()
+"""UNIX seconds of an ``x-acs-date``; anything but ``yyyy-MM-ddTHH:mm:ssZ`` naming a real
+calendar time is :class:`InvalidTimeStampFormat`."""

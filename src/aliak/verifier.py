@@ -294,13 +294,18 @@ class _Pending:
 
 
 class _KeyEntry:
-    """A key record with its verifying keys prepared, or the dummy for an unknown id."""
+    """A key record with its verifying keys prepared, or the dummy for an unknown id.
 
-    __slots__ = ("keys", "record")
+    ``policies`` (key-level, account-level) are fetched on first need -- only after a
+    valid signature -- and live as long as the entry, so they share its freshness.
+    """
+
+    __slots__ = ("keys", "policies", "record")
 
     def __init__(self, record: KeyRecord | None, keys: dict[str, VerifyingKey]) -> None:
         self.record = record
         self.keys = keys
+        self.policies: tuple[CompiledPolicy | None, CompiledPolicy | None] | None = None
 
 
 _dummy_rsa_lock = threading.Lock()
@@ -333,6 +338,7 @@ class _Core:
         self._dummy_keyring = MasterKeyring.generate()
         self._dummy_sealed = self._dummy_keyring.seal_secret("dummy", Secret(self._dummy_secret))
         self._required = _ALWAYS_REQUIRED + (_ACTION_HEADERS if settings.require_action else ())
+        self._required_set = frozenset(self._required)
 
     # -- steps 1-3: no store, no secret ---------------------------------------------
 
@@ -381,29 +387,33 @@ class _Core:
         )
 
     def _check_required_headers(self, pending: _Pending, index: dict[str, list[str]]) -> None:
-        for name in self._required:
-            if name not in index:
-                raise MissingParameter(name)
-        signed = set(pending.authorization.signed_headers)
-        for name in signed:
-            if name not in index:
-                raise IncompleteSignature(detail=f"signed header {name!r} is not in the request")
+        names = index.keys()
+        if not self._required_set <= names:
+            for name in self._required:
+                if name not in index:
+                    raise MissingParameter(name)
+        authorization = pending.authorization
+        signed = set(authorization.signed_headers)
+        if not signed <= names:
+            absent = sorted(signed - names)
+            raise IncompleteSignature(detail=f"signed headers {absent} are not in the request")
         allowed_unsigned = self.settings.unsigned_headers_allowed
-        for name in index:
-            if name in signed or name == "authorization":
+        for name in names - signed:
+            if name == "authorization":
                 continue
             if (
-                name in self._required
+                name in self._required_set
                 or name == "content-type"
                 or (name.startswith("x-acs-") and name not in allowed_unsigned)
             ):
                 raise IncompleteSignature(detail=f"header {name!r} must be signed")
-        for name in _SINGLE_VALUED:
-            values = index.get(name)
-            if values is not None and len(values) != 1:
-                raise IncompleteSignature(detail=f"header {name!r} is sent more than once")
+        if len(pending.request.headers) != len(index):  # some name is repeated
+            for name in _SINGLE_VALUED:
+                values = index.get(name)
+                if values is not None and len(values) != 1:
+                    raise IncompleteSignature(detail=f"header {name!r} is sent more than once")
         key_id_header = index.get("x-acs-accesskey-id")
-        if key_id_header is not None and key_id_header != [pending.authorization.access_key_id]:
+        if key_id_header is not None and key_id_header != [authorization.access_key_id]:
             raise IncompleteSignature(detail="x-acs-accesskey-id differs from Credential")
 
     def _check_timestamp(self, text: str, now: float) -> int:
@@ -656,9 +666,6 @@ class _Shell:
         self._keys: _TtlCache[str, _KeyEntry] = _TtlCache(
             self.settings.freshness, self.settings.cache_size
         )
-        self._policies: _TtlCache[PolicyTarget, CompiledPolicy | None] = _TtlCache(
-            self.settings.freshness, self.settings.cache_size
-        )
         self._usage = _UsageBuffer()
         self._next_flush = clock() + self.settings.usage_flush_interval
 
@@ -732,11 +739,12 @@ class Verifier(_Shell):
         now = self._clock()
         pending = core.prepare(request, now, source_ip, vpc_id)
         core.hash_body(pending)
-        record = core.authenticate(pending, self._entry(pending.authorization.access_key_id, now))
+        entry = self._entry(pending.authorization.access_key_id, now)
+        record = core.authenticate(pending, entry)
         if self.settings.claim_nonce_before_state_checks:
             self._claim(pending, now)
         core.check_key_state(pending, record)
-        decision = core.check_network(pending, *self._policies_for(record, now))
+        decision = core.check_network(pending, *self._policies_for(entry, record))
         if not self.settings.claim_nonce_before_state_checks:
             self._claim(pending, now)
         self._record_use(pending, record, now)
@@ -763,24 +771,26 @@ class Verifier(_Shell):
         self._keys.put(access_key_id, entry, now)
         return entry
 
-    def _policy(self, target: PolicyTarget, now: float) -> CompiledPolicy | None:
-        cached = self._policies.get(target, now)
-        if not isinstance(cached, _Missing):
-            return cached
-        try:
-            compiled = compile_policy(self._store.get_network_policy(target))
-        except Exception as error:
-            raise _store_failure(error) from error
-        self._policies.put(target, compiled, now)
-        return compiled
-
     def _policies_for(
-        self, record: KeyRecord, now: float
+        self, entry: _KeyEntry, record: KeyRecord
     ) -> tuple[CompiledPolicy | None, CompiledPolicy | None]:
-        return (
-            self._policy(PolicyTarget.key(record.access_key_id), now),
-            self._policy(PolicyTarget.account(record.owner.account_id), now),
-        )
+        policies = entry.policies
+        if policies is None:
+            try:
+                policies = (
+                    compile_policy(
+                        self._store.get_network_policy(PolicyTarget.key(record.access_key_id))
+                    ),
+                    compile_policy(
+                        self._store.get_network_policy(
+                            PolicyTarget.account(record.owner.account_id)
+                        )
+                    ),
+                )
+            except Exception as error:
+                raise _store_failure(error) from error
+            entry.policies = policies
+        return policies
 
     def _claim(self, pending: _Pending, now: float) -> None:
         try:
@@ -820,7 +830,6 @@ class Verifier(_Shell):
     def invalidate(self) -> None:
         """Forget cached key records and policies now."""
         self._keys.clear()
-        self._policies.clear()
 
     def close(self) -> None:
         """Flush and stop the background writer. The store stays open (it is yours)."""
@@ -889,9 +898,7 @@ class AsyncVerifier(_Shell):
         if self.settings.claim_nonce_before_state_checks:
             await self._claim(pending, now)
         core.check_key_state(pending, record)
-        key_policy = await self._policy(PolicyTarget.key(record.access_key_id), now)
-        account_policy = await self._policy(PolicyTarget.account(record.owner.account_id), now)
-        decision = core.check_network(pending, key_policy, account_policy)
+        decision = core.check_network(pending, *await self._policies_for(entry, record))
         if not self.settings.claim_nonce_before_state_checks:
             await self._claim(pending, now)
         self._record_use(pending, record, now)
@@ -923,16 +930,22 @@ class AsyncVerifier(_Shell):
         self._keys.put(access_key_id, entry, now)
         return entry
 
-    async def _policy(self, target: PolicyTarget, now: float) -> CompiledPolicy | None:
-        cached = self._policies.get(target, now)
-        if not isinstance(cached, _Missing):
-            return cached
-        try:
-            compiled = compile_policy(await self._store.get_network_policy(target))
-        except Exception as error:
-            raise _store_failure(error) from error
-        self._policies.put(target, compiled, now)
-        return compiled
+    async def _policies_for(
+        self, entry: _KeyEntry, record: KeyRecord
+    ) -> tuple[CompiledPolicy | None, CompiledPolicy | None]:
+        policies = entry.policies
+        if policies is None:
+            store = self._store
+            try:
+                key_level = await store.get_network_policy(PolicyTarget.key(record.access_key_id))
+                account_level = await store.get_network_policy(
+                    PolicyTarget.account(record.owner.account_id)
+                )
+            except Exception as error:
+                raise _store_failure(error) from error
+            policies = (compile_policy(key_level), compile_policy(account_level))
+            entry.policies = policies
+        return policies
 
     async def _claim(self, pending: _Pending, now: float) -> None:
         try:
@@ -957,7 +970,6 @@ class AsyncVerifier(_Shell):
     def invalidate(self) -> None:
         """Forget cached key records and policies now."""
         self._keys.clear()
-        self._policies.clear()
 
     async def aclose(self) -> None:
         """Wait for background writes, then flush what is left."""

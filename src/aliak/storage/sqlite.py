@@ -24,6 +24,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -324,7 +325,7 @@ class SQLiteStore:
         try:
             connection = self._connection()
             if not self._in_memory:
-                _enable_wal(connection, self._database)
+                _enable_wal(connection, self._database, self._busy_timeout)
             self._migrate(connection)
         except sqlite3.OperationalError as error:
             if _is_busy(error):
@@ -630,8 +631,21 @@ def _check_directory(path: Path) -> None:
         raise InvalidParameter("db", detail=f"{path} is not readable and writable")
 
 
-def _enable_wal(connection: sqlite3.Connection, database: str) -> None:
-    (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+def _enable_wal(connection: sqlite3.Connection, database: str, busy_timeout: float) -> None:
+    # Switching a new file to WAL takes an exclusive lock, and SQLite answers "locked" at
+    # once instead of calling the busy handler; so when several processes open a new file
+    # together, wait here as busy_timeout promises.
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.001
+    while True:
+        try:
+            (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            break
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
     if str(mode).lower() != "wal":
         raise InvalidParameter(
             "db", detail=f"{database} cannot use WAL journal mode (it stays {mode!r})"
