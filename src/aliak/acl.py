@@ -58,13 +58,14 @@ def _parse_entries(field: str, entries: Iterable[str] | str) -> tuple[str, ...]:
                 field, detail=f"{entry[:60]!r} is not an IPv4/IPv6 address or CIDR block"
             ) from None
         normalised.append(str(network))
-    if len(normalised) > MAX_ENTRIES_PER_POLICY:
+    distinct = tuple(dict.fromkeys(normalised))
+    if len(distinct) > MAX_ENTRIES_PER_POLICY:
         raise LimitExceeded(
             "NetworkPolicy",
-            detail=f"{field} has {len(normalised)} entries; at most "
+            detail=f"{field} has {len(distinct)} entries; at most "
             f"{MAX_ENTRIES_PER_POLICY} addresses or CIDR blocks per policy",
         )
-    return tuple(dict.fromkeys(normalised))
+    return distinct
 
 
 def _to_public(value: Iterable[str] | str | None) -> tuple[str, ...] | None:
@@ -77,6 +78,10 @@ def _to_vpcs(
     if value is None:
         return ()
     if isinstance(value, tuple):  # the stored form: ((vpc_id, entries), ...)
+        if not all(isinstance(rule, tuple) and len(rule) == 2 for rule in value):
+            raise TypeError("vpcs in tuple form holds (vpc_id, entries) pairs")
+        if len({rule[0] for rule in value}) != len(value):
+            raise TypeError("vpcs in tuple form names a VPC twice")
         value = dict(value)
     if not isinstance(value, Mapping):
         raise TypeError("vpcs maps a VPC id to its addresses or CIDR blocks")
@@ -120,10 +125,13 @@ class NetworkPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> NetworkPolicy:
+        enabled = data.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise InvalidParameter("enabled", detail="true or false")
         return cls(
             public=data.get("public"),  # type: ignore[arg-type]
             vpcs=data.get("vpcs"),  # type: ignore[arg-type]
-            enabled=bool(data.get("enabled", True)),
+            enabled=enabled,
         )
 
 
@@ -249,8 +257,10 @@ _parsed_addresses: dict[str, IpAddress] = {}
 
 
 def _parse_source_ip(text: str) -> IpAddress:
+    if not isinstance(text, str):
+        raise TypeError(f"source_ip must be str, not {type(text).__name__}")
     try:
-        address = ipaddress.ip_address(text.strip() if isinstance(text, str) else text)
+        address = ipaddress.ip_address(text.strip())
     except ValueError:
         raise InvalidParameter("source_ip", detail="not an IPv4 or IPv6 address") from None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

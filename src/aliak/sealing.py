@@ -21,6 +21,7 @@ import base64
 import binascii
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,7 +62,7 @@ class SealingError(InternalError):
 
 def _decode_key(text: str) -> bytes:
     try:
-        raw = base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_"))
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != _MASTER_KEY_SIZE:
@@ -105,7 +106,10 @@ class MasterKeyring:
             match = _keyring_entry.fullmatch(piece)
             if match is None:
                 raise InvalidParameter("MasterKey", detail="expected VERSION:BASE64 entries")
-            keys[int(match.group(1))] = _decode_key(match.group(2))
+            version = int(match.group(1))
+            if version in keys:
+                raise InvalidParameter("MasterKey", detail=f"version {version} appears twice")
+            keys[version] = _decode_key(match.group(2))
         return cls(keys)
 
     def to_text(self) -> str:
@@ -195,15 +199,32 @@ class KeyFile:
         except FileNotFoundError:
             pass
         keyring = MasterKeyring.generate()
+        temporary = self._write_temporary(keyring)
         try:
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # link() publishes a complete file or fails if one exists: nobody can ever read
+            # a half-written key, and two processes starting together agree on one key.
+            os.link(temporary, self.path)
         except FileExistsError:
             return self.load()  # another process won the race; use its key
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(keyring.to_text())
-            handle.flush()
-            os.fsync(handle.fileno())
+        finally:
+            os.unlink(temporary)
+        _fsync_directory(self.path.parent)
         return keyring
+
+    def _write_temporary(self, keyring: MasterKeyring) -> str:
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        try:
+            os.fchmod(descriptor, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(keyring.to_text())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        return temporary
 
     def load(self) -> MasterKeyring:
         mode = self.path.stat().st_mode
@@ -218,14 +239,23 @@ class KeyFile:
         return MasterKeyring.from_text(text)
 
     def save(self, keyring: MasterKeyring) -> None:
+        """Replace the file atomically (write a temporary file, fsync, rename)."""
         with self._lock:
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(keyring.to_text())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
+            temporary = self._write_temporary(keyring)
+            try:
+                os.replace(temporary, self.path)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+            _fsync_directory(self.path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_master_keyring(
