@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,3 +33,15 @@ def test_the_test_vectors_are_the_spec_vectors_when_the_spec_is_beside_us() -> N
     spec = ROOT.parent / "shared" / "spec" / "vectors" / "acs3.json"
     if spec.exists():  # a clone elsewhere stands alone with its own copy
         assert spec.read_bytes() == (ROOT / "tests" / "vectors_acs3.json").read_bytes()
+
+
+def test_every_python_example_in_the_readme_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # examples create aliak.db here
+    monkeypatch.delenv("ALIAK_MASTER_KEY", raising=False)
+    readme = (ROOT / "README.md").read_text("utf-8")
+    blocks = re.findall(r"```python\n(.*?)\n```", readme, flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})  # our own docs, run as a user would

@@ -21,6 +21,7 @@ from aliak.request import Headers, Request
 from aliak.sealing import MasterKeyring
 from aliak.signer import Signer, SigningResult
 from aliak.storage.memory import MemoryStore
+from aliak.storage.sqlite import SQLiteStore
 from aliak.verifier import AsyncVerifier, Verified, Verifier, VerifierSettings
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "NewAccessKey",
     "RamUser",
     "Request",
+    "SQLiteStore",
     "Secret",
     "Signer",
     "SigningResult",

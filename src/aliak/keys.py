@@ -217,10 +217,7 @@ class KeyManager:
         store = self._store
         old = store.reload_keyring()
         new = old.with_new_key() if keyring is None else keyring
-        replace = getattr(store, "set_keyring", None)
-        if replace is None:
-            raise InvalidParameter("store", detail="this store cannot change its keyring")
-        replace(new)
+        store.set_keyring(new)
         resealed = 0
         for access_key_id, sealed in store.iter_sealed_secrets():
             resealed += self._reseal(access_key_id, sealed, old, new)

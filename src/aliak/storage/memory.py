@@ -34,10 +34,16 @@ class MemoryStore:
     """Implements :class:`~aliak.storage.protocols.Store` in memory.
 
     ``master_key``: a :class:`MasterKeyring`, or its text form; by default a fresh random
-    keyring (fine, since nothing it seals outlives the process).
+    keyring (fine, since nothing it seals outlives the process). Every ``prune_every``
+    claims, expired nonces are dropped, so memory stays bounded by one window of traffic.
     """
 
-    def __init__(self, *, master_key: MasterKeyring | str | bytes | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        master_key: MasterKeyring | str | bytes | None = None,
+        prune_every: int = 10_000,
+    ) -> None:
         self._keyring = (
             load_master_keyring(master_key)[0]
             if master_key is not None
@@ -46,6 +52,8 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._keys: dict[str, KeyRecord] = {}
         self._nonces: dict[tuple[str, str], float] = {}
+        self._claims = 0
+        self._prune_every = prune_every
         self._policies: dict[PolicyTarget, NetworkPolicy] = {}
         self._last_used: dict[str, tuple[float, str]] = {}
         self._ips: dict[tuple[str, str], tuple[float, float]] = {}
@@ -135,13 +143,19 @@ class MemoryStore:
             if existing is not None and existing > now:
                 return False
             self._nonces[key] = expires_at
+            self._claims += 1
+            if self._prune_every and self._claims % self._prune_every == 0:
+                self._prune(now)  # keeps the table bounded by the traffic of one window
             return True
 
     def prune_nonces(self, now: float) -> int:
         with self._lock:
-            expired = [key for key, expires in self._nonces.items() if expires <= now]
-            for key in expired:
-                del self._nonces[key]
+            return self._prune(now)
+
+    def _prune(self, now: float) -> int:
+        expired = [key for key, expires in self._nonces.items() if expires <= now]
+        for key in expired:
+            del self._nonces[key]
         return len(expired)
 
     # -- PolicyStore ------------------------------------------------------------------

@@ -176,6 +176,15 @@ class UsageLog(Protocol):
 class Store(KeyStore, NonceStore, PolicyStore, UsageLog, Protocol):
     """A backend that holds everything (the embedded default does)."""
 
+    def set_keyring(self, keyring: MasterKeyring) -> None:
+        """Make ``keyring`` the one in force, saving it where the keyring lives (the key
+        file) *before* returning, so secrets sealed under it survive a restart."""
+        ...
+
+    def as_async(self) -> AsyncStore:
+        """The same store behind the async ports."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -1,0 +1,139 @@
+"""The storage backends under test, and record builders shared by their suites.
+
+Every backend runs the whole conformance suite. Adding one is one entry in
+``BACKENDS``; a backend that needs a server names the environment variable that points
+at it, and is skipped (only) when that variable is absent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from aliak.credentials import Secret
+from aliak.model import Account, KeyAlgorithm, KeyRecord, KeyStatus, Owner, RamUser
+from aliak.sealing import ENV_MASTER_KEY, MasterKeyring
+from aliak.storage.memory import MemoryStore
+from aliak.storage.protocols import AsyncStore, Store
+from aliak.storage.sqlite import SQLiteStore
+
+
+class BackendStore(Store, Protocol):
+    def as_async(self) -> AsyncStore: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to open a fresh, empty store; ``directory`` is private to the test."""
+
+    open: Callable[[Path], BackendStore]
+    needs_env: str | None = None  # e.g. "ALIAK_TEST_POSTGRES_URL" for a server backend
+
+
+BACKENDS: dict[str, Backend] = {
+    "memory": Backend(lambda directory: MemoryStore()),
+    "sqlite": Backend(lambda directory: SQLiteStore(directory / "aliak.db")),
+    "sqlite-memory": Backend(lambda directory: SQLiteStore(":memory:")),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    chosen = BACKENDS[request.param]
+    if chosen.needs_env is not None and not os.environ.get(chosen.needs_env):
+        pytest.skip(f"{request.param}: set {chosen.needs_env} to test against a server")
+    # The file backends would take the master key from here instead of their key file.
+    monkeypatch.delenv(ENV_MASTER_KEY, raising=False)
+    return chosen
+
+
+@pytest.fixture
+def open_store(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], BackendStore]]:
+    """Opens as many fresh stores of the backend as a test wants; closes them after."""
+    opened: list[BackendStore] = []
+
+    def open_fresh() -> BackendStore:
+        store = backend.open(tmp_path_factory.mktemp("store"))
+        opened.append(store)
+        return store
+
+    yield open_fresh
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[[], BackendStore]) -> BackendStore:
+    return open_store()
+
+
+@pytest.fixture
+def async_store(store: BackendStore) -> AsyncStore:
+    return store.as_async()
+
+
+# -- records --------------------------------------------------------------------------
+
+T0 = datetime(2024, 5, 1, 8, 0, 0, tzinfo=timezone.utc)
+ACCOUNT = Account("1234567890123456")
+ALICE = RamUser("1234567890123456", "alice")
+BOB = RamUser("1234567890123456", "bob")
+KEYRING = MasterKeyring.generate()
+RSA_PUBLIC_KEY = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo\n"
+    "-----END PUBLIC KEY-----\n"
+)
+_serial = itertools.count(1)
+
+
+def new_key_id() -> str:
+    return f"LTAI{next(_serial):020d}"
+
+
+def hmac_record(
+    owner: Owner = ALICE,
+    *,
+    access_key_id: str | None = None,
+    created_at: datetime = T0,
+    **changes: object,
+) -> KeyRecord:
+    key_id = access_key_id or new_key_id()
+    fields: dict[str, object] = {
+        "access_key_id": key_id,
+        "owner": owner,
+        "status": KeyStatus.ACTIVE,
+        "created_at": created_at,
+        "algorithm": KeyAlgorithm.HMAC,
+        "sealed_secret": KEYRING.seal_secret(key_id, Secret(f"secret-of-{key_id}")),
+    }
+    fields.update(changes)
+    return KeyRecord(**fields)  # type: ignore[arg-type]
+
+
+def rsa_record(owner: Owner = ACCOUNT, *, created_at: datetime = T0) -> KeyRecord:
+    return KeyRecord(
+        access_key_id=new_key_id(),
+        owner=owner,
+        status=KeyStatus.ACTIVE,
+        created_at=created_at,
+        algorithm=KeyAlgorithm.RSA,
+        public_key=RSA_PUBLIC_KEY,
+    )
+
+
+def at(seconds_after_t0: int) -> datetime:
+    return T0 + timedelta(seconds=seconds_after_t0)
+
+
+def ts(seconds_after_t0: int) -> float:
+    return at(seconds_after_t0).timestamp()

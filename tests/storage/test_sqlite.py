@@ -1,0 +1,419 @@
+"""What only the SQLite backend promises: durability, WAL, the key file, several
+processes on one file, bounded nonces, schema versions, clear errors, atomic batches."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aliak.storage.sqlite as sqlite_backend
+from aliak.acl import NetworkPolicy
+from aliak.credentials import Secret
+from aliak.errors import AliakError, InternalError, InvalidParameter
+from aliak.model import LastUsed, UsageRecord
+from aliak.sealing import ENV_MASTER_KEY, MasterKeyring
+from aliak.storage.protocols import PolicyTarget
+from aliak.storage.sqlite import SCHEMA_VERSION, SQLiteStore
+
+from .conftest import ALICE, at, hmac_record, new_key_id, ts
+
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def no_master_key_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_MASTER_KEY, raising=False)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "aliak.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(db)
+    yield opened
+    opened.close()
+
+
+def raw(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(db, isolation_level=None)
+
+
+# -- durability and the journal ---------------------------------------------------------
+
+
+def test_everything_persists_across_close_and_reopen(db: Path) -> None:
+    record = hmac_record()
+    policy = NetworkPolicy(public=["203.0.113.0/24"])
+    first = SQLiteStore(db)
+    first.add_key(record, max_keys_per_owner=2)
+    first.claim_nonce("LTAIkey", "n-1", now=NOW, expires_at=NOW + 900)
+    first.set_network_policy(PolicyTarget.key(record.access_key_id), policy)
+    first.record_usage([UsageRecord(record.access_key_id, ts(30), "Ecs", "192.0.2.1", ts(30))])
+    first.close()
+
+    again = SQLiteStore(db)
+    try:
+        assert again.get_key(record.access_key_id) is not None
+        assert again.claim_nonce("LTAIkey", "n-1", now=NOW + 1, expires_at=NOW + 900) is False
+        assert again.get_network_policy(PolicyTarget.key(record.access_key_id)) == policy
+        assert again.get_last_used(record.access_key_id) == LastUsed(at(30), "Ecs")
+        assert [use.source_ip for use in again.source_ip_history(record.access_key_id)] == [
+            "192.0.2.1"
+        ]
+    finally:
+        again.close()
+
+
+def test_database_is_in_wal_journal_mode(db: Path, store: SQLiteStore) -> None:
+    with raw(db) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_schema_version_is_recorded_at_open(db: Path, store: SQLiteStore) -> None:
+    with raw(db) as connection:
+        assert connection.execute("SELECT version FROM aliak_schema").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def test_each_thread_uses_its_own_connection(store: SQLiteStore) -> None:
+    seen: list[sqlite3.Connection] = []
+    thread = threading.Thread(target=lambda: seen.append(store._connection()))
+    thread.start()
+    thread.join()
+    assert seen[0] is not store._connection()
+
+
+def test_connection_of_a_finished_thread_is_closed(store: SQLiteStore) -> None:
+    before = len(store._open)
+    thread = threading.Thread(target=lambda: store.get_key("LTAIanything"))
+    thread.start()
+    thread.join()
+    del thread
+    assert len(store._open) == before
+
+
+# -- the master key ------------------------------------------------------------------
+
+
+def test_key_file_is_created_beside_the_database_with_mode_0600(
+    db: Path, store: SQLiteStore
+) -> None:
+    key_file = db.with_name("aliak.db.key")
+    assert key_file.is_file()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_second_store_on_the_file_opens_secrets_sealed_by_the_first(db: Path) -> None:
+    first = SQLiteStore(db)
+    key_id = new_key_id()
+    sealed = first.keyring.seal_secret(key_id, Secret("s3cr3t"))
+    first.add_key(hmac_record(access_key_id=key_id, sealed_secret=sealed), max_keys_per_owner=2)
+    first.close()
+    second = SQLiteStore(db)
+    try:
+        stored = second.get_key(key_id)
+        assert stored is not None
+        assert stored.sealed_secret is not None
+        assert second.keyring.open_secret(key_id, stored.sealed_secret) == Secret("s3cr3t")
+    finally:
+        second.close()
+
+
+def test_master_key_argument_means_no_key_file(db: Path) -> None:
+    keyring = MasterKeyring.generate()
+    with_argument = SQLiteStore(db, master_key=keyring)
+    try:
+        assert with_argument.keyring is keyring
+        assert not db.with_name("aliak.db.key").exists()
+    finally:
+        with_argument.close()
+
+
+def test_environment_master_key_means_no_key_file(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyring = MasterKeyring.generate()
+    monkeypatch.setenv(ENV_MASTER_KEY, keyring.to_text())
+    from_env = SQLiteStore(db)
+    try:
+        sealed = keyring.seal_secret("LTAIenv", Secret("s3cr3t"))
+        assert from_env.keyring.open_secret("LTAIenv", sealed) == Secret("s3cr3t")
+        assert not db.with_name("aliak.db.key").exists()
+    finally:
+        from_env.close()
+
+
+def test_rotation_written_by_one_store_is_picked_up_by_reload_in_another(db: Path) -> None:
+    first, second = SQLiteStore(db), SQLiteStore(db)
+    try:
+        rotated = first.keyring.with_new_key()
+        first.set_keyring(rotated)
+        before = second.keyring
+        after = second.reload_keyring()
+        assert (before.versions, after.versions) == ((1,), (1, 2))
+        assert second.keyring is after
+    finally:
+        first.close()
+        second.close()
+
+
+def test_rotation_keeps_the_key_file_private(db: Path, store: SQLiteStore) -> None:
+    store.set_keyring(store.keyring.with_new_key())
+    key_file = db.with_name("aliak.db.key")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert MasterKeyring.from_text(key_file.read_text()).versions == (1, 2)
+
+
+def test_in_memory_database_needs_no_key_file_and_is_shared_by_threads(tmp_path: Path) -> None:
+    store = SQLiteStore(":memory:")
+    try:
+        record = hmac_record()
+        thread = threading.Thread(
+            target=store.add_key, args=(record,), kwargs={"max_keys_per_owner": 2}
+        )
+        thread.start()
+        thread.join()
+        assert store.get_key(record.access_key_id) == record
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        store.close()
+
+
+def test_repr_shows_no_secret(store: SQLiteStore) -> None:
+    text = repr(store)
+    for version_line in store.keyring.to_text().splitlines():
+        assert version_line.split(":", 1)[1] not in text
+    assert "aliak.db" in text
+
+
+# -- several processes on one file ---------------------------------------------------------
+
+
+def claim_in_another_process(
+    db: str, start: Any, results: Any
+) -> None:  # pragma: no cover - runs in a child process
+    try:
+        start.wait(timeout=60)
+        store = SQLiteStore(db)  # a fresh file: all create the schema and key file at once
+        start.wait(timeout=60)
+        claimed = store.claim_nonce("LTAIkey", "once", now=NOW, expires_at=NOW + 900)
+        results.put((claimed, fingerprint(store.keyring)))
+        store.close()
+    except BaseException as error:
+        results.put(f"{type(error).__name__}: {error}")
+
+
+def fingerprint(keyring: MasterKeyring) -> str:
+    return hashlib.sha256(keyring.to_text().encode()).hexdigest()
+
+
+def test_same_nonce_claimed_from_four_processes_lets_exactly_one_through(db: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(4)
+    results = context.Queue()
+    processes = [
+        context.Process(target=claim_in_another_process, args=(str(db), start, results))
+        for _ in range(4)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        outcomes = [results.get(timeout=60) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    errors = [outcome for outcome in outcomes if isinstance(outcome, str)]
+    assert errors == []
+    claims = [claimed for claimed, _ in outcomes]
+    assert sorted(claims) == [False, False, False, True]
+    key_file_text = db.with_name("aliak.db.key").read_text()
+    assert {key for _, key in outcomes} == {fingerprint(MasterKeyring.from_text(key_file_text))}
+    with raw(db) as connection:
+        assert connection.execute("SELECT version FROM aliak_schema").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_opens_its_own_connection(store: SQLiteStore) -> None:
+    assert store.claim_nonce("LTAIkey", "before-fork", now=NOW, expires_at=NOW + 900)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            replay = store.claim_nonce("LTAIkey", "before-fork", now=NOW, expires_at=NOW + 900)
+            fresh = store.claim_nonce("LTAIkey", "in-child", now=NOW, expires_at=NOW + 900)
+            code = 0 if (replay, fresh) == (False, True) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.claim_nonce("LTAIkey", "in-child", now=NOW, expires_at=NOW + 900) is False
+
+
+# -- bounded nonces -----------------------------------------------------------------------
+
+
+def test_claims_prune_expired_nonces_so_the_table_stays_bounded(db: Path) -> None:
+    store = SQLiteStore(db, prune_every=10)
+    try:
+        for second in range(100):
+            now = NOW + second
+            assert store.claim_nonce("LTAIkey", f"n-{second}", now=now, expires_at=now + 5)
+        with raw(db) as connection:
+            (rows,) = connection.execute("SELECT count(*) FROM aliak_nonces").fetchone()
+        assert rows <= 10 + 5
+    finally:
+        store.close()
+
+
+def test_prune_every_zero_leaves_pruning_to_the_caller(db: Path) -> None:
+    store = SQLiteStore(db, prune_every=0)
+    try:
+        for second in range(30):
+            store.claim_nonce("LTAIkey", f"n-{second}", now=NOW + second, expires_at=NOW + second)
+        assert store.prune_nonces(NOW + 100) == 30
+    finally:
+        store.close()
+
+
+# -- refusing what it cannot use ------------------------------------------------------------
+
+
+def test_database_of_a_newer_schema_is_refused_at_open(db: Path) -> None:
+    SQLiteStore(db).close()
+    with raw(db) as connection:
+        connection.execute("UPDATE aliak_schema SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(InvalidParameter) as refused:
+        SQLiteStore(db)
+    assert "newer" in str(refused.value.detail)
+
+
+def test_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_bytes(b"this is plainly not an SQLite database, just some text\n" * 40)
+    with pytest.raises(InvalidParameter) as refused:
+        SQLiteStore(bogus)
+    assert refused.value.parameter == "db"
+    assert not (tmp_path / "notes.txt.key").exists()
+
+
+def test_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AliakError) as refused:
+        SQLiteStore(tmp_path / "no" / "such" / "aliak.db")
+    assert isinstance(refused.value, InvalidParameter)
+    assert "does not exist" in str(refused.value.detail)
+
+
+def test_directory_as_database_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameter):
+        SQLiteStore(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("busy_timeout", -1), ("busy_timeout", "5"), ("prune_every", -1), ("prune_every", 1.5)],
+)
+def test_bad_options_are_refused(db: Path, option: str, value: object) -> None:
+    with pytest.raises(InvalidParameter) as refused:
+        SQLiteStore(db, **{option: value})  # type: ignore[arg-type]
+    assert refused.value.parameter == option
+
+
+# -- failing closed, and atomically ----------------------------------------------------------
+
+
+def test_lock_held_beyond_busy_timeout_fails_closed(db: Path) -> None:
+    store = SQLiteStore(db, busy_timeout=0.05)
+    blocker = raw(db)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(InternalError) as failed:
+            store.add_key(hmac_record(), max_keys_per_owner=2)
+        assert isinstance(failed.value.__cause__, sqlite3.OperationalError)
+        with pytest.raises(InternalError):
+            store.claim_nonce("LTAIkey", "n", now=NOW, expires_at=NOW + 900)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.claim_nonce("LTAIkey", "n", now=NOW, expires_at=NOW + 900) is True
+    store.close()
+
+
+def test_usage_batch_that_fails_half_way_writes_nothing(db: Path, store: SQLiteStore) -> None:
+    record = hmac_record()
+    store.add_key(record, max_keys_per_owner=2)
+    with raw(db) as connection:  # the second half of the batch hits a failing write
+        connection.execute(
+            "CREATE TRIGGER fail_ip_write BEFORE INSERT ON aliak_key_source_ips "
+            "BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END"
+        )
+    batch = [UsageRecord(record.access_key_id, ts(30), "Ecs", "192.0.2.1", ts(30))]
+    with pytest.raises(InternalError) as failed:
+        store.record_usage(batch)
+    assert isinstance(failed.value.__cause__, sqlite3.Error)
+    assert store.get_last_used(record.access_key_id) is None
+    assert store.source_ip_history(record.access_key_id) == []
+
+
+def test_usage_batch_interrupted_half_way_writes_nothing(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = hmac_record()
+    store.add_key(record, max_keys_per_owner=2)
+
+    def crash(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sqlite_backend, "_merge_source_ips", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.record_usage([UsageRecord(record.access_key_id, ts(30), "Ecs", "192.0.2.1", ts(30))])
+    monkeypatch.undo()
+    assert store.get_last_used(record.access_key_id) is None
+    store.record_usage([UsageRecord(record.access_key_id, ts(40), "Ram", None, ts(40))])
+    assert store.get_last_used(record.access_key_id) == LastUsed(at(40), "Ram")
+
+
+def test_refused_add_leaves_no_open_transaction(store: SQLiteStore) -> None:
+    store.add_key(hmac_record(ALICE), max_keys_per_owner=1)
+    with pytest.raises(AliakError):
+        store.add_key(hmac_record(ALICE), max_keys_per_owner=1)
+    assert not store._connection().in_transaction
+
+
+def test_iter_sealed_secrets_pages_through_every_key(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_backend, "_SECRETS_PAGE", 3)
+    records = [hmac_record(ALICE) for _ in range(7)]
+    for record in records:
+        store.add_key(record, max_keys_per_owner=10)
+    assert sorted(store.iter_sealed_secrets()) == sorted(
+        (record.access_key_id, record.sealed_secret) for record in records
+    )
+
+
+def test_closed_store_refuses_to_answer(db: Path) -> None:
+    store = SQLiteStore(db)
+    store.close()
+    with pytest.raises(InternalError):
+        store.get_key("LTAIanything")
+
+
+def test_as_async_runs_calls_off_the_event_loop(store: SQLiteStore) -> None:
+    assert "offload=True" in repr(store.as_async())
