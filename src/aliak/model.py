@@ -15,6 +15,7 @@ import attrs
 
 from aliak.credentials import is_valid_access_key_id
 from aliak.errors import InvalidParameter
+from aliak.timestamps import RememberLast
 
 __all__ = [
     "RECYCLE_BIN_RETENTION",
@@ -44,26 +45,16 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
-class _LastTimestamp:
-    """UNIX seconds -> UTC datetime, remembering the last one: the verifier converts one
-    timestamp per request, mostly the same second in a row."""
-
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last: tuple[int, datetime] = (-1, datetime.fromtimestamp(0, timezone.utc))
-
-    def __call__(self, seconds: float) -> datetime:
-        whole = int(seconds)
-        last = self._last  # one read: another thread may replace the tuple, never tear it
-        if last[0] == whole:
-            return last[1]
-        converted = datetime.fromtimestamp(whole, timezone.utc)
-        self._last = (whole, converted)
-        return converted
+def _utc_from_whole_seconds(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
 
 
-utc_from_timestamp = _LastTimestamp()
+# The verifier converts one timestamp per request, mostly the same second in a row.
+_utc_remembered = RememberLast(_utc_from_whole_seconds)
+
+
+def utc_from_timestamp(seconds: float) -> datetime:
+    return _utc_remembered(int(seconds))
 
 
 def _check_account_id(_instance: Any, _attribute: Any, value: str) -> None:

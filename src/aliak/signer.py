@@ -37,7 +37,7 @@ from aliak.credentials import (
 )
 from aliak.errors import InvalidParameter, MissingParameter
 from aliak.request import Body, Headers, Request
-from aliak.timestamps import Clock, UtcSecondFormatter, system_clock
+from aliak.timestamps import Clock, RememberLast, format_acs_date, system_clock
 
 __all__ = ["NonceFactory", "Signer", "SigningResult", "random_nonce"]
 
@@ -125,7 +125,7 @@ class Signer:
         self._sign_all = bool(sign_all_headers)
         self._now = clock
         self._nonce = nonce_factory
-        self._date = UtcSecondFormatter()
+        self._date = RememberLast(format_acs_date)  # keyed by whole seconds
         self._layouts: dict[tuple[str, ...], list[str]] = {}
         if isinstance(credential, AccessKey | StsCredential):
             self._provider: CredentialsProvider | None = None
@@ -244,7 +244,7 @@ class Signer:
         if version is not None:
             _fill(index, added, "x-acs-version", version)
         if "x-acs-date" not in index:
-            added.append(("x-acs-date", self._date(self._now())))
+            added.append(("x-acs-date", self._date(int(self._now()))))
         if "x-acs-signature-nonce" not in index:
             added.append(("x-acs-signature-nonce", self._nonce()))
 

@@ -11,10 +11,14 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from aliak.errors import InvalidTimeStampFormat
 
-__all__ = ["Clock", "UtcSecondFormatter", "format_acs_date", "parse_acs_date", "system_clock"]
+__all__ = ["Clock", "RememberLast", "format_acs_date", "parse_acs_date", "system_clock"]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 Clock = Callable[[], float]
 """Returns the current time as UNIX seconds (``time.time`` is the default)."""
@@ -32,24 +36,6 @@ def format_acs_date(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
 
 
-class _LastDateParser:
-    """:func:`_parse_acs_date`, remembering the last result: requests arriving in the same
-    second carry the same date, and parsing one is most of a timestamp check."""
-
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last: tuple[str, int] = ("", 0)
-
-    def __call__(self, text: str) -> int:
-        last = self._last  # one read: another thread may replace the tuple, never tear it
-        if last[0] == text:
-            return last[1]
-        seconds = _parse_acs_date(text)
-        self._last = (text, seconds)
-        return seconds
-
-
 def _parse_acs_date(text: str) -> int:
     """UNIX seconds of an ``x-acs-date``; anything but ``yyyy-MM-ddTHH:mm:ssZ`` naming a
     real calendar time is :class:`InvalidTimeStampFormat` (fractions, offsets, lower-case
@@ -65,24 +51,29 @@ def _parse_acs_date(text: str) -> int:
     return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
 
 
-class UtcSecondFormatter:
-    """:func:`format_acs_date` cached for the current second: the signer's hot path."""
+class RememberLast(Generic[K, V]):
+    """``function(key)``, remembering the last key and its result.
 
-    __slots__ = ("_last",)
+    For the hot path's per-second values (the date a signer emits, the date a verifier
+    parses): consecutive requests mostly fall in the same second. The pair lives in one
+    tuple that is replaced whole, so threads never see a key with another key's result.
+    """
 
-    def __init__(self) -> None:
-        self._last: tuple[int, str] = (-1, "")
+    __slots__ = ("_function", "_last")
 
-    def __call__(self, seconds: float) -> str:
-        whole = int(seconds)
-        last = self._last  # one read: another thread may replace the tuple, never tear it
-        if last[0] == whole:
+    def __init__(self, function: Callable[[K], V]) -> None:
+        self._function = function
+        self._last: tuple[K, V] | None = None
+
+    def __call__(self, key: K) -> V:
+        last = self._last
+        if last is not None and last[0] == key:
             return last[1]
-        text = format_acs_date(whole)
-        self._last = (whole, text)
-        return text
+        value = self._function(key)
+        self._last = (key, value)
+        return value
 
 
-parse_acs_date = _LastDateParser()
+parse_acs_date: Callable[[str], int] = RememberLast(_parse_acs_date)
 """UNIX seconds of an ``x-acs-date``; anything but ``yyyy-MM-ddTHH:mm:ssZ`` naming a real
 calendar time is :class:`InvalidTimeStampFormat`."""

@@ -659,7 +659,11 @@ class _UsageBuffer:
 class _Shell:
     """State both shells keep: settings, caches, the usage buffer."""
 
-    def __init__(self, settings: VerifierSettings | None, clock: Clock) -> None:
+    def __init__(
+        self, settings: VerifierSettings | None, clock: Clock, options: dict[str, Any]
+    ) -> None:
+        if options:
+            settings = attrs.evolve(settings or VerifierSettings(), **options)
         self.settings = settings or VerifierSettings()
         self._core = _Core(self.settings)
         self._clock = clock
@@ -702,9 +706,7 @@ class Verifier(_Shell):
         clock: Clock = system_clock,
         **options: Any,
     ) -> None:
-        if options:
-            settings = attrs.evolve(settings or VerifierSettings(), **options)
-        super().__init__(settings, clock)
+        super().__init__(settings, clock, options)
         self._store = store
         self._writer: ThreadPoolExecutor | None = None
         self._writes: list[Future[None]] = []
@@ -856,9 +858,7 @@ class AsyncVerifier(_Shell):
         clock: Clock = system_clock,
         **options: Any,
     ) -> None:
-        if options:
-            settings = attrs.evolve(settings or VerifierSettings(), **options)
-        super().__init__(settings, clock)
+        super().__init__(settings, clock, options)
         self._store = store
         self._flushes: set[asyncio.Task[None]] = set()
 
