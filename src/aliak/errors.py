@@ -14,6 +14,8 @@ __all__ = [
     "AccessKeyAlreadyExists",
     "AccessKeyLimitExceeded",
     "AccessKeyNotFound",
+    "AccessKeyNotInRecycleBin",
+    "AccessKeyNotInactive",
     "AliakError",
     "Forbidden",
     "IncompleteSignature",
@@ -31,6 +33,8 @@ __all__ = [
     "LimitExceeded",
     "MissingParameter",
     "MissingSecurityToken",
+    "OwnerNotFound",
+    "RootAccessKeyForbidden",
     "SignatureDoesNotMatch",
     "SignatureNonceUsed",
 ]
@@ -274,3 +278,35 @@ class AccessDenied(AliakError):
         self.reason = reason
         detail = reason.code if reason.detail is None else f"{reason.code}: {reason.detail}"
         super().__init__(detail=detail)
+
+
+class AccessKeyNotInactive(AliakError):
+    """§7.2: a key must be disabled before it can be deleted."""
+
+    code = "EntityNotAllowed.AccessKey.Active"
+    default_message = "The access key must be disabled before it can be deleted."
+    http_status = 409
+
+
+class AccessKeyNotInRecycleBin(AliakError):
+    """Restore or purge named a key that is not (or no longer) in the recycle bin."""
+
+    code = "EntityNotExist.RecycleBin.AccessKey"
+    default_message = "The specified access key is not in the recycle bin."
+    http_status = 404
+
+
+class OwnerNotFound(AliakError):
+    """An owner the store holds nothing of (no key, live or in the recycle bin)."""
+
+    code = "EntityNotExist.User"
+    default_message = "The specified user does not exist."
+    http_status = 404
+
+
+class RootAccessKeyForbidden(AliakError):
+    """The store is set to refuse AccessKeys for accounts themselves (root keys)."""
+
+    code = "NotSupported.RootAccessKey"
+    default_message = "Creating an AccessKey for the account itself is not allowed."
+    http_status = 403

@@ -18,13 +18,17 @@ from aliak.errors import InvalidParameter
 from aliak.timestamps import RememberLast
 
 __all__ = [
+    "MAX_KEYS_IN_RECYCLE_BIN",
     "RECYCLE_BIN_RETENTION",
     "Account",
+    "AssumedRole",
+    "AuditEvent",
     "KeyAlgorithm",
     "KeyRecord",
     "KeyStatus",
     "LastUsed",
     "Owner",
+    "RamRole",
     "RamUser",
     "SourceIpUse",
     "UsageRecord",
@@ -32,8 +36,10 @@ __all__ = [
     "utc_now",
 ]
 
-# §7.2: a deleted key stays in the recycle bin this long, then it is purged.
+# §7.2: a deleted key stays in the recycle bin this long, then it is purged; the bin holds
+# at most this many keys per RAM user (a 4th deletion purges the oldest).
 RECYCLE_BIN_RETENTION = timedelta(days=30)
+MAX_KEYS_IN_RECYCLE_BIN = 3
 
 # Account ids are digits at Alibaba; we accept the id alphabet so other deployments fit.
 _is_account_id = re.compile(r"[A-Za-z0-9._\-]{1,64}").fullmatch
@@ -96,6 +102,53 @@ class RamUser:
 
 
 Owner = Account | RamUser
+
+# RAM role names: 1-64 characters of letters, digits, '.', '-' and '_' (RAM limits).
+_is_role_name = re.compile(r"[A-Za-z0-9._\-]{1,64}").fullmatch
+# AssumeRole's RoleSessionName: 2-64 characters of letters, digits, '.', '@', '-', '_'.
+_is_session_name = re.compile(r"[A-Za-z0-9.@_\-]{2,64}").fullmatch
+
+
+def _check_role_name(_instance: Any, _attribute: Any, value: str) -> None:
+    if not isinstance(value, str) or _is_role_name(value) is None:
+        raise InvalidParameter("RoleName", detail="1-64 characters of [A-Za-z0-9._-]")
+
+
+def _check_session_name(_instance: Any, _attribute: Any, value: str) -> None:
+    if not isinstance(value, str) or _is_session_name(value) is None:
+        raise InvalidParameter("RoleSessionName", detail="2-64 characters of [A-Za-z0-9.@_-]")
+
+
+@attrs.frozen
+class RamRole:
+    """A RAM role that STS ``AssumeRole`` issues temporary credentials for."""
+
+    account_id: str = attrs.field(validator=_check_account_id)
+    name: str = attrs.field(validator=_check_role_name)
+
+    @property
+    def arn(self) -> str:
+        return f"acs:ram::{self.account_id}:role/{self.name.lower()}"
+
+
+@attrs.frozen
+class AssumedRole:
+    """The principal behind an STS credential: a role and the session that assumed it."""
+
+    role: RamRole
+    session_name: str = attrs.field(validator=_check_session_name)
+
+    @property
+    def account_id(self) -> str:
+        return self.role.account_id
+
+    @property
+    def arn(self) -> str:
+        return f"acs:sts::{self.role.account_id}:assumed-role/{self.role.name}/{self.session_name}"
+
+    @property
+    def principal_name(self) -> str:
+        return self.arn
 
 
 class KeyStatus(str, enum.Enum):
@@ -197,4 +250,31 @@ class KeyRecord:
             f"status={self.status.value!r}, created_at={self.created_at.isoformat()!r}, "
             f"algorithm={self.algorithm.value!r}, sealed_secret={sealed}, "
             f"recycled_at={self.recycled_at!r}, leak_restricted={self.leak_restricted})"
+        )
+
+
+@attrs.frozen
+class AuditEvent:
+    """One state change, as the append-only audit trail keeps it: who, what, when.
+
+    ``action`` uses the RAM/STS API names (``CreateAccessKey``, ``UpdateAccessKey``,
+    ``DeleteAccessKey``, ...). ``detail`` never holds a secret.
+    """
+
+    at: datetime = attrs.field(validator=_check_utc)
+    actor: str
+    action: str
+    access_key_id: str | None = None
+    account_id: str | None = None
+    user_name: str | None = None
+    detail: str = ""
+
+    def about(self, owner: Owner | None) -> AuditEvent:
+        """The same event, naming ``owner``."""
+        if owner is None:
+            return self
+        return attrs.evolve(
+            self,
+            account_id=owner.account_id,
+            user_name=owner.name if isinstance(owner, RamUser) else None,
         )

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from aliak.acl import NetworkPolicy
-from aliak.model import KeyRecord, KeyStatus, LastUsed, Owner, SourceIpUse, UsageRecord
+from aliak.model import AuditEvent, KeyRecord, KeyStatus, LastUsed, Owner, SourceIpUse, UsageRecord
 from aliak.sealing import MasterKeyring
 from aliak.storage.protocols import PolicyTarget, Store
 
@@ -46,14 +46,20 @@ class AsyncStoreAdapter:
     async def get_key(self, access_key_id: str) -> KeyRecord | None:
         return await self._call(self.sync.get_key, access_key_id)
 
-    async def add_key(self, record: KeyRecord, *, max_keys_per_owner: int) -> None:
-        await self._call(self.sync.add_key, record, max_keys_per_owner=max_keys_per_owner)
+    async def add_key(
+        self, record: KeyRecord, *, max_keys_per_owner: int, audit: AuditEvent | None = None
+    ) -> None:
+        await self._call(
+            self.sync.add_key, record, max_keys_per_owner=max_keys_per_owner, audit=audit
+        )
 
     async def list_keys(self, owner: Owner) -> list[KeyRecord]:
         return await self._call(self.sync.list_keys, owner)
 
-    async def set_key_status(self, access_key_id: str, status: KeyStatus) -> KeyRecord:
-        return await self._call(self.sync.set_key_status, access_key_id, status)
+    async def set_key_status(
+        self, access_key_id: str, status: KeyStatus, *, audit: AuditEvent | None = None
+    ) -> KeyRecord:
+        return await self._call(self.sync.set_key_status, access_key_id, status, audit=audit)
 
     async def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
         return await self._call(self.sync.reseal_secret, access_key_id, old, new)
@@ -71,8 +77,14 @@ class AsyncStoreAdapter:
     async def get_network_policy(self, target: PolicyTarget) -> NetworkPolicy | None:
         return await self._call(self.sync.get_network_policy, target)
 
-    async def set_network_policy(self, target: PolicyTarget, policy: NetworkPolicy | None) -> None:
-        await self._call(self.sync.set_network_policy, target, policy)
+    async def set_network_policy(
+        self,
+        target: PolicyTarget,
+        policy: NetworkPolicy | None,
+        *,
+        audit: AuditEvent | None = None,
+    ) -> None:
+        await self._call(self.sync.set_network_policy, target, policy, audit=audit)
 
     async def record_usage(self, records: Sequence[UsageRecord]) -> None:
         await self._call(self.sync.record_usage, records)
@@ -84,6 +96,25 @@ class AsyncStoreAdapter:
         self, access_key_id: str, since: datetime | None = None
     ) -> list[SourceIpUse]:
         return await self._call(self.sync.source_ip_history, access_key_id, since)
+
+    async def append_audit_event(self, event: AuditEvent) -> None:
+        await self._call(self.sync.append_audit_event, event)
+
+    async def audit_events(
+        self,
+        *,
+        access_key_id: str | None = None,
+        owner: Owner | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        return await self._call(
+            self.sync.audit_events,
+            access_key_id=access_key_id,
+            owner=owner,
+            since=since,
+            limit=limit,
+        )
 
     async def aclose(self) -> None:
         await self._call(self.sync.close)

@@ -9,12 +9,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from typing import Literal
 
 import attrs
 
 from aliak.acl import NetworkPolicy
-from aliak.errors import AccessKeyAlreadyExists, AccessKeyLimitExceeded, AccessKeyNotFound
+from aliak.errors import (
+    AccessKeyAlreadyExists,
+    AccessKeyLimitExceeded,
+    AccessKeyNotFound,
+    AccessKeyNotInactive,
+    AccessKeyNotInRecycleBin,
+)
 from aliak.model import (
+    AuditEvent,
     KeyRecord,
     KeyStatus,
     LastUsed,
@@ -57,6 +65,8 @@ class MemoryStore:
         self._policies: dict[PolicyTarget, NetworkPolicy] = {}
         self._last_used: dict[str, tuple[float, str]] = {}
         self._ips: dict[tuple[str, str], tuple[float, float]] = {}
+        self._settings: dict[str, str] = {}
+        self._events: list[AuditEvent] = []
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._keys)})"
@@ -84,7 +94,9 @@ class MemoryStore:
             record = self._keys.get(access_key_id)
             return None if record is None else self._with_usage(record)
 
-    def add_key(self, record: KeyRecord, *, max_keys_per_owner: int) -> None:
+    def add_key(
+        self, record: KeyRecord, *, max_keys_per_owner: int, audit: AuditEvent | None = None
+    ) -> None:
         with self._lock:
             if record.access_key_id in self._keys:
                 raise AccessKeyAlreadyExists(detail=record.access_key_id)
@@ -98,6 +110,7 @@ class MemoryStore:
                     detail=f"{record.owner.principal_name} has {live} keys"
                 )
             self._keys[record.access_key_id] = record
+            self._audit(audit)
 
     def list_keys(self, owner: Owner) -> list[KeyRecord]:
         with self._lock:
@@ -108,14 +121,148 @@ class MemoryStore:
             ]
         return sorted(owned, key=lambda record: (record.created_at, record.access_key_id))
 
-    def set_key_status(self, access_key_id: str, status: KeyStatus) -> KeyRecord:
+    def set_key_status(
+        self, access_key_id: str, status: KeyStatus, *, audit: AuditEvent | None = None
+    ) -> KeyRecord:
+        with self._lock:
+            record = self._live(access_key_id)
+            updated = attrs.evolve(record, status=KeyStatus(status))
+            self._keys[access_key_id] = updated
+            self._audit(audit)
+            return self._with_usage(updated)
+
+    def _live(self, access_key_id: str) -> KeyRecord:
+        record = self._keys.get(access_key_id)
+        if record is None or record.in_recycle_bin:
+            raise AccessKeyNotFound(detail=access_key_id)
+        return record
+
+    def recycle_key(
+        self,
+        access_key_id: str,
+        *,
+        now: datetime,
+        max_in_recycle_bin: int,
+        audit: AuditEvent | None = None,
+    ) -> list[str]:
+        with self._lock:
+            record = self._live(access_key_id)
+            if record.status is not KeyStatus.INACTIVE:
+                raise AccessKeyNotInactive(detail=access_key_id)
+            self._keys[access_key_id] = attrs.evolve(record, recycled_at=now)
+            self._audit(audit)
+            in_bin = self._recycle_bin(record.owner)
+            evicted = [
+                old.access_key_id for old in in_bin[: max(0, len(in_bin) - max_in_recycle_bin)]
+            ]
+            for key_id in evicted:
+                self._destroy(key_id)
+                self._audit(_purge_event(audit, key_id, "evicted: the recycle bin is full"))
+            return evicted
+
+    def restore_key(
+        self,
+        access_key_id: str,
+        *,
+        now: datetime,
+        max_keys_per_owner: int,
+        audit: AuditEvent | None = None,
+    ) -> KeyRecord:
+        with self._lock:
+            record = self._keys.get(access_key_id)
+            if record is None or record.purge_at is None:
+                raise AccessKeyNotInRecycleBin(detail=access_key_id)
+            if now >= record.purge_at:
+                raise AccessKeyNotInRecycleBin(detail=f"{access_key_id}: retention ended")
+            live = sum(
+                1
+                for other in self._keys.values()
+                if other.owner == record.owner and not other.in_recycle_bin
+            )
+            if live >= max_keys_per_owner:
+                raise AccessKeyLimitExceeded(
+                    detail=f"{record.owner.principal_name} has {live} keys"
+                )
+            restored = attrs.evolve(record, recycled_at=None, status=KeyStatus.INACTIVE)
+            self._keys[access_key_id] = restored
+            self._audit(audit)
+            return self._with_usage(restored)
+
+    def purge_key(
+        self,
+        access_key_id: str,
+        *,
+        only_if: Literal["in_recycle_bin", "inactive"],
+        audit: AuditEvent | None = None,
+    ) -> KeyRecord:
+        with self._lock:
+            record = self._keys.get(access_key_id)
+            if only_if == "in_recycle_bin":
+                if record is None or not record.in_recycle_bin:
+                    raise AccessKeyNotInRecycleBin(detail=access_key_id)
+            else:
+                record = self._live(access_key_id)
+                if record.status is not KeyStatus.INACTIVE:
+                    raise AccessKeyNotInactive(detail=access_key_id)
+            self._destroy(access_key_id)
+            self._audit(audit)
+            return record
+
+    def _destroy(self, access_key_id: str) -> None:
+        # Purged means gone: the sealed secret with the row, and what hangs off the key.
+        del self._keys[access_key_id]
+        self._last_used.pop(access_key_id, None)
+        self._policies.pop(PolicyTarget.key(access_key_id), None)
+        for ip_key in [k for k in self._ips if k[0] == access_key_id]:
+            del self._ips[ip_key]
+
+    def purge_expired(self, *, now: datetime, audit: AuditEvent | None = None) -> list[str]:
+        with self._lock:
+            expired = sorted(
+                key_id
+                for key_id, record in self._keys.items()
+                if record.purge_at is not None and record.purge_at <= now
+            )
+            for key_id in expired:
+                self._destroy(key_id)
+                self._audit(_purge_event(audit, key_id, "the retention period ended"))
+            return expired
+
+    def _recycle_bin(self, owner: Owner) -> list[KeyRecord]:
+        return sorted(
+            (r for r in self._keys.values() if r.owner == owner and r.in_recycle_bin),
+            key=lambda record: (record.recycled_at, record.access_key_id),
+        )
+
+    def list_recycle_bin(self, owner: Owner) -> list[KeyRecord]:
+        with self._lock:
+            return [self._with_usage(record) for record in self._recycle_bin(owner)]
+
+    def mark_leak_restricted(
+        self, access_key_id: str, *, audit: AuditEvent | None = None
+    ) -> KeyRecord:
         with self._lock:
             record = self._keys.get(access_key_id)
             if record is None:
                 raise AccessKeyNotFound(detail=access_key_id)
-            updated = attrs.evolve(record, status=KeyStatus(status))
+            updated = attrs.evolve(record, leak_restricted=True)
             self._keys[access_key_id] = updated
+            self._audit(audit)
             return self._with_usage(updated)
+
+    def iter_keys(self) -> Iterator[KeyRecord]:
+        with self._lock:
+            records = [self._with_usage(record) for record in self._keys.values()]
+        return iter(records)
+
+    def get_setting(self, name: str) -> str | None:
+        with self._lock:
+            return self._settings.get(name)
+
+    def set_setting(self, name: str, value: str, *, audit: AuditEvent | None = None) -> None:
+        with self._lock:
+            self._settings[name] = value
+            self._audit(audit)
 
     def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
         with self._lock:
@@ -164,12 +311,19 @@ class MemoryStore:
         with self._lock:
             return self._policies.get(target)
 
-    def set_network_policy(self, target: PolicyTarget, policy: NetworkPolicy | None) -> None:
+    def set_network_policy(
+        self,
+        target: PolicyTarget,
+        policy: NetworkPolicy | None,
+        *,
+        audit: AuditEvent | None = None,
+    ) -> None:
         with self._lock:
             if policy is None:
                 self._policies.pop(target, None)
             else:
                 self._policies[target] = policy
+            self._audit(audit)
 
     # -- UsageLog ---------------------------------------------------------------------
 
@@ -213,6 +367,36 @@ class MemoryStore:
             for ip, first, last in rows
         ]
 
+    # -- AuditLog ---------------------------------------------------------------------
+
+    def _audit(self, event: AuditEvent | None) -> None:
+        if event is not None:
+            self._events.append(event)
+
+    def append_audit_event(self, event: AuditEvent) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def audit_events(
+        self,
+        *,
+        access_key_id: str | None = None,
+        owner: Owner | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        with self._lock:
+            events = list(self._events)
+        selected = [
+            event
+            for event in events
+            if (access_key_id is None or event.access_key_id == access_key_id)
+            and (owner is None or _names(event, owner))
+            and (since is None or event.at >= since)
+        ]
+        selected.sort(key=lambda event: event.at)  # stable: append order within a second
+        return selected[:limit]
+
     # -- lifecycle --------------------------------------------------------------------
 
     def close(self) -> None:
@@ -221,3 +405,16 @@ class MemoryStore:
     def as_async(self) -> AsyncStoreAdapter:
         """The async face; memory operations never block, so they run inline."""
         return AsyncStoreAdapter(self, offload=False)
+
+
+def _purge_event(audit: AuditEvent | None, access_key_id: str, why: str) -> AuditEvent | None:
+    """The audit event of a purge that happens as a consequence of ``audit``'s change."""
+    if audit is None:
+        return None
+    return attrs.evolve(audit, action="PurgeAccessKey", access_key_id=access_key_id, detail=why)
+
+
+def _names(event: AuditEvent, owner: Owner) -> bool:
+    if event.account_id != owner.account_id:
+        return False
+    return event.user_name == getattr(owner, "name", None)

@@ -1,11 +1,16 @@
 """The storage ports: what a backend must do, and what each guarantee protects.
 
-Four small ports, each in a sync and an async variant with the same method names:
+Five small ports, each in a sync and an async variant with the same method names:
 
 - :class:`KeyStore` -- AccessKey records (sealed secrets, status, owner, recycle bin);
 - :class:`NonceStore` -- the replay guard, one atomic add-if-absent;
 - :class:`PolicyStore` -- network ACL policies per account and per key;
-- :class:`UsageLog` -- last use and source-IP history, written in batches.
+- :class:`UsageLog` -- last use and source-IP history, written in batches;
+- :class:`AuditLog` -- the append-only trail of every state change.
+
+Every method that changes state takes ``audit``: the :class:`AuditEvent` to append in
+the same transaction, so the trail never misses a change and never records one that did
+not happen.
 
 A backend is done when the conformance suite in ``tests/storage/`` passes against the
 real engine. Only ``typing.Protocol`` definitions live here.
@@ -20,15 +25,25 @@ from typing import Literal, Protocol
 import attrs
 
 from aliak.acl import NetworkPolicy
-from aliak.model import KeyRecord, KeyStatus, LastUsed, Owner, SourceIpUse, UsageRecord
+from aliak.model import (
+    AuditEvent,
+    KeyRecord,
+    KeyStatus,
+    LastUsed,
+    Owner,
+    SourceIpUse,
+    UsageRecord,
+)
 from aliak.sealing import MasterKeyring
 
 __all__ = [
+    "AsyncAuditLog",
     "AsyncKeyStore",
     "AsyncNonceStore",
     "AsyncPolicyStore",
     "AsyncStore",
     "AsyncUsageLog",
+    "AuditLog",
     "KeyStore",
     "NonceStore",
     "PolicyStore",
@@ -82,7 +97,9 @@ class KeyStore(Protocol):
         """
         ...
 
-    def add_key(self, record: KeyRecord, *, max_keys_per_owner: int) -> None:
+    def add_key(
+        self, record: KeyRecord, *, max_keys_per_owner: int, audit: AuditEvent | None = None
+    ) -> None:
         """Store a new key, atomically with its limit check.
 
         Raises :class:`~aliak.errors.AccessKeyAlreadyExists` if the id is stored
@@ -96,11 +113,96 @@ class KeyStore(Protocol):
         """The owner's keys outside the recycle bin, oldest first (ties by id)."""
         ...
 
-    def set_key_status(self, access_key_id: str, status: KeyStatus) -> KeyRecord:
+    def set_key_status(
+        self, access_key_id: str, status: KeyStatus, *, audit: AuditEvent | None = None
+    ) -> KeyRecord:
         """Set Active/Inactive and return the updated record.
 
-        Raises :class:`~aliak.errors.AccessKeyNotFound` for an unknown or purged id.
+        Raises :class:`~aliak.errors.AccessKeyNotFound` for an unknown or purged id, and
+        for a key in the recycle bin (it can only be restored or purged).
         """
+        ...
+
+    def recycle_key(
+        self,
+        access_key_id: str,
+        *,
+        now: datetime,
+        max_in_recycle_bin: int,
+        audit: AuditEvent | None = None,
+    ) -> list[str]:
+        """Move an Inactive key to its owner's recycle bin (``recycled_at = now``), atomically.
+
+        Raises :class:`~aliak.errors.AccessKeyNotFound` (unknown, purged, or already in the
+        bin) and :class:`~aliak.errors.AccessKeyNotInactive` (still Active). If the owner's
+        bin then holds more than ``max_in_recycle_bin`` keys, the oldest (by
+        ``recycled_at``, then id) are purged in the same transaction; their ids are
+        returned, and each gets a ``PurgeAccessKey`` audit event derived from ``audit``.
+        """
+        ...
+
+    def restore_key(
+        self,
+        access_key_id: str,
+        *,
+        now: datetime,
+        max_keys_per_owner: int,
+        audit: AuditEvent | None = None,
+    ) -> KeyRecord:
+        """Take a key out of the recycle bin, Inactive, atomically with two checks.
+
+        Raises :class:`~aliak.errors.AccessKeyNotInRecycleBin` when the key is not in the
+        bin or its retention ended (``now >= purge_at``), and
+        :class:`~aliak.errors.AccessKeyLimitExceeded` when the owner already has
+        ``max_keys_per_owner`` keys outside the bin. A restore racing a purge of the
+        same key has exactly one winner.
+        """
+        ...
+
+    def purge_key(
+        self,
+        access_key_id: str,
+        *,
+        only_if: Literal["in_recycle_bin", "inactive"],
+        audit: AuditEvent | None = None,
+    ) -> KeyRecord:
+        """Destroy a key for good: its row, sealed secret, usage and key-level policy.
+
+        ``only_if="in_recycle_bin"`` (``DeleteAccessKeyInRecycleBin``) raises
+        :class:`~aliak.errors.AccessKeyNotInRecycleBin` otherwise; ``only_if="inactive"``
+        (deleting a root key, which has no bin) raises
+        :class:`~aliak.errors.AccessKeyNotInactive` for an Active key and
+        :class:`~aliak.errors.AccessKeyNotFound` for a key in the bin. Returns the record
+        as it was. The condition is checked in the same transaction as the delete.
+        """
+        ...
+
+    def purge_expired(self, *, now: datetime, audit: AuditEvent | None = None) -> list[str]:
+        """Purge every key whose retention ended (``recycled_at + 30 days <= now``); return
+        their ids. Each gets a ``PurgeAccessKey`` audit event derived from ``audit``."""
+        ...
+
+    def list_recycle_bin(self, owner: Owner) -> list[KeyRecord]:
+        """The owner's keys in the recycle bin, oldest deletion first (ties by id)."""
+        ...
+
+    def mark_leak_restricted(
+        self, access_key_id: str, *, audit: AuditEvent | None = None
+    ) -> KeyRecord:
+        """Set ``leak_restricted`` (idempotent; nothing clears it). Raises
+        :class:`~aliak.errors.AccessKeyNotFound` for an unknown or purged id."""
+        ...
+
+    def iter_keys(self) -> Iterator[KeyRecord]:
+        """Every stored record, live or in the bin, in any order (reports, owner lookup)."""
+        ...
+
+    def get_setting(self, name: str) -> str | None:
+        """A store-wide setting (e.g. ``allow_root_keys``), or ``None`` when unset."""
+        ...
+
+    def set_setting(self, name: str, value: str, *, audit: AuditEvent | None = None) -> None:
+        """Set a store-wide setting; every manager sharing the store sees it at once."""
         ...
 
     def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
@@ -145,7 +247,13 @@ class PolicyStore(Protocol):
         """The policy attached to ``target``, or ``None``."""
         ...
 
-    def set_network_policy(self, target: PolicyTarget, policy: NetworkPolicy | None) -> None:
+    def set_network_policy(
+        self,
+        target: PolicyTarget,
+        policy: NetworkPolicy | None,
+        *,
+        audit: AuditEvent | None = None,
+    ) -> None:
         """Attach ``policy`` to ``target``, replacing any; ``None`` detaches it."""
         ...
 
@@ -173,7 +281,28 @@ class UsageLog(Protocol):
         ...
 
 
-class Store(KeyStore, NonceStore, PolicyStore, UsageLog, Protocol):
+class AuditLog(Protocol):
+    """The append-only trail. Security rests on: nothing here updates or deletes."""
+
+    def append_audit_event(self, event: AuditEvent) -> None:
+        """Append an event that is not part of another write (``AssumeRole``, ...)."""
+        ...
+
+    def audit_events(
+        self,
+        *,
+        access_key_id: str | None = None,
+        owner: Owner | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """Events matching every filter given, oldest first (then in append order), at
+        most ``limit``. ``owner`` matches events naming that account and user (an
+        :class:`Account` matches only events about the account's own keys)."""
+        ...
+
+
+class Store(KeyStore, NonceStore, PolicyStore, UsageLog, AuditLog, Protocol):
     """A backend that holds everything (the embedded default does)."""
 
     def set_keyring(self, keyring: MasterKeyring) -> None:
@@ -189,13 +318,19 @@ class Store(KeyStore, NonceStore, PolicyStore, UsageLog, Protocol):
 
 
 class AsyncKeyStore(Protocol):
+    """The async face of :class:`KeyStore`: the verifier's read path and the admin verbs."""
+
     @property
     def keyring(self) -> MasterKeyring: ...
     async def reload_keyring(self) -> MasterKeyring: ...
     async def get_key(self, access_key_id: str) -> KeyRecord | None: ...
-    async def add_key(self, record: KeyRecord, *, max_keys_per_owner: int) -> None: ...
+    async def add_key(
+        self, record: KeyRecord, *, max_keys_per_owner: int, audit: AuditEvent | None = None
+    ) -> None: ...
     async def list_keys(self, owner: Owner) -> list[KeyRecord]: ...
-    async def set_key_status(self, access_key_id: str, status: KeyStatus) -> KeyRecord: ...
+    async def set_key_status(
+        self, access_key_id: str, status: KeyStatus, *, audit: AuditEvent | None = None
+    ) -> KeyRecord: ...
     async def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool: ...
 
 
@@ -209,7 +344,11 @@ class AsyncNonceStore(Protocol):
 class AsyncPolicyStore(Protocol):
     async def get_network_policy(self, target: PolicyTarget) -> NetworkPolicy | None: ...
     async def set_network_policy(
-        self, target: PolicyTarget, policy: NetworkPolicy | None
+        self,
+        target: PolicyTarget,
+        policy: NetworkPolicy | None,
+        *,
+        audit: AuditEvent | None = None,
     ) -> None: ...
 
 
@@ -221,7 +360,21 @@ class AsyncUsageLog(Protocol):
     ) -> list[SourceIpUse]: ...
 
 
-class AsyncStore(AsyncKeyStore, AsyncNonceStore, AsyncPolicyStore, AsyncUsageLog, Protocol):
+class AsyncAuditLog(Protocol):
+    async def append_audit_event(self, event: AuditEvent) -> None: ...
+    async def audit_events(
+        self,
+        *,
+        access_key_id: str | None = None,
+        owner: Owner | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]: ...
+
+
+class AsyncStore(
+    AsyncKeyStore, AsyncNonceStore, AsyncPolicyStore, AsyncUsageLog, AsyncAuditLog, Protocol
+):
     """The async face of a :class:`Store`; each method keeps the sync guarantee."""
 
     async def aclose(self) -> None: ...
