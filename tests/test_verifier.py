@@ -32,7 +32,13 @@ from aliak.errors import InternalError
 from aliak.keys import RootAccessKeyWarning
 from aliak.model import KeyStatus
 from aliak.timestamps import parse_acs_date
-from conftest import VECTORS, vector_request
+from conftest import (
+    VECTORS,
+    VectorStsValidator,
+    vector_expected_outcome,
+    vector_is_sts,
+    vector_request,
+)
 
 OWNER = RamUser("1234567890123456", "billing-app")
 NOW = float(parse_acs_date("2023-10-26T10:22:32Z"))
@@ -120,7 +126,7 @@ def test_every_golden_vector_verifies_with_its_key_registered(vector: dict[str, 
         keys.register_public_key(
             OWNER, vector["public_key_pem"], access_key_id=vector["access_key_id"]
         )
-    else:
+    elif not vector_is_sts(vector):
         keys.import_access_key(OWNER, vector["access_key_id"], vector["secret"])
     request = add_header(
         vector_request(vector), "Authorization", vector["expected"]["authorization"]
@@ -131,10 +137,17 @@ def test_every_golden_vector_verifies_with_its_key_registered(vector: dict[str, 
         clock=lambda: when,
         allowed_algorithms=ALL_ALGORITHMS,
         require_action="x-acs-action" in vector["headers"],
+        sts_validator=VectorStsValidator(VECTORS),
     )
+    if vector_expected_outcome(vector) != "accepted":
+        with pytest.raises(AliakError) as caught:
+            verifier.verify(request)
+        assert caught.value.code == vector_expected_outcome(vector)
+        return
     verified = verifier.verify(request)
     assert verified.access_key_id == vector["access_key_id"]
     assert verified.algorithm == vector["algorithm"]
+    assert verified.key_type == ("sts" if vector_is_sts(vector) else "permanent")
 
 
 def test_sm3_signed_request_is_verified() -> None:

@@ -15,8 +15,17 @@ from aliak.credentials import (
 )
 from aliak.encoding import path_from_segments, percent_encode
 from aliak.errors import AliakError
-from aliak.keys import KeyManager, NewAccessKey
-from aliak.model import Account, KeyRecord, KeyStatus, LastUsed, RamUser
+from aliak.keys import AccessKeyInfo, KeyManager, NewAccessKey
+from aliak.model import (
+    Account,
+    AssumedRole,
+    AuditEvent,
+    KeyRecord,
+    KeyStatus,
+    LastUsed,
+    RamRole,
+    RamUser,
+)
 from aliak.request import Headers, Request
 from aliak.sealing import MasterKeyring
 from aliak.signer import Signer, SigningResult
@@ -27,10 +36,13 @@ from aliak.verifier import AsyncVerifier, Verified, Verifier, VerifierSettings
 __all__ = [
     "ALGORITHM_NAMES",
     "AccessKey",
+    "AccessKeyInfo",
     "Account",
     "AlgorithmName",
     "AliakError",
+    "AssumedRole",
     "AsyncVerifier",
+    "AuditEvent",
     "Authorization",
     "CredentialsProvider",
     "EnvironmentCredentialsProvider",
@@ -43,6 +55,7 @@ __all__ = [
     "MemoryStore",
     "NetworkPolicy",
     "NewAccessKey",
+    "RamRole",
     "RamUser",
     "Request",
     "SQLiteStore",

@@ -39,6 +39,7 @@ __all__ = [
     "KeyFile",
     "MasterKeyring",
     "SealingError",
+    "UnknownMasterKeyVersion",
     "load_master_keyring",
     "sealed_version",
 ]
@@ -58,6 +59,11 @@ class SealingError(InternalError):
 
     Surfaces as ``InternalError`` (500): it is never the client's fault.
     """
+
+
+class UnknownMasterKeyVersion(SealingError):
+    """Sealed under a master-key version this keyring does not hold (yet): another
+    process may have rotated the key; reload the keyring and try again."""
 
 
 def _decode_key(text: str) -> bytes:
@@ -138,7 +144,9 @@ class MasterKeyring:
         if cipher is None:
             key = self._keys.get(version)
             if key is None:
-                raise SealingError(detail=f"no master key of version {version} is loaded")
+                raise UnknownMasterKeyVersion(
+                    detail=f"no master key of version {version} is loaded"
+                )
             subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(key)
             cipher = AESGCM(subkey)
             self._ciphers[(version, purpose)] = cipher

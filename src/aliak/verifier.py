@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import IO, Any, Generic, Literal, TypeVar
@@ -61,19 +61,31 @@ from aliak.errors import (
     InvalidAccessKeyIdInactive,
     InvalidAccessKeyIdNotFound,
     InvalidParameter,
+    InvalidSecurityTokenExpired,
+    InvalidSecurityTokenMismatch,
     InvalidTimeStampExpired,
     MissingParameter,
+    MissingSecurityToken,
     SignatureDoesNotMatch,
     SignatureNonceUsed,
 )
-from aliak.model import KeyAlgorithm, KeyRecord, KeyStatus, Owner, UsageRecord, utc_from_timestamp
+from aliak.model import (
+    AssumedRole,
+    KeyAlgorithm,
+    KeyRecord,
+    KeyStatus,
+    Owner,
+    UsageRecord,
+    utc_from_timestamp,
+)
 from aliak.request import Body, Request
-from aliak.sealing import MasterKeyring, SealingError
+from aliak.sealing import MasterKeyring, UnknownMasterKeyVersion
 from aliak.storage.protocols import (
     AsyncStore,
     PolicyTarget,
     Store,
 )
+from aliak.sts import SealedTokenValidator, StsClaims, StsValidator, is_sts_access_key_id
 from aliak.timestamps import Clock, parse_acs_date, system_clock
 
 __all__ = [
@@ -179,6 +191,8 @@ class VerifierSettings:
     - ``service_name``: for last-used records and the high-risk list; ``None`` takes the
       first label of the request's host (``ecs`` for ``ecs.cn-hangzhou.aliyuncs.com``).
     - ``max_body_size``: a streamed body longer than this is refused while read.
+    - ``sts_revoked``: a hook for emergency revocation of live STS credentials (by
+      principal, issue time, ...); a revoked credential reads as expired.
     """
 
     max_skew: timedelta = timedelta(minutes=15)
@@ -195,6 +209,7 @@ class VerifierSettings:
     lenient_authorization: bool = True
     max_body_size: int | None = None
     cache_size: int = 10_000
+    sts_revoked: Callable[[StsClaims], bool] | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.error_profile not in ("alibaba", "opaque"):
@@ -225,7 +240,7 @@ class Verified:
     """
 
     access_key_id: str
-    principal: Owner
+    principal: Owner | AssumedRole
     key_type: Literal["permanent", "sts"]
     algorithm: str
     signed_headers: tuple[str, ...]
@@ -240,7 +255,11 @@ class Verified:
     def to_dict(self) -> dict[str, object]:
         """JSON-ready, without the body."""
         principal: dict[str, str] = {"AccountId": self.principal.account_id}
-        if hasattr(self.principal, "name"):
+        if isinstance(self.principal, AssumedRole):
+            principal["Arn"] = self.principal.arn
+            principal["RoleName"] = self.principal.role.name
+            principal["RoleSessionName"] = self.principal.session_name
+        elif hasattr(self.principal, "name"):
             principal["UserName"] = self.principal.name
         return {
             "AccessKeyId": self.access_key_id,
@@ -273,6 +292,7 @@ class _Pending:
         "source_address",
         "source_ip",
         "timestamp",
+        "token",
         "version",
         "vpc_id",
     )
@@ -291,6 +311,7 @@ class _Pending:
     source_ip: str | None
     source_address: IpAddress | None
     vpc_id: str | None
+    token: str | None
 
 
 class _KeyEntry:
@@ -300,11 +321,19 @@ class _KeyEntry:
     valid signature -- and live as long as the entry, so they share its freshness.
     """
 
-    __slots__ = ("keys", "policies", "record")
+    __slots__ = ("claims", "keys", "policies", "record", "token")
 
-    def __init__(self, record: KeyRecord | None, keys: dict[str, VerifyingKey]) -> None:
+    def __init__(
+        self,
+        record: KeyRecord | None,
+        keys: dict[str, VerifyingKey],
+        claims: StsClaims | None = None,
+        token: str = "",
+    ) -> None:
         self.record = record
         self.keys = keys
+        self.claims = claims
+        self.token = token
         self.policies: tuple[CompiledPolicy | None, CompiledPolicy | None] | None = None
 
 
@@ -372,6 +401,12 @@ class _Core:
         pending.version = None if version is None else version[0]
         host = index["host"][0]
         pending.service = self.settings.service_name or host.partition(".")[0].lower()
+        token = index.get("x-acs-security-token")
+        pending.token = None if token is None else token[0]
+        if pending.token is None and is_sts_access_key_id(pending.authorization.access_key_id):
+            # The secret of an STS credential travels in its token: nothing to check
+            # against without it.
+            raise MissingSecurityToken(detail=pending.authorization.access_key_id)
         return pending
 
     def _parse_authorization(self, index: dict[str, list[str]]) -> Authorization:
@@ -462,6 +497,17 @@ class _Core:
                 keys[name] = get_algorithm(name).verifying_key(secret)
         return _KeyEntry(record, keys)
 
+    def sts_entry(self, pending: _Pending, validator: StsValidator) -> _KeyEntry:
+        """Open the security token (no store involved) and prepare its secret."""
+        assert pending.token is not None
+        claims = validator.open(pending.authorization.access_key_id, pending.token)
+        secret = claims.secret.reveal()
+        keys = {
+            name: get_algorithm(name).verifying_key(secret)
+            for name in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3")
+        }
+        return _KeyEntry(None, keys, claims, pending.token)
+
     def _dummy_key(self, algorithm: str) -> VerifyingKey:
         key = self._dummy_keys.get(algorithm)
         if key is None:
@@ -472,7 +518,7 @@ class _Core:
             self._dummy_keys[algorithm] = key
         return key
 
-    def authenticate(self, pending: _Pending, entry: _KeyEntry) -> KeyRecord:
+    def authenticate(self, pending: _Pending, entry: _KeyEntry) -> None:
         """Step 5: rebuild the canonical request as received, compare in constant time."""
         authorization = pending.authorization
         request = pending.request
@@ -495,15 +541,13 @@ class _Core:
             matched = usable
         except SignatureDoesNotMatch:
             matched = False
-        record = entry.record
-        if record is None:
+        if entry.record is None and entry.claims is None:
             raise InvalidAccessKeyIdNotFound(detail=authorization.access_key_id)
         if not matched:
             raise SignatureDoesNotMatch(
                 to_sign if self.settings.echoes_string_to_sign else None,
                 detail=self._mismatch_reason(pending, usable),
             )
-        return record
 
     def _mismatch_reason(self, pending: _Pending, usable: bool) -> str:
         if not usable:
@@ -516,6 +560,8 @@ class _Core:
     # -- steps 6-7: only after a valid signature --------------------------------------
 
     def check_key_state(self, pending: _Pending, record: KeyRecord) -> None:
+        if pending.token is not None:
+            raise InvalidSecurityTokenMismatch(detail="a security token with a permanent key")
         if record.status is not KeyStatus.ACTIVE:
             raise InvalidAccessKeyIdInactive(detail=f"{record.access_key_id} is Inactive")
         if record.in_recycle_bin:
@@ -540,16 +586,26 @@ class _Core:
             )
         return decision
 
+    def check_sts(self, claims: StsClaims, now: float) -> None:
+        """Step 8, after a valid signature: expiry (server clock, no extra skew), revocation."""
+        if now >= claims.expiration:
+            raise InvalidSecurityTokenExpired(detail=f"expired at {claims.expiration}")
+        revoked = self.settings.sts_revoked
+        if revoked is not None and revoked(claims):
+            raise InvalidSecurityTokenExpired(detail="revoked")
+
     # -- steps 9-10 -------------------------------------------------------------------
 
     def nonce_expiry(self, now: float) -> float:
         return now + self._nonce_ttl
 
-    def verified(self, pending: _Pending, record: KeyRecord, decision: AclDecision) -> Verified:
+    def verified(
+        self, pending: _Pending, principal: Owner | AssumedRole, decision: AclDecision
+    ) -> Verified:
         return Verified(
-            access_key_id=record.access_key_id,
-            principal=record.owner,
-            key_type="permanent",
+            access_key_id=pending.authorization.access_key_id,
+            principal=principal,
+            key_type="sts" if isinstance(principal, AssumedRole) else "permanent",
             algorithm=pending.authorization.algorithm,
             signed_headers=pending.authorization.signed_headers,
             action=pending.action,
@@ -683,6 +739,17 @@ class _Shell:
         self._usage.add(record.access_key_id, now, pending.service, pending.source_ip)
 
 
+_NOT_APPLIED = AclDecision(allowed=True, level=None, rule=None)
+
+
+def _same_token(entry: _KeyEntry, pending: _Pending) -> bool:
+    # Constant-time: the cached token is a credential; a fast mismatch would leak it.
+    token = pending.token or ""
+    return entry.claims is not None and hmac.compare_digest(
+        entry.token.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
+    )
+
+
 def _store_failure(error: Exception) -> InternalError:
     failure = InternalError(detail=f"store failure: {type(error).__name__}")
     failure.__cause__ = error
@@ -704,10 +771,14 @@ class Verifier(_Shell):
         *,
         settings: VerifierSettings | None = None,
         clock: Clock = system_clock,
+        sts_validator: StsValidator | None = None,
         **options: Any,
     ) -> None:
         super().__init__(settings, clock, options)
         self._store = store
+        self._sts_validator: StsValidator = sts_validator or SealedTokenValidator(
+            lambda: store.keyring, store.reload_keyring
+        )
         self._writer: ThreadPoolExecutor | None = None
         self._writes: list[Future[None]] = []
 
@@ -741,18 +812,38 @@ class Verifier(_Shell):
         now = self._clock()
         pending = core.prepare(request, now, source_ip, vpc_id)
         core.hash_body(pending)
+        early = self.settings.claim_nonce_before_state_checks
+        if pending.token is not None and is_sts_access_key_id(pending.authorization.access_key_id):
+            claims = self._sts_claims(pending, now)
+            if early:
+                self._claim(pending, now)
+            core.check_sts(claims, now)
+            if not early:
+                self._claim(pending, now)
+            return core.verified(pending, claims.principal, _NOT_APPLIED)  # §6: no ACL for STS
         entry = self._entry(pending.authorization.access_key_id, now)
-        record = core.authenticate(pending, entry)
-        if self.settings.claim_nonce_before_state_checks:
+        core.authenticate(pending, entry)
+        record = entry.record
+        assert record is not None
+        if early:
             self._claim(pending, now)
         core.check_key_state(pending, record)
         decision = core.check_network(pending, *self._policies_for(entry, record))
-        if not self.settings.claim_nonce_before_state_checks:
+        if not early:
             self._claim(pending, now)
         self._record_use(pending, record, now)
         if self._due_for_flush(now):
             self._flush_in_background()
-        return core.verified(pending, record, decision)
+        return core.verified(pending, record.owner, decision)
+
+    def _sts_claims(self, pending: _Pending, now: float) -> StsClaims:
+        entry = self._keys.get(pending.authorization.access_key_id, now)
+        if isinstance(entry, _Missing) or not _same_token(entry, pending):
+            entry = self._core.sts_entry(pending, self._sts_validator)
+            self._keys.put(pending.authorization.access_key_id, entry, now)
+        self._core.authenticate(pending, entry)
+        assert entry.claims is not None
+        return entry.claims
 
     def _entry(self, access_key_id: str, now: float) -> _KeyEntry:
         cached = self._keys.get(access_key_id, now)
@@ -762,7 +853,7 @@ class Verifier(_Shell):
             record = self._store.get_key(access_key_id)
             try:
                 entry = self._core.entry_for(record, self._store.keyring)
-            except SealingError:
+            except UnknownMasterKeyVersion:
                 # Sealed under a master key this process has not loaded: another process
                 # rotated it. Reload once, then fail closed.
                 entry = self._core.entry_for(record, self._store.reload_keyring())
@@ -856,10 +947,16 @@ class AsyncVerifier(_Shell):
         *,
         settings: VerifierSettings | None = None,
         clock: Clock = system_clock,
+        sts_validator: StsValidator | None = None,
         **options: Any,
     ) -> None:
         super().__init__(settings, clock, options)
         self._store = store
+        # Tokens sealed under a version this process has not loaded yet are refused
+        # until the keyring in force (store.keyring) has it; reloading is a sync read.
+        self._sts_validator: StsValidator = sts_validator or SealedTokenValidator(
+            lambda: store.keyring
+        )
         self._flushes: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -893,13 +990,24 @@ class AsyncVerifier(_Shell):
         now = self._clock()
         pending = core.prepare(request, now, source_ip, vpc_id)
         core.hash_body(pending)
+        early = self.settings.claim_nonce_before_state_checks
+        if pending.token is not None and is_sts_access_key_id(pending.authorization.access_key_id):
+            claims = await self._sts_claims(pending, now)
+            if early:
+                await self._claim(pending, now)
+            core.check_sts(claims, now)
+            if not early:
+                await self._claim(pending, now)
+            return core.verified(pending, claims.principal, _NOT_APPLIED)  # §6: no ACL for STS
         entry = await self._entry(pending.authorization.access_key_id, now)
-        record = core.authenticate(pending, entry)
-        if self.settings.claim_nonce_before_state_checks:
+        core.authenticate(pending, entry)
+        record = entry.record
+        assert record is not None
+        if early:
             await self._claim(pending, now)
         core.check_key_state(pending, record)
         decision = core.check_network(pending, *await self._policies_for(entry, record))
-        if not self.settings.claim_nonce_before_state_checks:
+        if not early:
             await self._claim(pending, now)
         self._record_use(pending, record, now)
         if self._due_for_flush(now):
@@ -907,7 +1015,17 @@ class AsyncVerifier(_Shell):
             task = asyncio.get_running_loop().create_task(self._flush_quietly())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
-        return core.verified(pending, record, decision)
+        return core.verified(pending, record.owner, decision)
+
+    async def _sts_claims(self, pending: _Pending, now: float) -> StsClaims:
+        entry = self._keys.get(pending.authorization.access_key_id, now)
+        if isinstance(entry, _Missing) or not _same_token(entry, pending):
+            # Opening a token is CPU work only; a reload (rare) reads the key file.
+            entry = self._core.sts_entry(pending, self._sts_validator)
+            self._keys.put(pending.authorization.access_key_id, entry, now)
+        self._core.authenticate(pending, entry)
+        assert entry.claims is not None
+        return entry.claims
 
     async def _flush_quietly(self) -> None:
         with contextlib.suppress(Exception):  # a failed usage write must not surface
@@ -921,7 +1039,7 @@ class AsyncVerifier(_Shell):
             record = await self._store.get_key(access_key_id)
             try:
                 entry = self._core.entry_for(record, self._store.keyring)
-            except SealingError:
+            except UnknownMasterKeyVersion:
                 entry = self._core.entry_for(record, await self._store.reload_keyring())
         except AliakError:
             raise
