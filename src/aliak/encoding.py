@@ -13,6 +13,7 @@ from aliak.errors import InvalidParameter
 
 __all__ = [
     "QueryInput",
+    "check_encodable",
     "flatten_query",
     "parse_query_string",
     "path_from_segments",
@@ -68,7 +69,7 @@ QueryScalar = str | int | float | bool | None
 QueryInput = Mapping[str, object] | Iterable[tuple[str, object]]
 
 
-def _check_encodable(name: str, text: str) -> str:
+def check_encodable(name: str, text: str) -> str:
     # Only surrogates that stand for undecodable bytes (surrogateescape) can be encoded;
     # any other lone surrogate cannot go on the wire, so it is refused here, not mid-sign.
     if not text.isascii():
@@ -76,14 +77,14 @@ def _check_encodable(name: str, text: str) -> str:
             text.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:
             raise InvalidParameter(
-                f"query[{name!r}]", detail="the text holds a lone surrogate, not UTF-8 text"
+                name, detail="the text holds a lone surrogate, not UTF-8 text"
             ) from None
     return text
 
 
 def _scalar_to_str(name: str, value: object) -> str | None:
     if isinstance(value, str):
-        return _check_encodable(name, value)
+        return check_encodable(f"query[{name!r}]", value)
     if value is None:
         return None
     # bool before int: bool is an int subclass, and the wire form is true/false (spec §10.3).
@@ -110,7 +111,7 @@ def _flatten_into(out: list[tuple[str, str]], name: str, value: object) -> None:
     else:
         text = _scalar_to_str(name, value)
         if text is not None:
-            out.append((_check_encodable(name, name), text))
+            out.append((check_encodable(f"query[{name!r}]", name), text))
 
 
 def flatten_query(query: QueryInput | None) -> tuple[tuple[str, str], ...]:

@@ -410,6 +410,8 @@ class KeyManager:
         limit: int = 1000,
     ) -> list[AuditEvent]:
         """The audit trail, oldest first, filtered by key, owner and time."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidParameter("limit", detail="a whole number >= 0")
         return self._store.audit_events(
             access_key_id=access_key_id, owner=owner, since=since, limit=limit
         )

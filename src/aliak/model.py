@@ -119,12 +119,22 @@ def _check_session_name(_instance: Any, _attribute: Any, value: str) -> None:
         raise InvalidParameter("RoleSessionName", detail="2-64 characters of [A-Za-z0-9.@_-]")
 
 
+def _check_max_session(_instance: Any, _attribute: Any, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 3600 <= value <= 43_200:
+        raise InvalidParameter("MaxSessionDuration", detail="3600 to 43200 seconds")
+
+
 @attrs.frozen
 class RamRole:
-    """A RAM role that STS ``AssumeRole`` issues temporary credentials for."""
+    """A RAM role that STS ``AssumeRole`` issues temporary credentials for.
+
+    ``max_session_duration`` is the role's ``MaxSessionDuration`` (3600..43200 s, 3600 by
+    default, as at Alibaba): the longest credential ``AssumeRole`` gives for it.
+    """
 
     account_id: str = attrs.field(validator=_check_account_id)
     name: str = attrs.field(validator=_check_role_name)
+    max_session_duration: int = attrs.field(default=3600, validator=_check_max_session, eq=False)
 
     @property
     def arn(self) -> str:
@@ -268,6 +278,13 @@ class AuditEvent:
     account_id: str | None = None
     user_name: str | None = None
     detail: str = ""
+
+    def purge_of(self, access_key_id: str, owner: Owner, why: str) -> AuditEvent:
+        """The event of a purge this event's change caused (an eviction from a full
+        recycle bin, the end of retention), naming the purged key and its owner."""
+        return attrs.evolve(
+            self, action="PurgeAccessKey", access_key_id=access_key_id, detail=why
+        ).about(owner)
 
     def about(self, owner: Owner | None) -> AuditEvent:
         """The same event, naming ``owner``."""

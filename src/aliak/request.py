@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from aliak.encoding import QueryInput, flatten_query, parse_query_string
+from aliak.encoding import QueryInput, check_encodable, flatten_query, parse_query_string
 from aliak.errors import InvalidParameter
 
 __all__ = ["Body", "BodyInput", "Headers", "HeadersInput", "Request"]
@@ -144,6 +144,7 @@ def _check_header(name: object, value: object) -> None:
         raise InvalidParameter(
             f"headers[{name!r}]", detail="a header value cannot hold control characters"
         )
+    check_encodable(f"headers[{name!r}]", value)
 
 
 BodyStream: TypeAlias = "IO[bytes] | Iterable[bytes]"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
 import string
 from collections.abc import Callable
@@ -109,9 +110,11 @@ class StsIssuer:
             raise TypeError(f"role must be a RamRole, not {type(role).__name__}")
         if isinstance(duration, bool) or not isinstance(duration, int):
             raise TypeError("duration is a whole number of seconds")
-        if not MIN_DURATION <= duration <= MAX_DURATION:
+        if not MIN_DURATION <= duration <= role.max_session_duration:
             raise InvalidParameter(
-                "DurationSeconds", detail=f"{MIN_DURATION} to {MAX_DURATION} seconds"
+                "DurationSeconds",
+                detail=f"{MIN_DURATION} to {role.max_session_duration} seconds for this role "
+                f"(its MaxSessionDuration; {MAX_DURATION} at most for any role)",
             )
         principal = AssumedRole(role, session_name)  # validates the session name
         issued_at = int(self._clock())
@@ -128,12 +131,19 @@ class StsIssuer:
         sealed = self._keyring().seal(
             _PURPOSE, access_key_id.encode("ascii"), json.dumps(claims).encode("utf-8")
         )
-        token = _TOKEN_PREFIX + base64.urlsafe_b64encode(
+        token = _TOKEN_PREFIX + _encode(
             bytes([len(access_key_id)]) + access_key_id.encode("ascii") + sealed
-        ).decode("ascii").rstrip("=")
+        )
         return StsCredential(
             access_key_id, secret, token, expiration=utc_from_timestamp(issued_at + duration)
         )
+
+
+_is_base64url = re.compile(r"[A-Za-z0-9_-]+").fullmatch
+
+
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
 def _malformed(detail: str) -> InvalidSecurityTokenMalformed:
@@ -146,10 +156,16 @@ def _split_token(token: str) -> tuple[str, bytes]:
     if not token.startswith(_TOKEN_PREFIX):
         raise _malformed("unknown format")
     body = token[len(_TOKEN_PREFIX) :]
+    if _is_base64url(body) is None:
+        raise _malformed("not URL-safe base64")
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         raise _malformed("not base64") from None
+    if _encode(raw) != body:
+        # One spelling per token: unused low bits set in the last character would make
+        # another string open to the same credential and slip past a deny-list.
+        raise _malformed("not in canonical form")
     if not raw or len(raw) < 1 + raw[0]:
         raise _malformed("truncated")
     try:

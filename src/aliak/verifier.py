@@ -560,8 +560,6 @@ class _Core:
     # -- steps 6-7: only after a valid signature --------------------------------------
 
     def check_key_state(self, pending: _Pending, record: KeyRecord) -> None:
-        if pending.token is not None:
-            raise InvalidSecurityTokenMismatch(detail="a security token with a permanent key")
         if record.status is not KeyStatus.ACTIVE:
             raise InvalidAccessKeyIdInactive(detail=f"{record.access_key_id} is Inactive")
         if record.in_recycle_bin:
@@ -585,6 +583,11 @@ class _Core:
                 detail=f"{pending.source_ip} denied by the {decision.level}-level policy"
             )
         return decision
+
+    def check_no_token(self, pending: _Pending) -> None:
+        """Step 8 for a permanent key: it must not come with a security token."""
+        if pending.token is not None:
+            raise InvalidSecurityTokenMismatch(detail="a security token with a permanent key")
 
     def check_sts(self, claims: StsClaims, now: float) -> None:
         """Step 8, after a valid signature: expiry (server clock, no extra skew), revocation."""
@@ -829,6 +832,7 @@ class Verifier(_Shell):
             self._claim(pending, now)
         core.check_key_state(pending, record)
         decision = core.check_network(pending, *self._policies_for(entry, record))
+        core.check_no_token(pending)
         if not early:
             self._claim(pending, now)
         self._record_use(pending, record, now)
@@ -1007,6 +1011,7 @@ class AsyncVerifier(_Shell):
             await self._claim(pending, now)
         core.check_key_state(pending, record)
         decision = core.check_network(pending, *await self._policies_for(entry, record))
+        core.check_no_token(pending)
         if not early:
             await self._claim(pending, now)
         self._record_use(pending, record, now)

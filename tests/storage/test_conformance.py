@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -18,8 +19,26 @@ from hypothesis import strategies as st
 
 from aliak.acl import NetworkPolicy
 from aliak.credentials import Secret
-from aliak.errors import AccessKeyAlreadyExists, AccessKeyLimitExceeded, AccessKeyNotFound
-from aliak.model import Account, KeyStatus, LastUsed, RamUser, SourceIpUse, UsageRecord
+from aliak.errors import (
+    AccessKeyAlreadyExists,
+    AccessKeyLimitExceeded,
+    AccessKeyNotFound,
+    AccessKeyNotInactive,
+    AccessKeyNotInRecycleBin,
+)
+from aliak.model import (
+    MAX_KEYS_IN_RECYCLE_BIN,
+    RECYCLE_BIN_RETENTION,
+    Account,
+    AuditEvent,
+    KeyRecord,
+    KeyStatus,
+    LastUsed,
+    Owner,
+    RamUser,
+    SourceIpUse,
+    UsageRecord,
+)
 from aliak.storage.protocols import AsyncStore, PolicyTarget
 
 from .conftest import (
@@ -592,6 +611,909 @@ def test_usage_merge_does_not_depend_on_batch_order(
     assert merged(batches) == merged(shuffled)
 
 
+# -- KeyStore: the key lifecycle (recycle bin, restore, purge) ----------------------------
+
+BIN = MAX_KEYS_IN_RECYCLE_BIN
+ADMIN = AuditEvent(at=at(0), actor="admin@1234567890123456", action="Test")
+
+
+def audit(action: str, *, when: int = 0, **changes: Any) -> AuditEvent:
+    return attrs.evolve(ADMIN, at=at(when), action=action, **changes)
+
+
+def add(store: BackendStore, owner: Owner = ALICE, **changes: Any) -> KeyRecord:
+    record = hmac_record(owner, **changes)
+    store.add_key(record, max_keys_per_owner=20)
+    return record
+
+
+def recycled(store: BackendStore, owner: Owner = ALICE, *, when: int = 0, **changes: Any) -> str:
+    """A key put in the bin the way an admin does: disabled, then recycled at ``when``."""
+    key_id = add(store, owner, status=KeyStatus.INACTIVE, **changes).access_key_id
+    store.recycle_key(key_id, now=at(when), max_in_recycle_bin=BIN)
+    return key_id
+
+
+def ids(records: Iterable[KeyRecord]) -> list[str]:
+    return [record.access_key_id for record in records]
+
+
+def attach_everything(store: BackendStore, key_id: str) -> None:
+    """Usage, source-IP history and a key-level policy: what a purge must take along."""
+    store.record_usage([use(key_id, 30, "Ecs", "192.0.2.1")])
+    store.set_network_policy(PolicyTarget.key(key_id), POLICY)
+
+
+def assert_nothing_left_of(store: BackendStore, key_id: str) -> None:
+    assert store.get_key(key_id) is None
+    assert store.get_last_used(key_id) is None
+    assert store.source_ip_history(key_id) == []
+    assert store.get_network_policy(PolicyTarget.key(key_id)) is None
+    assert key_id not in dict(store.iter_sealed_secrets())
+    assert key_id not in ids(store.iter_keys())
+
+
+def test_recycle_moves_an_inactive_key_into_the_bin_at_now(store: BackendStore) -> None:
+    record = add(store, status=KeyStatus.INACTIVE)
+    assert store.recycle_key(record.access_key_id, now=at(600), max_in_recycle_bin=BIN) == []
+    stored = store.get_key(record.access_key_id)
+    assert stored == attrs.evolve(record, recycled_at=at(600))
+    assert store.list_recycle_bin(ALICE) == [stored]
+    assert store.list_keys(ALICE) == []
+
+
+def test_recycle_of_an_active_key_raises_not_inactive(store: BackendStore) -> None:
+    record = add(store)
+    with pytest.raises(AccessKeyNotInactive):
+        store.recycle_key(record.access_key_id, now=at(1), max_in_recycle_bin=BIN)
+    assert store.get_key(record.access_key_id) == record
+
+
+def test_recycle_of_an_unknown_id_raises_not_found(store: BackendStore) -> None:
+    with pytest.raises(AccessKeyNotFound):
+        store.recycle_key("LTAIneverStoredAnywhere0", now=at(1), max_in_recycle_bin=BIN)
+
+
+def test_recycle_of_a_purged_key_raises_not_found(store: BackendStore) -> None:
+    key_id = recycled(store)
+    store.purge_key(key_id, only_if="in_recycle_bin")
+    with pytest.raises(AccessKeyNotFound):
+        store.recycle_key(key_id, now=at(1), max_in_recycle_bin=BIN)
+
+
+def test_recycle_of_a_key_already_in_the_bin_raises_not_found(store: BackendStore) -> None:
+    key_id = recycled(store, when=5)
+    with pytest.raises(AccessKeyNotFound):
+        store.recycle_key(key_id, now=at(9), max_in_recycle_bin=BIN)
+    assert ids(store.list_recycle_bin(ALICE)) == [key_id]
+    stored = store.get_key(key_id)
+    assert stored is not None
+    assert stored.recycled_at == at(5)
+
+
+def test_recycle_of_a_fourth_key_evicts_the_oldest_and_returns_its_id(
+    store: BackendStore,
+) -> None:
+    first, second, third = (recycled(store, when=when) for when in (30, 10, 20))
+    fourth = add(store, status=KeyStatus.INACTIVE).access_key_id
+    assert store.recycle_key(fourth, now=at(40), max_in_recycle_bin=BIN) == [second]
+    assert ids(store.list_recycle_bin(ALICE)) == [third, first, fourth]
+
+
+def test_recycle_eviction_breaks_a_tie_in_deletion_time_by_id(store: BackendStore) -> None:
+    for key_id in (
+        "LTAIbin0000000000000000C",
+        "LTAIbin0000000000000000A",
+        "LTAIbin0000000000000000B",
+    ):
+        recycled(store, when=10, access_key_id=key_id)
+    last = add(store, status=KeyStatus.INACTIVE, access_key_id="LTAIbin0000000000000000D")
+    evicted = store.recycle_key(last.access_key_id, now=at(10), max_in_recycle_bin=BIN)
+    assert evicted == ["LTAIbin0000000000000000A"]
+
+
+def test_recycle_evicts_as_many_as_the_bin_overflows(store: BackendStore) -> None:
+    oldest = [recycled(store, when=when) for when in (1, 2, 3)]
+    newest = add(store, status=KeyStatus.INACTIVE).access_key_id
+    assert store.recycle_key(newest, now=at(4), max_in_recycle_bin=1) == oldest
+    assert ids(store.list_recycle_bin(ALICE)) == [newest]
+
+
+def test_evicted_key_is_gone_with_its_usage_and_policy(store: BackendStore) -> None:
+    oldest = add(store, status=KeyStatus.INACTIVE).access_key_id
+    attach_everything(store, oldest)
+    store.recycle_key(oldest, now=at(1), max_in_recycle_bin=BIN)
+    for when in (2, 3, 4):
+        recycled(store, when=when)
+    assert_nothing_left_of(store, oldest)
+
+
+def test_recycle_evicts_only_from_the_owners_own_bin(store: BackendStore) -> None:
+    bobs = recycled(store, BOB, when=0)
+    roots = recycled(store, ACCOUNT, when=0)
+    for when in (1, 2, 3, 4):
+        recycled(store, ALICE, when=when)
+    assert ids(store.list_recycle_bin(BOB)) == [bobs]
+    assert ids(store.list_recycle_bin(ACCOUNT)) == [roots]
+    assert len(store.list_recycle_bin(ALICE)) == BIN
+
+
+def test_set_key_status_of_a_key_in_the_bin_raises_not_found(store: BackendStore) -> None:
+    key_id = recycled(store)
+    with pytest.raises(AccessKeyNotFound):
+        store.set_key_status(key_id, KeyStatus.ACTIVE)
+    stored = store.get_key(key_id)
+    assert stored is not None
+    assert (stored.status, stored.in_recycle_bin) == (KeyStatus.INACTIVE, True)
+
+
+def test_restore_within_retention_brings_the_key_back_inactive(store: BackendStore) -> None:
+    record = add(store, status=KeyStatus.INACTIVE)
+    store.recycle_key(record.access_key_id, now=at(0), max_in_recycle_bin=BIN)
+    restored = store.restore_key(record.access_key_id, now=at(3600), max_keys_per_owner=2)
+    assert restored == record
+    assert store.get_key(record.access_key_id) == record
+    assert store.list_keys(ALICE) == [record]
+    assert store.list_recycle_bin(ALICE) == []
+
+
+def test_restore_of_a_key_stored_active_in_the_bin_brings_it_back_inactive(
+    store: BackendStore,
+) -> None:
+    record = add(store, status=KeyStatus.ACTIVE, recycled_at=at(0))
+    restored = store.restore_key(record.access_key_id, now=at(1), max_keys_per_owner=2)
+    assert restored.status is KeyStatus.INACTIVE
+    assert restored.recycled_at is None
+
+
+def test_restore_one_second_before_purge_at_succeeds(store: BackendStore) -> None:
+    key_id = recycled(store, when=0)
+    just_in_time = at(0) + RECYCLE_BIN_RETENTION - timedelta(seconds=1)
+    assert store.restore_key(key_id, now=just_in_time, max_keys_per_owner=2).recycled_at is None
+
+
+def test_restore_at_purge_at_raises_not_in_recycle_bin(store: BackendStore) -> None:
+    key_id = recycled(store, when=0)
+    with pytest.raises(AccessKeyNotInRecycleBin):
+        store.restore_key(key_id, now=at(0) + RECYCLE_BIN_RETENTION, max_keys_per_owner=2)
+    assert ids(store.list_recycle_bin(ALICE)) == [key_id]
+
+
+def test_restore_after_purge_at_raises_not_in_recycle_bin(store: BackendStore) -> None:
+    key_id = recycled(store, when=0)
+    too_late = at(0) + RECYCLE_BIN_RETENTION + timedelta(days=3)
+    with pytest.raises(AccessKeyNotInRecycleBin):
+        store.restore_key(key_id, now=too_late, max_keys_per_owner=2)
+
+
+def test_restore_of_a_live_key_raises_not_in_recycle_bin(store: BackendStore) -> None:
+    record = add(store, status=KeyStatus.INACTIVE)
+    with pytest.raises(AccessKeyNotInRecycleBin):
+        store.restore_key(record.access_key_id, now=at(1), max_keys_per_owner=2)
+
+
+def test_restore_of_an_unknown_id_raises_not_in_recycle_bin(store: BackendStore) -> None:
+    with pytest.raises(AccessKeyNotInRecycleBin):
+        store.restore_key("LTAIneverStoredAnywhere0", now=at(1), max_keys_per_owner=2)
+
+
+def test_restore_at_the_owner_limit_raises_limit_exceeded_and_changes_nothing(
+    store: BackendStore,
+) -> None:
+    key_id = recycled(store, when=0)
+    live = [add(store), add(store)]
+    before = store.get_key(key_id)
+    with pytest.raises(AccessKeyLimitExceeded):
+        store.restore_key(key_id, now=at(1), max_keys_per_owner=2)
+    assert store.get_key(key_id) == before
+    assert ids(store.list_recycle_bin(ALICE)) == [key_id]
+    assert store.list_keys(ALICE) == live
+
+
+def test_restore_counts_only_the_owners_keys_toward_the_limit(store: BackendStore) -> None:
+    key_id = recycled(store, ALICE)
+    add(store, BOB)
+    add(store, BOB)
+    add(store, ACCOUNT)
+    assert store.restore_key(key_id, now=at(1), max_keys_per_owner=1).access_key_id == key_id
+
+
+def test_restored_key_keeps_its_last_use(store: BackendStore) -> None:
+    key_id = add(store, status=KeyStatus.INACTIVE).access_key_id
+    store.record_usage([use(key_id, 40, "Sts")])
+    store.recycle_key(key_id, now=at(50), max_in_recycle_bin=BIN)
+    restored = store.restore_key(key_id, now=at(60), max_keys_per_owner=2)
+    assert restored.last_used == LastUsed(at(40), "Sts")
+
+
+def test_purge_in_recycle_bin_destroys_the_key_and_returns_it_as_it_was(
+    store: BackendStore,
+) -> None:
+    key_id = recycled(store)
+    before = store.get_key(key_id)
+    assert store.purge_key(key_id, only_if="in_recycle_bin") == before
+    assert store.get_key(key_id) is None
+    assert store.list_recycle_bin(ALICE) == []
+
+
+def test_purge_returns_the_record_with_its_last_use(store: BackendStore) -> None:
+    key_id = add(store, status=KeyStatus.INACTIVE).access_key_id
+    store.record_usage([use(key_id, 40, "Sts")])
+    assert store.purge_key(key_id, only_if="inactive").last_used == LastUsed(at(40), "Sts")
+
+
+def test_purge_in_recycle_bin_of_a_live_key_raises_not_in_recycle_bin(
+    store: BackendStore,
+) -> None:
+    record = add(store, status=KeyStatus.INACTIVE)
+    with pytest.raises(AccessKeyNotInRecycleBin):
+        store.purge_key(record.access_key_id, only_if="in_recycle_bin")
+    assert store.get_key(record.access_key_id) == record
+
+
+def test_purge_in_recycle_bin_of_an_unknown_id_raises_not_in_recycle_bin(
+    store: BackendStore,
+) -> None:
+    with pytest.raises(AccessKeyNotInRecycleBin):
+        store.purge_key("LTAIneverStoredAnywhere0", only_if="in_recycle_bin")
+
+
+def test_purge_if_inactive_destroys_an_inactive_key(store: BackendStore) -> None:
+    record = add(store, ACCOUNT, status=KeyStatus.INACTIVE)
+    assert store.purge_key(record.access_key_id, only_if="inactive") == record
+    assert store.get_key(record.access_key_id) is None
+    assert store.list_keys(ACCOUNT) == []
+
+
+def test_purge_if_inactive_of_an_active_key_raises_not_inactive(store: BackendStore) -> None:
+    record = add(store, ACCOUNT)
+    with pytest.raises(AccessKeyNotInactive):
+        store.purge_key(record.access_key_id, only_if="inactive")
+    assert store.get_key(record.access_key_id) == record
+
+
+def test_purge_if_inactive_of_a_key_in_the_bin_raises_not_found(store: BackendStore) -> None:
+    key_id = recycled(store)
+    with pytest.raises(AccessKeyNotFound):
+        store.purge_key(key_id, only_if="inactive")
+    assert ids(store.list_recycle_bin(ALICE)) == [key_id]
+
+
+def test_purge_if_inactive_of_an_unknown_id_raises_not_found(store: BackendStore) -> None:
+    with pytest.raises(AccessKeyNotFound):
+        store.purge_key("LTAIneverStoredAnywhere0", only_if="inactive")
+
+
+@pytest.mark.parametrize("only_if", ["in_recycle_bin", "inactive"])
+def test_purge_takes_the_usage_history_and_key_policy_along(
+    store: BackendStore, only_if: Literal["in_recycle_bin", "inactive"]
+) -> None:
+    key_id = add(store, status=KeyStatus.INACTIVE).access_key_id
+    attach_everything(store, key_id)
+    if only_if == "in_recycle_bin":
+        store.recycle_key(key_id, now=at(1), max_in_recycle_bin=BIN)
+    store.purge_key(key_id, only_if=only_if)
+    assert_nothing_left_of(store, key_id)
+
+
+def test_purge_leaves_the_account_policy_and_other_keys_alone(store: BackendStore) -> None:
+    account_target = PolicyTarget.account(ALICE.account_id)
+    store.set_network_policy(account_target, POLICY)
+    other = add(store)
+    store.record_usage([use(other.access_key_id, 30, "Ecs", "192.0.2.9")])
+    store.purge_key(recycled(store), only_if="in_recycle_bin")
+    assert store.get_network_policy(account_target) == POLICY
+    assert store.get_last_used(other.access_key_id) == LastUsed(at(30), "Ecs")
+    assert len(store.source_ip_history(other.access_key_id)) == 1
+
+
+def test_purged_key_can_never_be_restored(store: BackendStore) -> None:
+    key_id = recycled(store)
+    store.purge_key(key_id, only_if="in_recycle_bin")
+    with pytest.raises(AccessKeyNotInRecycleBin):
+        store.restore_key(key_id, now=at(1), max_keys_per_owner=2)
+    assert store.get_key(key_id) is None
+
+
+def test_evicted_key_can_never_be_restored(store: BackendStore) -> None:
+    oldest = recycled(store, when=1)
+    for when in (2, 3, 4):
+        recycled(store, when=when)
+    with pytest.raises(AccessKeyNotInRecycleBin):
+        store.restore_key(oldest, now=at(5), max_keys_per_owner=2)
+
+
+def test_purge_expired_purges_at_exactly_the_end_of_retention_and_returns_ids(
+    store: BackendStore,
+) -> None:
+    due = [recycled(store, ALICE, when=0), recycled(store, BOB, when=-60)]
+    purged = store.purge_expired(now=at(0) + RECYCLE_BIN_RETENTION)
+    assert sorted(purged) == sorted(due)
+    for key_id in due:
+        assert store.get_key(key_id) is None
+
+
+def test_purge_expired_keeps_a_key_one_second_short_of_retention(store: BackendStore) -> None:
+    key_id = recycled(store, when=1)
+    assert store.purge_expired(now=at(0) + RECYCLE_BIN_RETENTION) == []
+    assert ids(store.list_recycle_bin(ALICE)) == [key_id]
+
+
+def test_purge_expired_never_touches_live_keys(store: BackendStore) -> None:
+    old = add(store, status=KeyStatus.INACTIVE, created_at=at(-86_400 * 400))
+    assert store.purge_expired(now=at(0) + 10 * RECYCLE_BIN_RETENTION) == []
+    assert store.get_key(old.access_key_id) == old
+
+
+def test_purge_expired_takes_the_usage_history_and_key_policy_along(
+    store: BackendStore,
+) -> None:
+    key_id = add(store, status=KeyStatus.INACTIVE).access_key_id
+    attach_everything(store, key_id)
+    store.recycle_key(key_id, now=at(0), max_in_recycle_bin=BIN)
+    assert store.purge_expired(now=at(0) + RECYCLE_BIN_RETENTION) == [key_id]
+    assert_nothing_left_of(store, key_id)
+
+
+def test_expired_key_can_never_be_restored(store: BackendStore) -> None:
+    key_id = recycled(store, when=0)
+    store.purge_expired(now=at(0) + RECYCLE_BIN_RETENTION)
+    with pytest.raises(AccessKeyNotInRecycleBin):
+        store.restore_key(key_id, now=at(1), max_keys_per_owner=2)
+
+
+def test_list_recycle_bin_is_oldest_deletion_first_with_ties_by_id(store: BackendStore) -> None:
+    late = recycled(store, when=30, access_key_id="LTAIbin000000000000000AA")
+    tie_b = recycled(store, when=10, access_key_id="LTAIbin000000000000000bb")
+    tie_a = recycled(store, when=10, access_key_id="LTAIbin000000000000000BB")
+    assert ids(store.list_recycle_bin(ALICE)) == [tie_a, tie_b, late]
+
+
+def test_list_recycle_bin_gives_only_the_owners_keys(store: BackendStore) -> None:
+    root, alices, bobs = recycled(store, ACCOUNT), recycled(store, ALICE), recycled(store, BOB)
+    add(store, ALICE, status=KeyStatus.INACTIVE)
+    assert ids(store.list_recycle_bin(ACCOUNT)) == [root]
+    assert ids(store.list_recycle_bin(ALICE)) == [alices]
+    assert ids(store.list_recycle_bin(BOB)) == [bobs]
+
+
+def test_list_recycle_bin_of_an_owner_without_one_is_empty(store: BackendStore) -> None:
+    add(store, ALICE)
+    assert store.list_recycle_bin(ALICE) == []
+
+
+def test_list_recycle_bin_shows_purge_at(store: BackendStore) -> None:
+    recycled(store, when=100)
+    (binned,) = store.list_recycle_bin(ALICE)
+    assert binned.purge_at == at(100) + RECYCLE_BIN_RETENTION
+
+
+# -- KeyStore: the leak flag, iteration, settings ------------------------------------------
+
+
+def test_mark_leak_restricted_sets_the_flag_and_returns_the_record(store: BackendStore) -> None:
+    record = add(store)
+    marked = store.mark_leak_restricted(record.access_key_id)
+    assert marked == attrs.evolve(record, leak_restricted=True)
+    assert store.get_key(record.access_key_id) == marked
+
+
+def test_mark_leak_restricted_is_idempotent(store: BackendStore) -> None:
+    record = add(store)
+    first = store.mark_leak_restricted(record.access_key_id)
+    assert store.mark_leak_restricted(record.access_key_id) == first
+
+
+def test_mark_leak_restricted_works_on_a_key_in_the_bin(store: BackendStore) -> None:
+    key_id = recycled(store)
+    assert store.mark_leak_restricted(key_id).leak_restricted is True
+
+
+def test_mark_leak_restricted_of_an_unknown_id_raises_not_found(store: BackendStore) -> None:
+    with pytest.raises(AccessKeyNotFound):
+        store.mark_leak_restricted("LTAIneverStoredAnywhere0")
+
+
+def test_mark_leak_restricted_of_a_purged_key_raises_not_found(store: BackendStore) -> None:
+    key_id = recycled(store)
+    store.purge_key(key_id, only_if="in_recycle_bin")
+    with pytest.raises(AccessKeyNotFound):
+        store.mark_leak_restricted(key_id)
+
+
+def test_leak_restriction_survives_status_changes(store: BackendStore) -> None:
+    key_id = add(store).access_key_id
+    store.mark_leak_restricted(key_id)
+    store.set_key_status(key_id, KeyStatus.INACTIVE)
+    assert store.set_key_status(key_id, KeyStatus.ACTIVE).leak_restricted is True
+
+
+def test_leak_restriction_survives_recycle_and_restore(store: BackendStore) -> None:
+    key_id = add(store, status=KeyStatus.INACTIVE).access_key_id
+    store.mark_leak_restricted(key_id)
+    store.recycle_key(key_id, now=at(1), max_in_recycle_bin=BIN)
+    (binned,) = store.list_recycle_bin(ALICE)
+    assert binned.leak_restricted is True
+    assert store.restore_key(key_id, now=at(2), max_keys_per_owner=2).leak_restricted is True
+
+
+def test_iter_keys_gives_every_key_live_and_in_the_bin(store: BackendStore) -> None:
+    live, root = add(store), add(store, ACCOUNT, status=KeyStatus.INACTIVE)
+    binned = store.get_key(recycled(store, BOB))
+    assert binned is not None
+    by_id = sorted([live, root, binned], key=lambda record: record.access_key_id)
+    assert sorted(store.iter_keys(), key=lambda record: record.access_key_id) == by_id
+
+
+def test_iter_keys_shows_the_last_use(store: BackendStore) -> None:
+    key_id = add(store).access_key_id
+    store.record_usage([use(key_id, 40, "Sts")])
+    (listed,) = store.iter_keys()
+    assert listed.last_used == LastUsed(at(40), "Sts")
+
+
+def test_iter_keys_of_an_empty_store_is_empty(store: BackendStore) -> None:
+    assert list(store.iter_keys()) == []
+
+
+def test_unset_setting_is_none(store: BackendStore) -> None:
+    assert store.get_setting("allow_root_keys") is None
+
+
+def test_setting_round_trips(store: BackendStore) -> None:
+    store.set_setting("allow_root_keys", "false")
+    assert store.get_setting("allow_root_keys") == "false"
+
+
+def test_setting_again_replaces_the_value(store: BackendStore) -> None:
+    store.set_setting("allow_root_keys", "false")
+    store.set_setting("allow_root_keys", "true")
+    assert store.get_setting("allow_root_keys") == "true"
+
+
+def test_settings_are_independent_by_name(store: BackendStore) -> None:
+    store.set_setting("allow_root_keys", "false")
+    store.set_setting("max_keys", "")
+    assert store.get_setting("allow_root_keys") == "false"
+    assert store.get_setting("max_keys") == ""
+    assert store.get_setting("Allow_Root_Keys") is None
+
+
+# -- the lifecycle under concurrency ---------------------------------------------------------
+
+
+def test_restore_racing_purge_of_one_key_has_exactly_one_winner(store: BackendStore) -> None:
+    for _ in range(5):
+        key_id = recycled(store)
+
+        def race(index: int, key_id: str = key_id) -> object:
+            if index % 2:
+                return store.purge_key(key_id, only_if="in_recycle_bin")
+            return store.restore_key(key_id, now=at(1), max_keys_per_owner=THREADS)
+
+        outcomes = run_together(4, race)
+        winners = [outcome for outcome in outcomes if isinstance(outcome, KeyRecord)]
+        assert len(winners) == 1
+        losers = [outcome for outcome in outcomes if not isinstance(outcome, KeyRecord)]
+        assert all(isinstance(outcome, AccessKeyNotInRecycleBin) for outcome in losers)
+        restored = outcomes.index(winners[0]) % 2 == 0
+        stored = store.get_key(key_id)
+        assert (stored is not None and not stored.in_recycle_bin) if restored else stored is None
+        assert key_id not in ids(store.list_recycle_bin(ALICE))
+
+
+def test_concurrent_restores_never_pass_the_owner_limit(store: BackendStore) -> None:
+    for round_number in range(3):
+        owner = RamUser(ALICE.account_id, f"racer-{round_number}")
+        binned = [recycled(store, owner, when=when) for when in range(BIN)]
+        add(store, owner)
+
+        def restore(index: int, binned: list[str] = binned) -> object:
+            return store.restore_key(binned[index], now=at(9), max_keys_per_owner=2)
+
+        outcomes = run_together(BIN, restore)
+        assert sum(isinstance(outcome, KeyRecord) for outcome in outcomes) == 1
+        refused = [outcome for outcome in outcomes if not isinstance(outcome, KeyRecord)]
+        assert all(isinstance(outcome, AccessKeyLimitExceeded) for outcome in refused)
+        assert len(store.list_keys(owner)) == 2
+        assert len(store.list_recycle_bin(owner)) == BIN - 1
+
+
+def test_concurrent_recycles_of_one_owner_never_overfill_the_bin(store: BackendStore) -> None:
+    keys = [add(store, status=KeyStatus.INACTIVE).access_key_id for _ in range(THREADS)]
+    event = audit("DeleteAccessKey").about(ALICE)
+    outcomes = run_together(
+        THREADS,
+        lambda i: store.recycle_key(
+            keys[i],
+            now=at(i),
+            max_in_recycle_bin=BIN,
+            audit=attrs.evolve(event, access_key_id=keys[i]),
+        ),
+    )
+    returned = [outcome for outcome in outcomes if isinstance(outcome, list)]
+    assert len(returned) == THREADS
+    evicted = [key_id for evictions in returned for key_id in evictions]
+    in_bin = ids(store.list_recycle_bin(ALICE))
+    assert len(in_bin) == BIN
+    assert len(evicted) == len(set(evicted)) == THREADS - BIN
+    assert sorted(evicted + in_bin) == sorted(keys)
+    for key_id in evicted:
+        assert store.get_key(key_id) is None
+    events = store.audit_events(owner=ALICE)
+    assert len(events) == THREADS + len(evicted)
+    purged = [event.access_key_id for event in events if event.action == "PurgeAccessKey"]
+    assert sorted(key_id or "" for key_id in purged) == sorted(evicted)
+
+
+# -- nothing changes when a lifecycle call is refused ----------------------------------------
+
+
+@attrs.frozen
+class Population:
+    """A store with one of everything a refusal could wrongly touch."""
+
+    active: str
+    inactive: str
+    in_bin: str
+
+
+def populate(store: BackendStore) -> Population:
+    active = add(store).access_key_id
+    inactive = add(store, status=KeyStatus.INACTIVE).access_key_id
+    in_bin = recycled(store, when=0)
+    for key_id in (active, inactive, in_bin):
+        attach_everything(store, key_id)
+    add(store, ACCOUNT)
+    recycled(store, BOB, when=0)
+    store.append_audit_event(audit("Setup"))
+    return Population(active, inactive, in_bin)
+
+
+def snapshot(store: BackendStore) -> object:
+    return (
+        sorted(store.iter_keys(), key=lambda record: record.access_key_id),
+        [store.list_recycle_bin(owner) for owner in (ACCOUNT, ALICE, BOB)],
+        store.audit_events(),
+    )
+
+
+LATE = at(0) + RECYCLE_BIN_RETENTION
+_Refusal = tuple[Callable[[BackendStore, Population, AuditEvent], object], type[Exception]]
+_REFUSALS: dict[str, _Refusal] = {
+    "recycle-active": (
+        lambda s, p, e: s.recycle_key(p.active, now=at(1), max_in_recycle_bin=BIN, audit=e),
+        AccessKeyNotInactive,
+    ),
+    "recycle-unknown": (
+        lambda s, p, e: s.recycle_key("LTAInone", now=at(1), max_in_recycle_bin=BIN, audit=e),
+        AccessKeyNotFound,
+    ),
+    "recycle-in-bin": (
+        lambda s, p, e: s.recycle_key(p.in_bin, now=at(1), max_in_recycle_bin=BIN, audit=e),
+        AccessKeyNotFound,
+    ),
+    "restore-live": (
+        lambda s, p, e: s.restore_key(p.inactive, now=at(1), max_keys_per_owner=9, audit=e),
+        AccessKeyNotInRecycleBin,
+    ),
+    "restore-unknown": (
+        lambda s, p, e: s.restore_key("LTAInone", now=at(1), max_keys_per_owner=9, audit=e),
+        AccessKeyNotInRecycleBin,
+    ),
+    "restore-after-retention": (
+        lambda s, p, e: s.restore_key(p.in_bin, now=LATE, max_keys_per_owner=9, audit=e),
+        AccessKeyNotInRecycleBin,
+    ),
+    "restore-at-limit": (
+        lambda s, p, e: s.restore_key(p.in_bin, now=at(1), max_keys_per_owner=2, audit=e),
+        AccessKeyLimitExceeded,
+    ),
+    "purge-bin-of-live": (
+        lambda s, p, e: s.purge_key(p.inactive, only_if="in_recycle_bin", audit=e),
+        AccessKeyNotInRecycleBin,
+    ),
+    "purge-bin-of-unknown": (
+        lambda s, p, e: s.purge_key("LTAInone", only_if="in_recycle_bin", audit=e),
+        AccessKeyNotInRecycleBin,
+    ),
+    "purge-inactive-of-active": (
+        lambda s, p, e: s.purge_key(p.active, only_if="inactive", audit=e),
+        AccessKeyNotInactive,
+    ),
+    "purge-inactive-of-in-bin": (
+        lambda s, p, e: s.purge_key(p.in_bin, only_if="inactive", audit=e),
+        AccessKeyNotFound,
+    ),
+    "purge-inactive-of-unknown": (
+        lambda s, p, e: s.purge_key("LTAInone", only_if="inactive", audit=e),
+        AccessKeyNotFound,
+    ),
+    "set-status-in-bin": (
+        lambda s, p, e: s.set_key_status(p.in_bin, KeyStatus.ACTIVE, audit=e),
+        AccessKeyNotFound,
+    ),
+    "set-status-unknown": (
+        lambda s, p, e: s.set_key_status("LTAInone", KeyStatus.ACTIVE, audit=e),
+        AccessKeyNotFound,
+    ),
+    "mark-leak-unknown": (
+        lambda s, p, e: s.mark_leak_restricted("LTAInone", audit=e),
+        AccessKeyNotFound,
+    ),
+    "add-duplicate": (
+        lambda s, p, e: s.add_key(
+            hmac_record(BOB, access_key_id=p.in_bin), max_keys_per_owner=9, audit=e
+        ),
+        AccessKeyAlreadyExists,
+    ),
+    "add-over-limit": (
+        lambda s, p, e: s.add_key(hmac_record(ALICE), max_keys_per_owner=2, audit=e),
+        AccessKeyLimitExceeded,
+    ),
+}
+
+
+@pytest.mark.parametrize("refusal", sorted(_REFUSALS))
+def test_refused_call_leaves_the_store_unchanged(store: BackendStore, refusal: str) -> None:
+    call, error = _REFUSALS[refusal]
+    population = populate(store)
+    before = snapshot(store)
+    with pytest.raises(error):
+        call(store, population, audit("Refused", when=5))
+    assert snapshot(store) == before
+
+
+# -- AuditLog: what each change appends ----------------------------------------------------
+
+Mutation = Callable[[BackendStore, AuditEvent | None], object]
+
+
+def _mutate_add(s: BackendStore, e: AuditEvent | None) -> None:
+    s.add_key(hmac_record(), max_keys_per_owner=2, audit=e)
+
+
+def _mutate_status(s: BackendStore, e: AuditEvent | None) -> object:
+    return s.set_key_status(add(s).access_key_id, KeyStatus.INACTIVE, audit=e)
+
+
+def _mutate_recycle(s: BackendStore, e: AuditEvent | None) -> object:
+    key_id = add(s, status=KeyStatus.INACTIVE).access_key_id
+    return s.recycle_key(key_id, now=at(1), max_in_recycle_bin=BIN, audit=e)
+
+
+def _mutate_restore(s: BackendStore, e: AuditEvent | None) -> object:
+    return s.restore_key(recycled(s), now=at(1), max_keys_per_owner=2, audit=e)
+
+
+def _mutate_purge_bin(s: BackendStore, e: AuditEvent | None) -> object:
+    return s.purge_key(recycled(s), only_if="in_recycle_bin", audit=e)
+
+
+def _mutate_purge_inactive(s: BackendStore, e: AuditEvent | None) -> object:
+    key_id = add(s, ACCOUNT, status=KeyStatus.INACTIVE).access_key_id
+    return s.purge_key(key_id, only_if="inactive", audit=e)
+
+
+def _mutate_leak(s: BackendStore, e: AuditEvent | None) -> object:
+    return s.mark_leak_restricted(add(s).access_key_id, audit=e)
+
+
+def _mutate_setting(s: BackendStore, e: AuditEvent | None) -> None:
+    s.set_setting("allow_root_keys", "false", audit=e)
+
+
+def _mutate_attach_policy(s: BackendStore, e: AuditEvent | None) -> None:
+    s.set_network_policy(TARGETS[0], POLICY, audit=e)
+
+
+def _mutate_detach_policy(s: BackendStore, e: AuditEvent | None) -> None:
+    s.set_network_policy(TARGETS[1], POLICY)
+    s.set_network_policy(TARGETS[1], None, audit=e)
+
+
+MUTATIONS: dict[str, Mutation] = {
+    "add_key": _mutate_add,
+    "set_key_status": _mutate_status,
+    "recycle_key": _mutate_recycle,
+    "restore_key": _mutate_restore,
+    "purge_key-in_recycle_bin": _mutate_purge_bin,
+    "purge_key-inactive": _mutate_purge_inactive,
+    "mark_leak_restricted": _mutate_leak,
+    "set_setting": _mutate_setting,
+    "set_network_policy-attach": _mutate_attach_policy,
+    "set_network_policy-detach": _mutate_detach_policy,
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_change_with_an_audit_event_appends_exactly_that_event(
+    store: BackendStore, mutation: str
+) -> None:
+    event = audit(mutation, when=7, access_key_id="LTAIsubject", detail="why: ünïcode")
+    MUTATIONS[mutation](store, event)
+    assert store.audit_events() == [event]
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_change_without_an_audit_event_appends_nothing(store: BackendStore, mutation: str) -> None:
+    MUTATIONS[mutation](store, None)
+    assert store.audit_events() == []
+
+
+def test_append_audit_event_appends_exactly_that_event(store: BackendStore) -> None:
+    event = audit("AssumeRole", account_id=ALICE.account_id, detail="role/admin")
+    store.append_audit_event(event)
+    assert store.audit_events() == [event]
+
+
+def test_audit_event_with_every_field_round_trips(store: BackendStore) -> None:
+    event = AuditEvent(
+        at=at(3),
+        actor="alice@1234567890123456",
+        action="UpdateAccessKey",
+        access_key_id="LTAI00000000000000000009",
+        account_id="1234567890123456",
+        user_name="alice",
+        detail="Active -> Inactive; 理由",
+    )
+    store.append_audit_event(event)
+    (stored,) = store.audit_events()
+    assert stored == event
+    assert stored.at.utcoffset() == timedelta(0)
+
+
+def test_refused_recycle_appends_no_audit_event(store: BackendStore) -> None:
+    key_id = add(store).access_key_id
+    with pytest.raises(AccessKeyNotInactive):
+        store.recycle_key(key_id, now=at(1), max_in_recycle_bin=BIN, audit=audit("Delete"))
+    assert store.audit_events() == []
+
+
+def _without_detail(event: AuditEvent) -> AuditEvent:
+    assert event.detail  # says why the key was purged
+    return attrs.evolve(event, detail="")
+
+
+def test_eviction_appends_a_purge_event_derived_from_the_recycle_event(
+    store: BackendStore,
+) -> None:
+    oldest = recycled(store, when=1)
+    for when in (2, 3):
+        recycled(store, when=when)
+    newest = add(store, status=KeyStatus.INACTIVE).access_key_id
+    event = audit("DeleteAccessKey", when=4, access_key_id=newest).about(ALICE)
+    store.recycle_key(newest, now=at(4), max_in_recycle_bin=BIN, audit=event)
+    recycle_event, purge_event = store.audit_events()
+    assert recycle_event == event
+    assert _without_detail(purge_event) == attrs.evolve(
+        event, action="PurgeAccessKey", access_key_id=oldest, detail=""
+    )
+
+
+def test_purge_expired_appends_a_purge_event_per_key_naming_its_owner(
+    store: BackendStore,
+) -> None:
+    alice_key = recycled(store, ALICE, when=0)
+    bob_key = recycled(store, BOB, when=0)
+    recycled(store, ALICE, when=60)
+    event = audit("PurgeExpiredAccessKeys", when=99, actor="system")
+    store.purge_expired(now=at(0) + RECYCLE_BIN_RETENTION, audit=event)
+    events = sorted(store.audit_events(), key=lambda e: e.access_key_id or "")
+    purged = attrs.evolve(event, action="PurgeAccessKey", detail="")
+    expected = sorted(
+        [
+            attrs.evolve(purged, access_key_id=alice_key).about(ALICE),
+            attrs.evolve(purged, access_key_id=bob_key).about(BOB),
+        ],
+        key=lambda e: e.access_key_id or "",
+    )
+    assert [_without_detail(e) for e in events] == expected
+    assert [e.access_key_id for e in store.audit_events(owner=ALICE)] == [alice_key]
+
+
+def test_purge_expired_with_nothing_due_appends_nothing(store: BackendStore) -> None:
+    recycled(store, when=0)
+    store.purge_expired(now=at(1), audit=audit("PurgeExpiredAccessKeys"))
+    assert store.audit_events() == []
+
+
+def test_audit_events_about_a_purged_key_remain(store: BackendStore) -> None:
+    key_id = add(store, status=KeyStatus.INACTIVE).access_key_id
+    disabled = audit("UpdateAccessKey", access_key_id=key_id)
+    store.append_audit_event(disabled)
+    store.purge_key(key_id, only_if="inactive")
+    assert store.audit_events(access_key_id=key_id) == [disabled]
+
+
+# -- AuditLog: reading the trail ------------------------------------------------------------
+
+
+def test_audit_trail_of_an_empty_store_is_empty(store: BackendStore) -> None:
+    assert store.audit_events() == []
+
+
+def test_audit_events_are_oldest_first(store: BackendStore) -> None:
+    late, early, middle = audit("C", when=30), audit("A", when=10), audit("B", when=20)
+    for event in (late, early, middle):
+        store.append_audit_event(event)
+    assert store.audit_events() == [early, middle, late]
+
+
+def test_audit_events_of_one_second_keep_append_order(store: BackendStore) -> None:
+    events = [audit(action, when=5) for action in ("Zeta", "Alpha", "Mid", "Beta")]
+    for event in events:
+        store.append_audit_event(event)
+    assert store.audit_events() == events
+
+
+def test_audit_events_filter_by_access_key_id(store: BackendStore) -> None:
+    mine = audit("A", access_key_id="LTAImine")
+    for event in (mine, audit("B", access_key_id="LTAIother"), audit("C")):
+        store.append_audit_event(event)
+    assert store.audit_events(access_key_id="LTAImine") == [mine]
+
+
+def test_audit_events_filter_by_ram_user(store: BackendStore) -> None:
+    alices = audit("A").about(ALICE)
+    for event in (alices, audit("B").about(BOB), audit("C").about(ACCOUNT), audit("D")):
+        store.append_audit_event(event)
+    assert store.audit_events(owner=ALICE) == [alices]
+
+
+def test_audit_events_filter_by_account_matches_only_the_accounts_own_keys(
+    store: BackendStore,
+) -> None:
+    roots = audit("A").about(ACCOUNT)
+    others = (audit("B").about(ALICE), audit("C").about(Account("6543210987654321")))
+    for event in (roots, *others):
+        store.append_audit_event(event)
+    assert store.audit_events(owner=ACCOUNT) == [roots]
+
+
+def test_audit_events_since_is_inclusive(store: BackendStore) -> None:
+    events = [audit(str(when), when=when) for when in (10, 20, 30)]
+    for event in events:
+        store.append_audit_event(event)
+    assert store.audit_events(since=at(20)) == events[1:]
+
+
+def test_audit_events_since_between_seconds_leaves_the_earlier_second_out(
+    store: BackendStore,
+) -> None:
+    events = [audit(str(when), when=when) for when in (10, 11)]
+    for event in events:
+        store.append_audit_event(event)
+    assert store.audit_events(since=at(10) + timedelta(milliseconds=500)) == events[1:]
+
+
+def test_audit_events_limit_keeps_the_oldest(store: BackendStore) -> None:
+    events = [audit(str(when), when=when) for when in (30, 10, 20)]
+    for event in events:
+        store.append_audit_event(event)
+    assert store.audit_events(limit=2) == [events[1], events[2]]
+
+
+def test_audit_events_limit_zero_gives_nothing(store: BackendStore) -> None:
+    store.append_audit_event(audit("A"))
+    assert store.audit_events(limit=0) == []
+
+
+def test_audit_events_match_every_filter_given(store: BackendStore) -> None:
+    wanted = audit("Wanted", when=20, access_key_id="LTAImine").about(ALICE)
+    for event in (
+        audit("TooEarly", when=5, access_key_id="LTAImine").about(ALICE),
+        audit("OtherKey", when=20, access_key_id="LTAIother").about(ALICE),
+        audit("OtherOwner", when=20, access_key_id="LTAImine").about(BOB),
+        wanted,
+        audit("Later", when=40, access_key_id="LTAImine").about(ALICE),
+    ):
+        store.append_audit_event(event)
+    assert store.audit_events(access_key_id="LTAImine", owner=ALICE, since=at(10), limit=1) == [
+        wanted
+    ]
+
+
 # -- Store ------------------------------------------------------------------------------
 
 
@@ -711,3 +1633,61 @@ def test_async_keyring_and_reload(async_store: AsyncStore) -> None:
 
 def test_async_close(async_store: AsyncStore) -> None:
     asyncio.run(async_store.aclose())
+
+
+def test_async_add_with_an_audit_event_appends_it(async_store: AsyncStore) -> None:
+    record = hmac_record()
+    event = audit("CreateAccessKey", access_key_id=record.access_key_id).about(ALICE)
+
+    async def scenario() -> list[AuditEvent]:
+        await async_store.add_key(record, max_keys_per_owner=2, audit=event)
+        return await async_store.audit_events(access_key_id=record.access_key_id)
+
+    assert asyncio.run(scenario()) == [event]
+
+
+def test_async_set_status_with_an_audit_event_appends_it(async_store: AsyncStore) -> None:
+    record = hmac_record()
+    event = audit("UpdateAccessKey", access_key_id=record.access_key_id)
+
+    async def scenario() -> list[AuditEvent]:
+        await async_store.add_key(record, max_keys_per_owner=2)
+        await async_store.set_key_status(record.access_key_id, KeyStatus.INACTIVE, audit=event)
+        return await async_store.audit_events()
+
+    assert asyncio.run(scenario()) == [event]
+
+
+def test_async_set_status_of_a_key_in_the_bin_raises_not_found(
+    store: BackendStore, async_store: AsyncStore
+) -> None:
+    key_id = recycled(store)
+    with pytest.raises(AccessKeyNotFound):
+        asyncio.run(async_store.set_key_status(key_id, KeyStatus.ACTIVE, audit=audit("Update")))
+    assert store.audit_events() == []
+
+
+def test_async_set_policy_with_an_audit_event_appends_it(async_store: AsyncStore) -> None:
+    event = audit("SetNetworkPolicy", account_id=ACCOUNT.account_id)
+
+    async def scenario() -> tuple[object, list[AuditEvent]]:
+        await async_store.set_network_policy(TARGETS[0], POLICY, audit=event)
+        attached = await async_store.get_network_policy(TARGETS[0])
+        return attached, await async_store.audit_events(owner=ACCOUNT)
+
+    assert asyncio.run(scenario()) == (POLICY, [event])
+
+
+def test_async_audit_trail_is_filtered_and_ordered(async_store: AsyncStore) -> None:
+    late, early = audit("Late", when=30).about(BOB), audit("Early", when=10).about(BOB)
+    other = audit("Other", when=20).about(ALICE)
+
+    async def scenario() -> tuple[list[AuditEvent], list[AuditEvent]]:
+        for event in (late, other, early):
+            await async_store.append_audit_event(event)
+        return (
+            await async_store.audit_events(owner=BOB),
+            await async_store.audit_events(since=at(15), limit=1),
+        )
+
+    assert asyncio.run(scenario()) == ([early, late], [other])

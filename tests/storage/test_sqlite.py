@@ -10,16 +10,18 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import aliak.storage.sqlite as sqlite_backend
 from aliak.acl import NetworkPolicy
 from aliak.credentials import Secret
-from aliak.errors import AliakError, InternalError, InvalidParameter
-from aliak.model import LastUsed, UsageRecord
+from aliak.errors import AccessKeyNotFound, AliakError, InternalError, InvalidParameter
+from aliak.model import AuditEvent, KeyStatus, LastUsed, RamUser, UsageRecord
 from aliak.sealing import ENV_MASTER_KEY, MasterKeyring
 from aliak.storage.protocols import PolicyTarget
 from aliak.storage.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -417,3 +419,320 @@ def test_closed_store_refuses_to_answer(db: Path) -> None:
 
 def test_as_async_runs_calls_off_the_event_loop(store: SQLiteStore) -> None:
     assert "offload=True" in repr(store.as_async())
+
+
+# -- schema migrations ----------------------------------------------------------------------
+
+# sha256 of the statements of schema version 1 as released. Databases in the field ran
+# them; a change here means a released migration was edited instead of a new one added.
+RELEASED_MIGRATIONS = {1: "bc40691a95cf731a2242440c7c16b21b5c40a8b8c01e3a70c163a1636e940e56"}
+
+
+def test_released_migrations_are_never_edited() -> None:
+    for version, digest in RELEASED_MIGRATIONS.items():
+        statements = sqlite_backend._MIGRATIONS[version - 1]
+        assert hashlib.sha256("\n".join(statements).encode()).hexdigest() == digest
+
+
+def create_version_1_database(db: Path) -> None:
+    """A database as the aliak that knew only schema version 1 left it."""
+    with raw(db) as connection:
+        for statement in sqlite_backend._MIGRATIONS[0]:
+            connection.execute(statement)
+        connection.execute("INSERT INTO aliak_schema (id, version) VALUES (1, 1)")
+    connection.close()
+
+
+def test_version_1_database_migrates_forward_keeping_its_data(db: Path) -> None:
+    create_version_1_database(db)
+    live = hmac_record(ALICE)
+    binned = hmac_record(ALICE, status=KeyStatus.INACTIVE, recycled_at=at(100))
+    policy = NetworkPolicy(public=["203.0.113.0/24"])
+    with raw(db) as connection:
+        for record in (live, binned):
+            connection.execute(sqlite_backend._INSERT_KEY, sqlite_backend._row_from_record(record))
+        connection.execute(
+            "INSERT INTO aliak_key_source_ips VALUES (?, '192.0.2.1', ?, ?)",
+            (binned.access_key_id, int(ts(5)), int(ts(6))),
+        )
+        connection.execute(
+            "INSERT INTO aliak_network_policies VALUES ('key', ?, ?)",
+            (binned.access_key_id, '{"public":["203.0.113.0/24"]}'),
+        )
+    connection.close()
+
+    store = SQLiteStore(db)
+    try:
+        assert SCHEMA_VERSION == 2
+        with raw(db) as connection:
+            assert connection.execute("SELECT version FROM aliak_schema").fetchall() == [(2,)]
+        connection.close()
+        assert store.list_keys(ALICE) == [live]
+        assert store.list_recycle_bin(ALICE) == [binned]
+        assert store.get_network_policy(PolicyTarget.key(binned.access_key_id)) == policy
+        event = AuditEvent(at=at(200), actor="admin", action="DeleteAccessKeyInRecycleBin")
+        store.purge_key(binned.access_key_id, only_if="in_recycle_bin", audit=event)
+        assert store.source_ip_history(binned.access_key_id) == []
+        assert store.get_network_policy(PolicyTarget.key(binned.access_key_id)) is None
+        store.set_setting("allow_root_keys", "false")
+        assert store.get_setting("allow_root_keys") == "false"
+        assert store.audit_events() == [event]
+    finally:
+        store.close()
+
+
+def test_migrated_database_reopens_without_migrating_again(db: Path) -> None:
+    create_version_1_database(db)
+    SQLiteStore(db).close()
+    store = SQLiteStore(db)
+    try:
+        store.append_audit_event(AuditEvent(at=at(1), actor="admin", action="Test"))
+        assert len(store.audit_events()) == 1
+    finally:
+        store.close()
+
+
+# -- the audit trail and settings on disk ---------------------------------------------------
+
+
+EVENT = AuditEvent(at=at(1), actor="admin", action="Test", access_key_id="LTAIsubject")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE aliak_audit SET detail = 'rewritten'",
+        "UPDATE aliak_audit SET at = 0 WHERE action = 'Test'",
+        "DELETE FROM aliak_audit",
+        "DELETE FROM aliak_audit WHERE access_key_id = 'LTAIsubject'",
+    ],
+)
+def test_engine_refuses_to_change_or_delete_audit_events(
+    db: Path, store: SQLiteStore, statement: str
+) -> None:
+    store.append_audit_event(EVENT)
+    connection = raw(db)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            connection.execute(statement)
+    finally:
+        connection.close()
+    assert store.audit_events() == [EVENT]
+
+
+def test_audit_trail_and_settings_persist_across_reopen(db: Path) -> None:
+    first = SQLiteStore(db)
+    events = [EVENT, attrs.evolve(EVENT, action="Second"), attrs.evolve(EVENT, action="Third")]
+    for event in events:
+        first.append_audit_event(event)
+    first.set_setting("allow_root_keys", "false")
+    first.close()
+    again = SQLiteStore(db)
+    try:
+        assert again.audit_events() == events
+        assert again.get_setting("allow_root_keys") == "false"
+    finally:
+        again.close()
+
+
+def test_setting_is_seen_at_once_by_another_store_on_the_file(db: Path) -> None:
+    first, second = SQLiteStore(db), SQLiteStore(db)
+    try:
+        assert second.get_setting("allow_root_keys") is None
+        first.set_setting("allow_root_keys", "false")
+        assert second.get_setting("allow_root_keys") == "false"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_iter_keys_pages_through_every_key(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_backend, "_KEYS_PAGE", 3)
+    records = [hmac_record(ALICE) for _ in range(7)]
+    for record in records:
+        store.add_key(record, max_keys_per_owner=10)
+    assert sorted(store.iter_keys(), key=lambda record: record.access_key_id) == records
+
+
+# -- a change and its audit events: one transaction -------------------------------------------
+
+
+def fail_audit_writes(db: Path, when: str = "1") -> None:
+    with raw(db) as connection:
+        connection.execute(
+            "CREATE TRIGGER fail_audit_write BEFORE INSERT ON aliak_audit "
+            f"WHEN {when} BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END"
+        )
+    connection.close()
+
+
+def test_change_whose_audit_event_cannot_be_written_is_rolled_back(
+    db: Path, store: SQLiteStore
+) -> None:
+    record = hmac_record(ALICE)
+    store.add_key(record, max_keys_per_owner=2)
+    fail_audit_writes(db)
+    with pytest.raises(InternalError):
+        store.set_key_status(record.access_key_id, KeyStatus.INACTIVE, audit=EVENT)
+    with pytest.raises(InternalError):
+        store.set_setting("allow_root_keys", "false", audit=EVENT)
+    with pytest.raises(InternalError):
+        store.set_network_policy(
+            PolicyTarget.key("k"), NetworkPolicy(public=["192.0.2.1"]), audit=EVENT
+        )
+    assert store.get_key(record.access_key_id) == record
+    assert store.get_setting("allow_root_keys") is None
+    assert store.get_network_policy(PolicyTarget.key("k")) is None
+    assert not store._connection().in_transaction
+
+
+def test_recycle_whose_eviction_cannot_be_audited_changes_nothing(
+    db: Path, store: SQLiteStore
+) -> None:
+    keys = [hmac_record(ALICE, status=KeyStatus.INACTIVE) for _ in range(4)]
+    for record in keys:
+        store.add_key(record, max_keys_per_owner=10)
+    for when, record in enumerate(keys[:3]):
+        store.recycle_key(record.access_key_id, now=at(when), max_in_recycle_bin=3)
+    fail_audit_writes(db, when="NEW.action = 'PurgeAccessKey'")
+    with pytest.raises(InternalError):
+        store.recycle_key(keys[3].access_key_id, now=at(9), max_in_recycle_bin=3, audit=EVENT)
+    assert [r.access_key_id for r in store.list_recycle_bin(ALICE)] == [
+        record.access_key_id for record in keys[:3]
+    ]
+    assert store.list_keys(ALICE) == [keys[3]]
+    assert store.audit_events() == []
+
+
+def test_purge_expired_that_fails_half_way_purges_nothing(db: Path, store: SQLiteStore) -> None:
+    keys = [hmac_record(ALICE, status=KeyStatus.INACTIVE) for _ in range(3)]
+    for record in keys:
+        store.add_key(record, max_keys_per_owner=10)
+        store.recycle_key(record.access_key_id, now=at(0), max_in_recycle_bin=3)
+    last = max(record.access_key_id for record in keys)
+    fail_audit_writes(db, when=f"NEW.access_key_id = '{last}'")
+    with pytest.raises(InternalError):
+        store.purge_expired(now=at(0) + timedelta(days=30), audit=EVENT)
+    assert len(store.list_recycle_bin(ALICE)) == 3
+    assert store.audit_events() == []
+
+
+# -- the lifecycle across processes ------------------------------------------------------------
+
+
+def lifecycle_in_another_process(
+    db: str, steps: list[tuple[str, str]], start: Any, results: Any
+) -> None:  # pragma: no cover - runs in a child process
+    """Run each (operation, key id) step after the other processes reach it too."""
+    try:
+        store = SQLiteStore(db)
+        outcomes: list[str] = []
+        for step, (operation, key_id) in enumerate(steps):
+            start.wait(timeout=60)
+            try:
+                if operation == "restore":
+                    store.restore_key(key_id, now=at(1), max_keys_per_owner=2)
+                    outcomes.append("ok")
+                elif operation == "purge":
+                    store.purge_key(key_id, only_if="in_recycle_bin")
+                    outcomes.append("ok")
+                else:
+                    event = AuditEvent(at=at(2), actor="admin", action="Delete").about(ALICE)
+                    evicted = store.recycle_key(
+                        key_id, now=at(step), max_in_recycle_bin=3, audit=event
+                    )
+                    outcomes.append("ok:" + ",".join(evicted))
+            except AliakError as refused:
+                outcomes.append(type(refused).__name__)
+        results.put(outcomes)
+        store.close()
+    except BaseException as error:
+        results.put(f"{type(error).__name__}: {error}")
+
+
+def run_in_processes(db: Path, plans: list[list[tuple[str, str]]]) -> list[list[str]]:
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(len(plans))
+    results = context.Queue()
+    processes = [
+        context.Process(target=lifecycle_in_another_process, args=(str(db), plan, start, results))
+        for plan in plans
+    ]
+    for process in processes:
+        process.start()
+    try:
+        outcomes = [results.get(timeout=60) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    assert [outcome for outcome in outcomes if isinstance(outcome, str)] == []
+    return outcomes
+
+
+def test_restore_and_purge_racing_across_processes_have_one_winner_each_time(
+    db: Path, store: SQLiteStore
+) -> None:
+    rounds = []
+    for number in range(8):
+        owner = RamUser(ALICE.account_id, f"owner-{number}")
+        record = hmac_record(owner, status=KeyStatus.INACTIVE, recycled_at=at(0))
+        store.add_key(record, max_keys_per_owner=2)
+        rounds.append(record.access_key_id)
+    outcomes = run_in_processes(
+        db, [[("restore", key_id) for key_id in rounds], [("purge", key_id) for key_id in rounds]]
+    )
+    for number, key_id in enumerate(rounds):
+        results = sorted(outcome[number] for outcome in outcomes)
+        assert results == ["AccessKeyNotInRecycleBin", "ok"]
+        stored = store.get_key(key_id)
+        assert stored is None or not stored.in_recycle_bin
+    assert all(not record.in_recycle_bin for record in store.iter_keys())
+
+
+def test_restores_racing_across_processes_never_pass_the_owner_limit(
+    db: Path, store: SQLiteStore
+) -> None:
+    pairs = []
+    for number in range(6):
+        owner = RamUser(ALICE.account_id, f"owner-{number}")
+        store.add_key(hmac_record(owner), max_keys_per_owner=2)
+        pair = [hmac_record(owner, status=KeyStatus.INACTIVE, recycled_at=at(0)) for _ in range(2)]
+        for record in pair:
+            store.add_key(record, max_keys_per_owner=2)
+        pairs.append((owner, pair))
+    outcomes = run_in_processes(
+        db, [[("restore", pair[side].access_key_id) for _, pair in pairs] for side in (0, 1)]
+    )
+    for number, (owner, _) in enumerate(pairs):
+        assert sorted(outcome[number] for outcome in outcomes) == ["AccessKeyLimitExceeded", "ok"]
+        assert len(store.list_keys(owner)) == 2
+
+
+def test_recycles_racing_across_processes_never_overfill_the_bin(
+    db: Path, store: SQLiteStore
+) -> None:
+    keys = [hmac_record(ALICE, status=KeyStatus.INACTIVE) for _ in range(8)]
+    for record in keys:
+        store.add_key(record, max_keys_per_owner=10)
+    plans = [[("recycle", record.access_key_id) for record in keys[i::4]] for i in range(4)]
+    outcomes = run_in_processes(db, plans)
+    evicted = [
+        key_id
+        for outcome in outcomes
+        for result in outcome
+        for key_id in result.removeprefix("ok:").split(",")
+        if key_id
+    ]
+    in_bin = [record.access_key_id for record in store.list_recycle_bin(ALICE)]
+    assert len(in_bin) == 3
+    assert len(evicted) == len(set(evicted)) == 5
+    assert sorted(evicted + in_bin) == sorted(record.access_key_id for record in keys)
+    purges = [event for event in store.audit_events() if event.action == "PurgeAccessKey"]
+    assert sorted(event.access_key_id or "" for event in purges) == sorted(evicted)
+    assert store.get_key(evicted[0]) is None
+    with pytest.raises(AccessKeyNotFound):
+        store.mark_leak_restricted(evicted[0])

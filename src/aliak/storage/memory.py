@@ -157,7 +157,10 @@ class MemoryStore:
             ]
             for key_id in evicted:
                 self._destroy(key_id)
-                self._audit(_purge_event(audit, key_id, "evicted: the recycle bin is full"))
+                if audit is not None:
+                    self._audit(
+                        audit.purge_of(key_id, record.owner, "evicted: the recycle bin is full")
+                    )
             return evicted
 
     def restore_key(
@@ -204,9 +207,10 @@ class MemoryStore:
                 record = self._live(access_key_id)
                 if record.status is not KeyStatus.INACTIVE:
                     raise AccessKeyNotInactive(detail=access_key_id)
+            as_it_was = self._with_usage(record)  # before _destroy forgets the usage
             self._destroy(access_key_id)
             self._audit(audit)
-            return record
+            return as_it_was
 
     def _destroy(self, access_key_id: str) -> None:
         # Purged means gone: the sealed secret with the row, and what hangs off the key.
@@ -224,8 +228,10 @@ class MemoryStore:
                 if record.purge_at is not None and record.purge_at <= now
             )
             for key_id in expired:
+                owner = self._keys[key_id].owner
                 self._destroy(key_id)
-                self._audit(_purge_event(audit, key_id, "the retention period ended"))
+                if audit is not None:
+                    self._audit(audit.purge_of(key_id, owner, "the retention period ended"))
             return expired
 
     def _recycle_bin(self, owner: Owner) -> list[KeyRecord]:
@@ -405,13 +411,6 @@ class MemoryStore:
     def as_async(self) -> AsyncStoreAdapter:
         """The async face; memory operations never block, so they run inline."""
         return AsyncStoreAdapter(self, offload=False)
-
-
-def _purge_event(audit: AuditEvent | None, access_key_id: str, why: str) -> AuditEvent | None:
-    """The audit event of a purge that happens as a consequence of ``audit``'s change."""
-    if audit is None:
-        return None
-    return attrs.evolve(audit, action="PurgeAccessKey", access_key_id=access_key_id, detail=why)
 
 
 def _names(event: AuditEvent, owner: Owner) -> bool:

@@ -10,7 +10,7 @@ Five small ports, each in a sync and an async variant with the same method names
 
 Every method that changes state takes ``audit``: the :class:`AuditEvent` to append in
 the same transaction, so the trail never misses a change and never records one that did
-not happen.
+not happen. Times are whole seconds: backends may drop fractions.
 
 A backend is done when the conformance suite in ``tests/storage/`` passes against the
 real engine. Only ``typing.Protocol`` definitions live here.
@@ -297,7 +297,7 @@ class AuditLog(Protocol):
         limit: int = 1000,
     ) -> list[AuditEvent]:
         """Events matching every filter given, oldest first (then in append order), at
-        most ``limit``. ``owner`` matches events naming that account and user (an
+        most ``limit`` (``>= 0``). ``owner`` matches events naming that account and user (an
         :class:`Account` matches only events about the account's own keys)."""
         ...
 
@@ -318,7 +318,8 @@ class Store(KeyStore, NonceStore, PolicyStore, UsageLog, AuditLog, Protocol):
 
 
 class AsyncKeyStore(Protocol):
-    """The async face of :class:`KeyStore`: the verifier's read path and the admin verbs."""
+    """The async face of :class:`KeyStore`: what :class:`~aliak.AsyncVerifier` and simple
+    async administration need. The recycle-bin verbs are sync-only (``KeyManager``)."""
 
     @property
     def keyring(self) -> MasterKeyring: ...

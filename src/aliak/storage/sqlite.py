@@ -8,6 +8,10 @@ multi-statement operation, so a check and the write it guards hold the write loc
 together and a crash half-way leaves nothing half-written. The replay guard is a single
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement: atomic without any transaction.
 
+Every state change writes its audit event inside its own transaction, so the trail and
+the state never disagree. The audit table is append-only twice over: this code never
+updates or deletes a row, and triggers make the engine refuse it from anyone else.
+
 Store failures (the lock held beyond ``busy_timeout``, disk I/O) raise
 :class:`~aliak.errors.InternalError` chained from the ``sqlite3`` error: the verifier
 fails closed. A database this code cannot use (no such directory, not an SQLite file,
@@ -29,19 +33,25 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
+
+import attrs
 
 from aliak.acl import NetworkPolicy
 from aliak.errors import (
     AccessKeyAlreadyExists,
     AccessKeyLimitExceeded,
     AccessKeyNotFound,
+    AccessKeyNotInactive,
+    AccessKeyNotInRecycleBin,
     AliakError,
     InternalError,
     InvalidParameter,
 )
 from aliak.model import (
+    RECYCLE_BIN_RETENTION,
     Account,
+    AuditEvent,
     KeyAlgorithm,
     KeyRecord,
     KeyStatus,
@@ -111,6 +121,39 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (access_key_id, source_ip)
         ) WITHOUT ROWID""",
     ),
+    # 2: the key lifecycle (recycle bin lookups), store-wide settings, the audit trail.
+    (
+        """CREATE INDEX aliak_keys_in_recycle_bin
+            ON aliak_keys (account_id, user_name, recycled_at, access_key_id)
+            WHERE recycled_at IS NOT NULL""",
+        """CREATE INDEX aliak_keys_by_recycled_at
+            ON aliak_keys (recycled_at) WHERE recycled_at IS NOT NULL""",
+        """CREATE TABLE aliak_settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        # seq keeps append order among events of the same second; AUTOINCREMENT never
+        # hands out a number twice, even if a row were ever removed behind our back.
+        """CREATE TABLE aliak_audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            access_key_id TEXT,
+            account_id TEXT,
+            user_name TEXT,
+            detail TEXT NOT NULL
+        )""",
+        "CREATE INDEX aliak_audit_by_time ON aliak_audit (at)",
+        "CREATE INDEX aliak_audit_by_key ON aliak_audit (access_key_id, at)",
+        "CREATE INDEX aliak_audit_by_owner ON aliak_audit (account_id, user_name, at)",
+        # Append-only, enforced by the engine too: this code never updates or deletes an
+        # event, and neither can anything else that writes through SQL.
+        """CREATE TRIGGER aliak_audit_no_update BEFORE UPDATE ON aliak_audit
+            BEGIN SELECT RAISE(ABORT, 'the aliak audit trail is append-only'); END""",
+        """CREATE TRIGGER aliak_audit_no_delete BEFORE DELETE ON aliak_audit
+            BEGIN SELECT RAISE(ABORT, 'the aliak audit trail is append-only'); END""",
+    ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
@@ -124,6 +167,19 @@ _SELECT_OWNER_KEYS: Final = (
     f"SELECT {_KEY_COLUMNS} FROM aliak_keys "  # noqa: S608
     "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NULL "
     "ORDER BY created_at, access_key_id"
+)
+_SELECT_OWNER_RECYCLE_BIN: Final = (
+    f"SELECT {_KEY_COLUMNS} FROM aliak_keys "  # noqa: S608
+    "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NOT NULL "
+    "ORDER BY recycled_at, access_key_id"
+)
+_SELECT_KEYS_PAGE: Final = (
+    f"SELECT {_KEY_COLUMNS} FROM aliak_keys "  # noqa: S608
+    "WHERE access_key_id > ? ORDER BY access_key_id LIMIT ?"
+)
+_COUNT_LIVE_KEYS: Final = (
+    "SELECT count(*) FROM aliak_keys "
+    "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NULL"
 )
 _INSERT_KEY: Final = (
     f"INSERT INTO aliak_keys ({_KEY_COLUMNS}) "  # noqa: S608
@@ -152,6 +208,10 @@ _MERGE_SOURCE_IP: Final = (
     "last_seen = max(last_seen, excluded.last_seen)"
 )
 _SECRETS_PAGE: Final = 500
+_KEYS_PAGE: Final = 500
+_RETENTION_SECONDS: Final = int(RECYCLE_BIN_RETENTION.total_seconds())
+_AUDIT_COLUMNS: Final = "at, actor, action, access_key_id, account_id, user_name, detail"
+_INSERT_AUDIT: Final = f"INSERT INTO aliak_audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -266,6 +326,8 @@ class SQLiteStore:
         try:
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA foreign_keys = ON")
+            # A purge destroys the sealed secret: zero its bytes in the file, not just unlink.
+            connection.execute("PRAGMA secure_delete = ON")
         except BaseException:
             connection.close()
             raise
@@ -418,24 +480,18 @@ class SQLiteStore:
         return None if row is None else _record_from_row(row)
 
     @_fail_closed
-    def add_key(self, record: KeyRecord, *, max_keys_per_owner: int) -> None:
-        account_id, user_name = _owner_columns(record.owner)
+    def add_key(
+        self, record: KeyRecord, *, max_keys_per_owner: int, audit: AuditEvent | None = None
+    ) -> None:
         with self._write_transaction() as connection:
             exists = connection.execute(
                 "SELECT 1 FROM aliak_keys WHERE access_key_id = ?", (record.access_key_id,)
             ).fetchone()
             if exists is not None:
                 raise AccessKeyAlreadyExists(detail=record.access_key_id)
-            (live,) = connection.execute(
-                "SELECT count(*) FROM aliak_keys "
-                "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NULL",
-                (account_id, user_name),
-            ).fetchone()
-            if live >= max_keys_per_owner:
-                raise AccessKeyLimitExceeded(
-                    detail=f"{record.owner.principal_name} has {live} keys"
-                )
+            _check_owner_limit(connection, record.owner, max_keys_per_owner)
             connection.execute(_INSERT_KEY, _row_from_record(record))
+            _append_audit(connection, audit)
 
     @_fail_closed
     def list_keys(self, owner: Owner) -> list[KeyRecord]:
@@ -443,17 +499,185 @@ class SQLiteStore:
         return [_record_from_row(row) for row in rows]
 
     @_fail_closed
-    def set_key_status(self, access_key_id: str, status: KeyStatus) -> KeyRecord:
+    def set_key_status(
+        self, access_key_id: str, status: KeyStatus, *, audit: AuditEvent | None = None
+    ) -> KeyRecord:
         value = KeyStatus(status).value
         with self._write_transaction() as connection:
+            # A key in the recycle bin can only be restored or purged.
             changed = connection.execute(
-                "UPDATE aliak_keys SET status = ? WHERE access_key_id = ?",
+                "UPDATE aliak_keys SET status = ? WHERE access_key_id = ? AND recycled_at IS NULL",
                 (value, access_key_id),
             ).rowcount
             if changed != 1:
                 raise AccessKeyNotFound(detail=access_key_id)
+            _append_audit(connection, audit)
             row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
         return _record_from_row(row)
+
+    @_fail_closed
+    def recycle_key(
+        self,
+        access_key_id: str,
+        *,
+        now: datetime,
+        max_in_recycle_bin: int,
+        audit: AuditEvent | None = None,
+    ) -> list[str]:
+        with self._write_transaction() as connection:
+            row = connection.execute(
+                "SELECT account_id, user_name, status, recycled_at FROM aliak_keys "
+                "WHERE access_key_id = ?",
+                (access_key_id,),
+            ).fetchone()
+            if row is None or row[3] is not None:
+                raise AccessKeyNotFound(detail=access_key_id)
+            account_id, user_name, status, _ = row
+            if status != KeyStatus.INACTIVE.value:
+                raise AccessKeyNotInactive(detail=access_key_id)
+            connection.execute(
+                "UPDATE aliak_keys SET recycled_at = ? WHERE access_key_id = ?",
+                (_seconds(now), access_key_id),
+            )
+            _append_audit(connection, audit)
+            # The write lock is held, so the bin cannot fill up behind this count.
+            in_bin = connection.execute(
+                "SELECT access_key_id FROM aliak_keys "
+                "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NOT NULL "
+                "ORDER BY recycled_at, access_key_id",
+                (account_id, user_name),
+            ).fetchall()
+            evicted = [key_id for (key_id,) in in_bin[: max(0, len(in_bin) - max_in_recycle_bin)]]
+            owner = _owner_from_columns(account_id, user_name)
+            for key_id in evicted:
+                _destroy_key(connection, key_id)
+                if audit is not None:
+                    _append_audit(connection, audit.purge_of(key_id, owner, _EVICTED))
+        return evicted
+
+    @_fail_closed
+    def restore_key(
+        self,
+        access_key_id: str,
+        *,
+        now: datetime,
+        max_keys_per_owner: int,
+        audit: AuditEvent | None = None,
+    ) -> KeyRecord:
+        with self._write_transaction() as connection:
+            row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
+            record = None if row is None else _record_from_row(row)
+            if record is None or record.purge_at is None:
+                raise AccessKeyNotInRecycleBin(detail=access_key_id)
+            if now >= record.purge_at:
+                raise AccessKeyNotInRecycleBin(detail=f"{access_key_id}: retention ended")
+            _check_owner_limit(connection, record.owner, max_keys_per_owner)
+            connection.execute(
+                "UPDATE aliak_keys SET recycled_at = NULL, status = ? WHERE access_key_id = ?",
+                (KeyStatus.INACTIVE.value, access_key_id),
+            )
+            _append_audit(connection, audit)
+        return attrs.evolve(record, recycled_at=None, status=KeyStatus.INACTIVE)
+
+    @_fail_closed
+    def purge_key(
+        self,
+        access_key_id: str,
+        *,
+        only_if: Literal["in_recycle_bin", "inactive"],
+        audit: AuditEvent | None = None,
+    ) -> KeyRecord:
+        if only_if not in ("in_recycle_bin", "inactive"):
+            raise InvalidParameter("only_if", detail="'in_recycle_bin' or 'inactive'")
+        with self._write_transaction() as connection:
+            row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
+            record = None if row is None else _record_from_row(row)
+            if only_if == "in_recycle_bin":
+                if record is None or not record.in_recycle_bin:
+                    raise AccessKeyNotInRecycleBin(detail=access_key_id)
+            else:
+                if record is None or record.in_recycle_bin:
+                    raise AccessKeyNotFound(detail=access_key_id)
+                if record.status is not KeyStatus.INACTIVE:
+                    raise AccessKeyNotInactive(detail=access_key_id)
+            _destroy_key(connection, access_key_id)
+            _append_audit(connection, audit)
+        return record
+
+    @_fail_closed
+    def purge_expired(self, *, now: datetime, audit: AuditEvent | None = None) -> list[str]:
+        # recycled_at + retention <= now, kept in this form so the index on recycled_at
+        # serves it; recycled_at is whole seconds and now may carry a fraction.
+        cutoff = now.timestamp() - _RETENTION_SECONDS
+        with self._write_transaction() as connection:
+            expired = connection.execute(
+                "SELECT access_key_id, account_id, user_name FROM aliak_keys "
+                "WHERE recycled_at IS NOT NULL AND recycled_at <= ? ORDER BY access_key_id",
+                (cutoff,),
+            ).fetchall()
+            for key_id, account_id, user_name in expired:
+                _destroy_key(connection, key_id)
+                if audit is not None:
+                    owner = _owner_from_columns(account_id, user_name)
+                    _append_audit(connection, audit.purge_of(key_id, owner, _EXPIRED))
+        return [key_id for key_id, _, _ in expired]
+
+    @_fail_closed
+    def list_recycle_bin(self, owner: Owner) -> list[KeyRecord]:
+        rows = (
+            self._connection().execute(_SELECT_OWNER_RECYCLE_BIN, _owner_columns(owner)).fetchall()
+        )
+        return [_record_from_row(row) for row in rows]
+
+    @_fail_closed
+    def mark_leak_restricted(
+        self, access_key_id: str, *, audit: AuditEvent | None = None
+    ) -> KeyRecord:
+        with self._write_transaction() as connection:
+            changed = connection.execute(
+                "UPDATE aliak_keys SET leak_restricted = 1 WHERE access_key_id = ?",
+                (access_key_id,),
+            ).rowcount
+            if changed != 1:
+                raise AccessKeyNotFound(detail=access_key_id)
+            _append_audit(connection, audit)
+            row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
+        return _record_from_row(row)
+
+    def iter_keys(self) -> Iterator[KeyRecord]:
+        """Pages through the keys by id, so no read transaction stays open between pages
+        while the caller works on them."""
+        after = ""
+        while True:
+            page = self._keys_page(after)
+            yield from page
+            if len(page) < _KEYS_PAGE:
+                return
+            after = page[-1].access_key_id
+
+    @_fail_closed
+    def _keys_page(self, after: str) -> list[KeyRecord]:
+        rows = self._connection().execute(_SELECT_KEYS_PAGE, (after, _KEYS_PAGE)).fetchall()
+        return [_record_from_row(row) for row in rows]
+
+    @_fail_closed
+    def get_setting(self, name: str) -> str | None:
+        row = (
+            self._connection()
+            .execute("SELECT value FROM aliak_settings WHERE name = ?", (name,))
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    @_fail_closed
+    def set_setting(self, name: str, value: str, *, audit: AuditEvent | None = None) -> None:
+        with self._write_transaction() as connection:
+            connection.execute(
+                "INSERT INTO aliak_settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+            _append_audit(connection, audit)
 
     @_fail_closed
     def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
@@ -528,19 +752,31 @@ class SQLiteStore:
         return None if row is None else _policy_from_json(row[0])
 
     @_fail_closed
-    def set_network_policy(self, target: PolicyTarget, policy: NetworkPolicy | None) -> None:
-        connection = self._connection()
-        if policy is None:
-            connection.execute(
-                "DELETE FROM aliak_network_policies WHERE level = ? AND target_id = ?",
-                (target.level, target.id),
-            )
-            return
-        connection.execute(
-            "INSERT INTO aliak_network_policies (level, target_id, policy) VALUES (?, ?, ?) "
-            "ON CONFLICT (level, target_id) DO UPDATE SET policy = excluded.policy",
-            (target.level, target.id, json.dumps(policy.to_dict(), separators=(",", ":"))),
-        )
+    def set_network_policy(
+        self,
+        target: PolicyTarget,
+        policy: NetworkPolicy | None,
+        *,
+        audit: AuditEvent | None = None,
+    ) -> None:
+        with self._write_transaction() as connection:
+            if policy is None:
+                connection.execute(
+                    "DELETE FROM aliak_network_policies WHERE level = ? AND target_id = ?",
+                    (target.level, target.id),
+                )
+            else:
+                connection.execute(
+                    "INSERT INTO aliak_network_policies (level, target_id, policy) "
+                    "VALUES (?, ?, ?) "
+                    "ON CONFLICT (level, target_id) DO UPDATE SET policy = excluded.policy",
+                    (
+                        target.level,
+                        target.id,
+                        json.dumps(policy.to_dict(), separators=(",", ":")),
+                    ),
+                )
+            _append_audit(connection, audit)
 
     # -- UsageLog ---------------------------------------------------------------------
 
@@ -585,6 +821,46 @@ class SQLiteStore:
             SourceIpUse(ip, utc_from_timestamp(first), utc_from_timestamp(last))
             for ip, first, last in rows
         ]
+
+    # -- AuditLog ---------------------------------------------------------------------
+
+    @_fail_closed
+    def append_audit_event(self, event: AuditEvent) -> None:
+        self._connection().execute(_INSERT_AUDIT, _row_from_event(event))
+
+    @_fail_closed
+    def audit_events(
+        self,
+        *,
+        access_key_id: str | None = None,
+        owner: Owner | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        # Only constant fragments are joined into the query; every value is bound.
+        conditions: list[str] = []
+        values: list[object] = []
+        if access_key_id is not None:
+            conditions.append("access_key_id = ?")
+            values.append(access_key_id)
+        if owner is not None:
+            conditions.append("account_id = ? AND user_name IS ?")
+            values.extend(_owner_columns(owner))
+        if since is not None:
+            conditions.append("at >= ?")  # at is whole seconds; since may carry a fraction
+            values.append(since.timestamp())
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        values.append(max(0, limit))
+        rows = (
+            self._connection()
+            .execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM aliak_audit {where}"  # noqa: S608
+                "ORDER BY at, seq LIMIT ?",
+                values,
+            )
+            .fetchall()
+        )
+        return [_event_from_row(row) for row in rows]
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -689,6 +965,10 @@ def _owner_columns(owner: Owner) -> tuple[str, str | None]:
     return owner.account_id, None
 
 
+def _owner_from_columns(account_id: str, user_name: str | None) -> Owner:
+    return Account(account_id) if user_name is None else RamUser(account_id, user_name)
+
+
 def _seconds(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
 
@@ -730,7 +1010,7 @@ def _record_from_row(row: Sequence[Any]) -> KeyRecord:
     try:
         return KeyRecord(
             access_key_id=access_key_id,
-            owner=Account(account_id) if user_name is None else RamUser(account_id, user_name),
+            owner=_owner_from_columns(account_id, user_name),
             status=KeyStatus(status),
             created_at=utc_from_timestamp(created_at),
             algorithm=KeyAlgorithm(algorithm),
@@ -751,6 +1031,64 @@ def _policy_from_json(text: str) -> NetworkPolicy:
         return NetworkPolicy.from_dict(json.loads(text))
     except (AliakError, ValueError, TypeError) as error:
         raise InternalError(detail="a stored network policy is corrupt") from error
+
+
+def _row_from_event(event: AuditEvent) -> tuple[object, ...]:
+    return (
+        _seconds(event.at),
+        event.actor,
+        event.action,
+        event.access_key_id,
+        event.account_id,
+        event.user_name,
+        event.detail,
+    )
+
+
+def _event_from_row(row: Sequence[Any]) -> AuditEvent:
+    at, actor, action, access_key_id, account_id, user_name, detail = row
+    try:
+        return AuditEvent(
+            at=utc_from_timestamp(at),
+            actor=actor,
+            action=action,
+            access_key_id=access_key_id,
+            account_id=account_id,
+            user_name=user_name,
+            detail=detail,
+        )
+    except (AliakError, ValueError, TypeError) as error:
+        raise InternalError(detail="a stored audit event is corrupt") from error
+
+
+# -- the key lifecycle ------------------------------------------------------------------
+
+_EVICTED: Final = "evicted: the recycle bin is full"
+_EXPIRED: Final = "the retention period ended"
+
+
+def _check_owner_limit(connection: sqlite3.Connection, owner: Owner, limit: int) -> None:
+    """Refuse one more key outside the recycle bin; run it inside the write transaction."""
+    (live,) = connection.execute(_COUNT_LIVE_KEYS, _owner_columns(owner)).fetchone()
+    if live >= limit:
+        raise AccessKeyLimitExceeded(detail=f"{owner.principal_name} has {live} keys")
+
+
+def _destroy_key(connection: sqlite3.Connection, access_key_id: str) -> None:
+    """Purged means gone: the row (sealed secret and last use with it), the source-IP
+    history and the key-level policy. The history also cascades; deleting it here as well
+    keeps that true on a connection that left foreign keys off."""
+    connection.execute("DELETE FROM aliak_key_source_ips WHERE access_key_id = ?", (access_key_id,))
+    connection.execute(
+        "DELETE FROM aliak_network_policies WHERE level = 'key' AND target_id = ?",
+        (access_key_id,),
+    )
+    connection.execute("DELETE FROM aliak_keys WHERE access_key_id = ?", (access_key_id,))
+
+
+def _append_audit(connection: sqlite3.Connection, event: AuditEvent | None) -> None:
+    if event is not None:
+        connection.execute(_INSERT_AUDIT, _row_from_event(event))
 
 
 # -- usage merging --------------------------------------------------------------------
