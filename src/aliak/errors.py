@@ -29,11 +29,13 @@ __all__ = [
     "InvalidSecurityTokenMismatch",
     "InvalidSignatureMethod",
     "InvalidTimeStampExpired",
+    "IncompleteBody",
     "InvalidTimeStampFormat",
     "LimitExceeded",
     "MissingParameter",
     "MissingSecurityToken",
     "OwnerNotFound",
+    "PayloadTooLarge",
     "RootAccessKeyForbidden",
     "SignatureDoesNotMatch",
     "SignatureNonceUsed",
@@ -310,3 +312,22 @@ class RootAccessKeyForbidden(AliakError):
     code = "NotSupported.RootAccessKey"
     default_message = "Creating an AccessKey for the account itself is not allowed."
     http_status = 403
+
+
+# Transport errors raised by the server integrations before verification can start.
+
+
+class PayloadTooLarge(AliakError):
+    """The body is longer than the server's configured limit; nothing past it was read."""
+
+    code = "PayloadTooLarge"
+    default_message = "The request body exceeds the allowed size."
+    http_status = 413
+
+
+class IncompleteBody(AliakError):
+    """The client stopped sending before the body it announced was complete."""
+
+    code = "IncompleteBody"
+    default_message = "The request body was not received in full."
+    http_status = 400
