@@ -77,14 +77,16 @@ def _worked_example(out: TextIO) -> bool:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         """The demo prints its own table; no access log."""
 
 
 def _echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     verified = environ["aliak.verified"]
     body = json.dumps(verified.to_dict()).encode()
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
@@ -148,7 +150,9 @@ def _scenarios(store: SQLiteStore, base: str) -> list[_Scenario]:
     def replay() -> Any:
         with requests.Session() as session:
             prepared = session.prepare_request(
-                requests.Request("GET", url, headers=headers, auth=RequestsAuth(new.access_key, **action))
+                requests.Request(
+                    "GET", url, headers=headers, auth=RequestsAuth(new.access_key, **action)
+                )
             )
             session.send(prepared, timeout=10)
             return session.send(prepared, timeout=10)  # the same nonce, again
@@ -186,14 +190,26 @@ def _scenarios(store: SQLiteStore, base: str) -> list[_Scenario]:
         return httpx_post(HttpxAuth(new.access_key, **action))
 
     forged = AccessKey(new.access_key_id, "not-the-secret-of-this-key-000")
+
+    def signed_get() -> Any:
+        return requests_get(RequestsAuth(new.access_key, **action))
+
+    def signed_post() -> Any:
+        return httpx_post(HttpxAuth(new.access_key, **action))
+
+    def wrong_secret() -> Any:
+        return requests_get(RequestsAuth(forged, **action))
+
+    accepted = "200 accepted"
     return [
-        _Scenario("requests", "signed GET", "200 accepted", lambda: requests_get(RequestsAuth(new.access_key, **action))),
-        _Scenario("httpx", "signed POST with a body", "200 accepted", lambda: httpx_post(HttpxAuth(new.access_key, **action))),
-        _Scenario("httpx", "STS credential (AssumeRole)", "200 accepted", fresh_sts),
-        _Scenario("requests", "bad signature (wrong secret)", "400 SignatureDoesNotMatch", lambda: requests_get(RequestsAuth(forged, **action))),
+        _Scenario("requests", "signed GET", accepted, signed_get),
+        _Scenario("httpx", "signed POST with a body", accepted, signed_post),
+        _Scenario("httpx", "STS credential (AssumeRole)", accepted, fresh_sts),
+        _Scenario("requests", "wrong secret", "400 SignatureDoesNotMatch", wrong_secret),
         _Scenario("requests", "replayed nonce", "400 SignatureNonceUsed", replay),
         _Scenario("requests", "skewed clock (1 hour late)", "400 InvalidTimeStamp.Expired", skewed),
-        _Scenario("requests", "network ACL denies 127.0.0.1", "400 InvalidAccessKeyId.AccessPolicyDenied", with_policy),
+        _Scenario("requests", "network ACL denies 127.0.0.1",
+                  "400 InvalidAccessKeyId.AccessPolicyDenied", with_policy),
         _Scenario("httpx", "expired STS token", "400 InvalidSecurityToken.Expired", expired_sts),
         _Scenario("requests", "disabled key", "400 InvalidAccessKeyId.Inactive", disabled),
         _Scenario("httpx", "key in the recycle bin", "400 InvalidAccessKeyId.Inactive", recycled),
@@ -202,14 +218,17 @@ def _scenarios(store: SQLiteStore, base: str) -> list[_Scenario]:
 
 def _table(out: TextIO, scenarios: list[_Scenario], passed: list[bool]) -> None:
     rows = [["#", "client", "request", "expected", "server answered", ""]]
-    for number, (scenario, ok) in enumerate(zip(scenarios, passed), start=1):
+    for number, (scenario, ok) in enumerate(zip(scenarios, passed, strict=True), start=1):
         rows.append(
             [str(number), scenario.client, scenario.what, scenario.expected, scenario.got,
              "ok" if ok else "UNEXPECTED"]
         )  # fmt: skip
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for index, row in enumerate(rows):
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+        out.write(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            + "\n"
+        )
         if index == 0:
             out.write("  ".join("-" * width for width in widths) + "\n")
 
@@ -221,7 +240,9 @@ def _end_to_end(out: TextIO) -> bool:
         try:
             with _verifying_server(store) as base, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out.write(f"store:  {Path(directory) / 'aliak.db'} (SQLite, master key beside it)\n")
+                out.write(
+                    f"store:  {Path(directory) / 'aliak.db'} (SQLite, master key beside it)\n"
+                )
                 out.write(f"server: {base} (AliakWSGIMiddleware under wsgiref)\n\n")
                 scenarios = _scenarios(store, base)
                 passed = [scenario.run() for scenario in scenarios]

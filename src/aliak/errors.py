@@ -18,6 +18,7 @@ __all__ = [
     "AccessKeyNotInactive",
     "AliakError",
     "Forbidden",
+    "IncompleteBody",
     "IncompleteSignature",
     "InternalError",
     "InvalidAccessKeyIdAccessPolicyDenied",
@@ -29,7 +30,6 @@ __all__ = [
     "InvalidSecurityTokenMismatch",
     "InvalidSignatureMethod",
     "InvalidTimeStampExpired",
-    "IncompleteBody",
     "InvalidTimeStampFormat",
     "LimitExceeded",
     "MissingParameter",
@@ -37,6 +37,7 @@ __all__ = [
     "OwnerNotFound",
     "PayloadTooLarge",
     "RootAccessKeyForbidden",
+    "ServiceUnavailable",
     "SignatureDoesNotMatch",
     "SignatureNonceUsed",
 ]
@@ -227,6 +228,18 @@ class InternalError(AliakError):
     code = "InternalError"
     default_message = "The request processing has failed due to some unknown error."
     http_status = 500
+
+
+class ServiceUnavailable(InternalError):
+    """A storage server (PostgreSQL, Redis) cannot be reached or is restarting.
+
+    Verification fails closed: nothing is accepted without its checks. Retry later; the
+    stores reconnect by themselves when the server is back.
+    """
+
+    code = "ServiceUnavailable"
+    default_message = "The request has failed due to a temporary failure of the server."
+    http_status = 503
 
 
 # Administration errors (key management, not request verification). Codes follow the

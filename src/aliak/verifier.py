@@ -82,6 +82,7 @@ from aliak.request import Body, Request
 from aliak.sealing import MasterKeyring, UnknownMasterKeyVersion
 from aliak.storage.protocols import (
     AsyncStore,
+    InvalidationChannel,
     PolicyTarget,
     Store,
 )
@@ -677,6 +678,9 @@ class _TtlCache(Generic[K, V]):
                 del entries[next(iter(entries))]
         entries[key] = (now + self._ttl, value)
 
+    def discard(self, key: K) -> None:
+        self._entries.pop(key, None)
+
     def clear(self) -> None:
         self._entries.clear()
 
@@ -732,6 +736,25 @@ class _Shell:
         self._usage = _UsageBuffer()
         self._next_flush = clock() + self.settings.usage_flush_interval
 
+    def invalidate(self, access_key_id: str | None = None) -> None:
+        """Forget a key's cached record and policies now (``None``: everything)."""
+        if access_key_id is None:
+            self._keys.clear()
+        else:
+            self._keys.discard(access_key_id)
+
+    def _follow_invalidations(self, store: object) -> None:
+        """Drop cached records when the store's invalidation channel says they changed."""
+        channel = getattr(store, "invalidations", None)
+        self._unsubscribe: Callable[[], None] | None = None
+        if isinstance(channel, InvalidationChannel):
+            self._unsubscribe = channel.subscribe(self.invalidate)
+
+    def _stop_following(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
     def _due_for_flush(self, now: float) -> bool:
         if now < self._next_flush:
             return False
@@ -782,6 +805,7 @@ class Verifier(_Shell):
         self._sts_validator: StsValidator = sts_validator or SealedTokenValidator(
             lambda: store.keyring, store.reload_keyring
         )
+        self._follow_invalidations(store)
         self._writer: ThreadPoolExecutor | None = None
         self._writes: list[Future[None]] = []
 
@@ -924,12 +948,9 @@ class Verifier(_Shell):
         if records:
             self._store.record_usage(records)
 
-    def invalidate(self) -> None:
-        """Forget cached key records and policies now."""
-        self._keys.clear()
-
     def close(self) -> None:
         """Flush and stop the background writer. The store stays open (it is yours)."""
+        self._stop_following()
         try:
             self.flush()
         finally:
@@ -961,6 +982,7 @@ class AsyncVerifier(_Shell):
         self._sts_validator: StsValidator = sts_validator or SealedTokenValidator(
             lambda: store.keyring
         )
+        self._follow_invalidations(store)
         self._flushes: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -1090,12 +1112,9 @@ class AsyncVerifier(_Shell):
         if records:
             await self._store.record_usage(records)
 
-    def invalidate(self) -> None:
-        """Forget cached key records and policies now."""
-        self._keys.clear()
-
     async def aclose(self) -> None:
         """Wait for background writes, then flush what is left."""
+        self._stop_following()
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
         await self.flush()

@@ -18,9 +18,9 @@ real engine. Only ``typing.Protocol`` definitions live here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -44,6 +44,7 @@ __all__ = [
     "AsyncStore",
     "AsyncUsageLog",
     "AuditLog",
+    "InvalidationChannel",
     "KeyStore",
     "NonceStore",
     "PolicyStore",
@@ -299,6 +300,26 @@ class AuditLog(Protocol):
         """Events matching every filter given, oldest first (then in append order), at
         most ``limit`` (``>= 0``). ``owner`` matches events naming that account and user (an
         :class:`Account` matches only events about the account's own keys)."""
+        ...
+
+
+@runtime_checkable
+class InvalidationChannel(Protocol):
+    """Tells every verifier of a fleet that a key (or everything) changed, so it drops
+    its cached record at once instead of waiting out the freshness.
+
+    Best effort by design: a lost message costs at most one freshness period, because
+    caches expire anyway. Never a substitute for the store being the truth.
+    """
+
+    def publish(self, access_key_id: str | None) -> None:
+        """Announce a change of ``access_key_id``'s record or policies (``None``: of
+        anything, e.g. an account-level policy)."""
+        ...
+
+    def subscribe(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call ``callback`` for every announcement, from a background thread; returns a
+        function that unsubscribes."""
         ...
 
 
