@@ -139,7 +139,12 @@ def _scenarios(store: SQLiteStore, base: str) -> list[_Scenario]:
     new = keys.create_access_key(user)
     url = f"{base}/?RegionId=cn-hangzhou&InstanceId.1=i-demo"
     headers = {"Host": _HOST}
-    action = {"action": "DescribeInstances", "version": "2014-05-26"}
+
+    def requests_auth(credential: Any) -> Any:
+        return RequestsAuth(credential, action="DescribeInstances", version="2014-05-26")
+
+    def httpx_auth(credential: Any) -> Any:
+        return HttpxAuth(credential, action="DescribeInstances", version="2014-05-26")
 
     def requests_get(auth: Any) -> Any:
         return requests.get(url, auth=auth, headers=headers, timeout=10)
@@ -150,9 +155,7 @@ def _scenarios(store: SQLiteStore, base: str) -> list[_Scenario]:
     def replay() -> Any:
         with requests.Session() as session:
             prepared = session.prepare_request(
-                requests.Request(
-                    "GET", url, headers=headers, auth=RequestsAuth(new.access_key, **action)
-                )
+                requests.Request("GET", url, headers=headers, auth=requests_auth(new.access_key))
             )
             session.send(prepared, timeout=10)
             return session.send(prepared, timeout=10)  # the same nonce, again
@@ -162,43 +165,43 @@ def _scenarios(store: SQLiteStore, base: str) -> list[_Scenario]:
             NetworkPolicy(public=["198.51.100.0/24"]), access_key_id=new.access_key_id
         )
         try:
-            return requests_get(RequestsAuth(new.access_key, **action))
+            return requests_get(requests_auth(new.access_key))
         finally:
             keys.set_network_policy(None, access_key_id=new.access_key_id)
 
     def skewed() -> Any:
         late = Signer(new.access_key, clock=lambda: time.time() - 3600)
-        return requests_get(RequestsAuth(late, **action))
+        return requests_get(requests_auth(late))
 
     def expired_sts() -> Any:
         two_hours_ago = KeyManager(store, clock=lambda: time.time() - 7200, actor="aliak-demo")
         credential = two_hours_ago.assume_role(
             RamRole(_ACCOUNT, "DemoRole"), session_name="demo", duration=3600
         )
-        return httpx_post(HttpxAuth(credential, **action))
+        return httpx_post(httpx_auth(credential))
 
     def fresh_sts() -> Any:
         credential = keys.assume_role(RamRole(_ACCOUNT, "DemoRole"), session_name="demo")
-        return httpx_post(HttpxAuth(credential, **action))
+        return httpx_post(httpx_auth(credential))
 
     def disabled() -> Any:
         keys.disable_access_key(new.access_key_id)
-        return requests_get(RequestsAuth(new.access_key, **action))
+        return requests_get(requests_auth(new.access_key))
 
     def recycled() -> Any:
         keys.delete_access_key(new.access_key_id)
-        return httpx_post(HttpxAuth(new.access_key, **action))
+        return httpx_post(httpx_auth(new.access_key))
 
     forged = AccessKey(new.access_key_id, "not-the-secret-of-this-key-000")
 
     def signed_get() -> Any:
-        return requests_get(RequestsAuth(new.access_key, **action))
+        return requests_get(requests_auth(new.access_key))
 
     def signed_post() -> Any:
-        return httpx_post(HttpxAuth(new.access_key, **action))
+        return httpx_post(httpx_auth(new.access_key))
 
     def wrong_secret() -> Any:
-        return requests_get(RequestsAuth(forged, **action))
+        return requests_get(requests_auth(forged))
 
     accepted = "200 accepted"
     return [
@@ -217,7 +220,7 @@ def _scenarios(store: SQLiteStore, base: str) -> list[_Scenario]:
 
 
 def _table(out: TextIO, scenarios: list[_Scenario], passed: list[bool]) -> None:
-    rows = [["#", "client", "request", "expected", "server answered", ""]]
+    rows = [["#", "client", "request", "expected", "server answered", "result"]]
     for number, (scenario, ok) in enumerate(zip(scenarios, passed, strict=True), start=1):
         rows.append(
             [str(number), scenario.client, scenario.what, scenario.expected, scenario.got,
