@@ -56,7 +56,10 @@ def error_response(
         if recommend is None
         else recommend.format(code=error.code, product=product, request_id=request_id),
     )
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # "replace": a host decoded with surrogateescape (non-UTF-8 bytes) still renders.
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "replace"
+    )
     headers = [
         ("Content-Type", "application/json;charset=utf-8"),
         ("Content-Length", str(len(payload))),
@@ -97,8 +100,10 @@ def client_address(
     """The client's address: the peer, unless the peer is a trusted proxy; then the
     right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy (§1).
 
-    A forged ``X-Forwarded-For`` from an untrusted peer is ignored; entries that are not
-    addresses end the walk (nothing to their left can be believed).
+    A forged ``X-Forwarded-For`` from an untrusted peer is ignored. An entry that is not
+    an address, before an untrusted one is found, makes the client unknown (``None``):
+    the proxy's own address must never stand in for it, or an ACL allowing the proxy
+    would let the request through.
     """
     if peer is None or peer not in trusted:
         return peer
@@ -108,7 +113,7 @@ def client_address(
         try:
             ipaddress.ip_address(hop)
         except ValueError:
-            break
+            return None
         address = hop
         if hop not in trusted:
             break

@@ -1,0 +1,240 @@
+"""ASGI 3 server integration: verify ACS3-signed requests before the app runs.
+
+:class:`AliakASGIMiddleware` wraps any ASGI 3 application (Starlette, FastAPI, a bare
+coroutine) and imports no framework. It verifies ``http`` scopes only; ``lifespan`` and
+``websocket`` scopes pass through. For a protected path it reads the body once (bounded by
+``max_body_size``), rebuilds the request as it was on the wire (:func:`request_from_scope`:
+``raw_path``, the raw ``query_string``, the header list with duplicates), verifies it with
+an :class:`aliak.AsyncVerifier`, and then either answers with the Alibaba error response
+(``verification.md`` §3) or calls the application with ``scope["aliak.verified"]`` set
+and the body replayed through ``receive``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from aliak.encoding import parse_query_string
+from aliak.errors import AliakError, IncompleteBody, PayloadTooLarge
+from aliak.integrations.http import (
+    DEFAULT_RECOMMEND,
+    TrustedProxies,
+    client_address,
+    error_response,
+)
+from aliak.integrations.wsgi import (
+    DEFAULT_MAX_BODY_SIZE,
+    ProtectedPaths,
+    check_max_body_size,
+    encode_decoded_path,
+    origin_path,
+    parse_content_length,
+)
+from aliak.request import Request
+
+if TYPE_CHECKING:
+    from aliak.verifier import AsyncVerifier
+
+__all__ = [
+    "ASGIApp",
+    "AliakASGIMiddleware",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "request_from_scope",
+]
+
+logger = logging.getLogger(__name__)
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _header_pairs(scope: Scope) -> list[tuple[str, str]]:
+    # Names: ASCII tokens (latin-1 keeps any byte visible to the validator); values: the
+    # UTF-8 the client sent, surrogateescape keeping the canonical bytes the wire bytes.
+    return [
+        (bytes(name).decode("latin-1"), bytes(value).decode("utf-8", "surrogateescape"))
+        for name, value in scope.get("headers") or ()
+    ]
+
+
+def _raw_path(scope: Scope) -> str:
+    raw_path = scope.get("raw_path")
+    if raw_path:
+        return origin_path(bytes(raw_path).decode("latin-1"))
+    return encode_decoded_path(str(scope.get("path", "")))
+
+
+def request_from_scope(scope: Scope, body: bytes) -> Request:
+    """The request as it was on the wire, from an ASGI ``http`` scope and the body read.
+
+    - path: ``raw_path`` (any query cut off), else ``path`` re-encoded segment by segment;
+    - query: the raw ``query_string`` bytes, decoded by
+      :func:`aliak.encoding.parse_query_string`;
+    - headers: every pair of ``headers``, duplicates kept; the ``host`` header is the host.
+
+    Raises :class:`~aliak.errors.InvalidParameter` for what :class:`Request` refuses.
+    """
+    headers = _header_pairs(scope)
+    host = next((value for name, value in headers if name.lower() == "host"), None)
+    return Request(
+        str(scope.get("method", "GET")),
+        host=host or None,
+        path=_raw_path(scope),
+        query=parse_query_string(bytes(scope.get("query_string") or b"")),
+        headers=headers,
+        body=body,
+    )
+
+
+async def read_body(scope: Scope, receive: Receive, max_body_size: int) -> bytes:
+    """The whole body from ``receive``, never more than ``max_body_size`` bytes of it.
+
+    An announced ``Content-Length`` over the limit is refused before anything is read; a
+    body that passes the limit is refused at that message, without reading further. A
+    ``http.disconnect`` before the last message raises :class:`IncompleteBody`.
+    """
+    for name, value in scope.get("headers") or ():
+        if bytes(name).lower() == b"content-length":
+            parse_content_length(bytes(value).decode("latin-1"), max_body_size)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message.get("type") != "http.request":  # http.disconnect: the client left
+            raise IncompleteBody(detail=f"{message.get('type')} after {size} bytes")
+        chunk = bytes(message.get("body") or b"")
+        size += len(chunk)
+        if size > max_body_size:
+            raise PayloadTooLarge(detail=f"more than {max_body_size} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the application the whole body in one message, then
+    delegates (so a later ``http.disconnect`` still reaches it)."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class AliakASGIMiddleware:
+    """Verify every ``http`` request to a protected path before ``app`` sees it.
+
+    The options are those of :class:`aliak.integrations.wsgi.AliakWSGIMiddleware`, with an
+    :class:`aliak.AsyncVerifier`, and ``vpc_id`` called with the scope. On success the
+    application gets ``scope["aliak.verified"]`` (an :class:`aliak.Verified`) and the body
+    from ``receive`` as one ``http.request`` message. Works with Starlette's
+    ``app.add_middleware(AliakASGIMiddleware, verifier=...)``.
+
+    ``date_header``: ASGI servers (uvicorn, hypercorn) put a ``Date`` header on every
+    response, and a second one would make it unparseable for clients that join repeated
+    headers; refusals carry the server's. Set it for a server that sends none.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: AsyncVerifier,
+        *,
+        paths: Iterable[str] | None = None,
+        trusted_proxies: Iterable[str] = (),
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        vpc_id: Callable[[Scope], str | None] | None = None,
+        recommend: str | None = DEFAULT_RECOMMEND,
+        date_header: bool = False,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.protected = ProtectedPaths(paths)
+        self.trusted_proxies = TrustedProxies(trusted_proxies)
+        self.max_body_size = check_max_body_size(max_body_size)
+        self.vpc_id = vpc_id
+        self.recommend = recommend
+        self.date_header = date_header
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http" or not self._is_protected(scope):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_body(scope, receive, self.max_body_size)
+        except IncompleteBody as error:
+            logger.info("client left before its body was complete: %s", error)
+            return  # nobody is listening for an answer
+        except AliakError as error:
+            # The rest of the body is unread: the connection cannot carry another request.
+            await self._refuse(error, scope, send, close=True)
+            return
+        try:
+            request = request_from_scope(scope, body)
+            verified = await self.verifier.verify(
+                request,
+                source_ip=self.source_ip(scope),
+                vpc_id=None if self.vpc_id is None else self.vpc_id(scope),
+            )
+        except AliakError as error:
+            await self._refuse(error, scope, send)
+            return
+        scope["aliak.verified"] = verified
+        await self.app(scope, _replay(body, receive), send)
+
+    def _is_protected(self, scope: Scope) -> bool:
+        path = str(scope.get("path", ""))
+        root_path = str(scope.get("root_path", ""))
+        paths = [path]
+        if root_path and path.startswith(root_path):
+            paths.append(path[len(root_path) :])
+        else:
+            paths.append(root_path + path)
+        return self.protected(*paths)
+
+    def source_ip(self, scope: Scope) -> str | None:
+        client = scope.get("client")
+        peer = str(client[0]) if client else None
+        forwarded = [
+            bytes(value).decode("latin-1")
+            for name, value in scope.get("headers") or ()
+            if bytes(name).lower() == b"x-forwarded-for"
+        ]
+        return client_address(peer, forwarded, self.trusted_proxies)
+
+    async def _refuse(
+        self, error: AliakError, scope: Scope, send: Send, *, close: bool = False
+    ) -> None:
+        logger.info("refused %s %r: %s", scope.get("method"), scope.get("path"), error)
+        host = next(
+            (
+                # latin-1: any bytes give text that the JSON body can carry
+                bytes(value).decode("latin-1")
+                for name, value in scope.get("headers") or ()
+                if bytes(name).lower() == b"host"
+            ),
+            None,
+        )
+        status, headers, payload = error_response(error, host=host, recommend=self.recommend)
+        raw_headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers
+            if self.date_header or name.lower() != "date"
+        ]
+        if close:
+            raw_headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -1,0 +1,394 @@
+"""WSGI (PEP 3333) server integration: verify ACS3-signed requests before the app runs.
+
+:class:`AliakWSGIMiddleware` wraps any WSGI application (Flask, Django, a bare callable).
+For a protected path it reads the body (bounded by ``max_body_size``), rebuilds the request
+as it was on the wire (:func:`request_from_environ`), verifies it, and then either answers
+with the Alibaba error response (``verification.md`` §3) or calls the application with
+``environ["aliak.verified"]`` set and the body replayed in ``wsgi.input``.
+
+The wire form matters (``acs3-signature.md`` §5.2): ``PATH_INFO`` is already
+percent-decoded, so the raw path is taken from ``RAW_URI`` (gunicorn) or ``REQUEST_URI``
+(uWSGI, mod_wsgi) when the server provides one. Without it, the decoded path is
+re-encoded segment by segment, which reproduces every path an SDK builds with its
+encoding helper, but not a ``%2F`` inside a segment, nor a non-canonical encoding.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aliak.authorization import parse_authorization
+from aliak.encoding import parse_query_string, percent_encode
+from aliak.errors import AliakError, IncompleteBody, InvalidParameter, PayloadTooLarge
+from aliak.integrations.http import (
+    DEFAULT_RECOMMEND,
+    TrustedProxies,
+    client_address,
+    error_response,
+)
+from aliak.request import Request
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from aliak.verifier import Verifier
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "AliakWSGIMiddleware", "request_from_environ"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+# Bodies are read in pieces of this size, so a limit check never waits on a huge read.
+READ_CHUNK_SIZE = 64 * 1024
+
+_is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_repeated_slashes = re.compile(r"/{2,}")
+
+
+# ---------------------------------------------------------------------------------------
+# Shared with the ASGI integration (no framework in either)
+# ---------------------------------------------------------------------------------------
+
+
+class ProtectedPaths:
+    """Which requests a middleware verifies: every one (``None``), or those whose path
+    starts with one of the given prefixes.
+
+    A plain string prefix (``"/api"`` also covers ``/apix``): when in doubt, a request
+    is verified rather than let through. The decoded path is tested both as received and
+    normalised (repeated slashes collapsed, dot segments resolved), so ``//api/x`` and
+    ``/public/../api/x`` do not slip past a router that normalises.
+    """
+
+    __slots__ = ("_prefixes",)
+
+    def __init__(self, paths: Iterable[str] | None) -> None:
+        if paths is None:
+            self._prefixes: tuple[str, ...] | None = None
+            return
+        if isinstance(paths, str):
+            paths = [paths]
+        prefixes = []
+        for path in paths:
+            if not isinstance(path, str) or not path:
+                raise ValueError(f"a protected path prefix is a non-empty str, not {path!r}")
+            prefixes.append(path if path.startswith("/") else "/" + path)
+        self._prefixes = tuple(prefixes)
+
+    def __call__(self, *paths: str) -> bool:
+        prefixes = self._prefixes
+        if prefixes is None:
+            return True
+        for path in paths:
+            if path.startswith(prefixes) or _normalised(path).startswith(prefixes):
+                return True
+        return False
+
+
+def _normalised(path: str) -> str:
+    collapsed = _repeated_slashes.sub("/", "/" + path)
+    normal = posixpath.normpath(collapsed)
+    # normpath drops a trailing slash; keep it, so "/api/" still matches a "/api/" prefix.
+    return normal + "/" if collapsed.endswith("/") and normal != "/" else normal
+
+
+def origin_path(target: str) -> str:
+    """The path of a raw request target, still encoded: the query is cut off, and an
+    absolute-form target (``http://host/p?q``, sent to proxies) is reduced to its path."""
+    path = target.partition("?")[0]
+    if not path.startswith("/") and "://" in path:
+        path = urlsplit(path).path
+    return path or "/"
+
+
+def encode_decoded_path(decoded: str) -> str:
+    """Re-encode a percent-decoded path, segment by segment (spec §5.2, the fallback)."""
+    return "/".join(percent_encode(segment) for segment in decoded.split("/")) or "/"
+
+
+def check_max_body_size(max_body_size: int) -> int:
+    if isinstance(max_body_size, bool) or not isinstance(max_body_size, int):
+        raise TypeError("max_body_size must be an int")
+    if max_body_size < 0:
+        raise ValueError("max_body_size must be >= 0")
+    return max_body_size
+
+
+def parse_content_length(text: str, max_body_size: int) -> int:
+    """``Content-Length`` as announced; refuses (413) a body longer than the limit before a
+    single byte of it is read."""
+    text = text.strip(" \t")
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidParameter("Content-Length", detail="not a decimal number")
+    length = int(text)
+    if length > max_body_size:
+        raise PayloadTooLarge(detail=f"Content-Length {length} > limit {max_body_size}")
+    return length
+
+
+def status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+# ---------------------------------------------------------------------------------------
+# environ -> Request
+# ---------------------------------------------------------------------------------------
+
+
+def _wire(text: str) -> str:
+    """A PEP 3333 native string (bytes as latin-1) back to the text a client signed: the
+    bytes as UTF-8, with ``surrogateescape`` so that the canonical bytes are the wire bytes."""
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text  # not a PEP 3333 string: the server decoded it already
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _raw_path(environ: Mapping[str, Any]) -> str:
+    for key in ("RAW_URI", "REQUEST_URI"):
+        target = environ.get(key)
+        if isinstance(target, str) and target:
+            return origin_path(target)
+    decoded = _wire(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+    return encode_decoded_path(decoded)
+
+
+def _decoded_paths(environ: Mapping[str, Any]) -> tuple[str, str]:
+    """The paths an application routes on: ``PATH_INFO``, and with ``SCRIPT_NAME``."""
+    path_info = _wire(environ.get("PATH_INFO", ""))
+    return path_info, _wire(environ.get("SCRIPT_NAME", "")) + path_info
+
+
+def _signs_content_type(authorization: str | None) -> bool:
+    if not authorization:
+        return True  # nothing to go by: keep the header, the verifier decides
+    try:
+        parsed = parse_authorization(authorization, lenient=True)
+    except AliakError:
+        return True
+    return "content-type" in parsed.signed_headers
+
+
+def _content_type_invented(environ: Mapping[str, Any]) -> bool:
+    """``wsgiref.simple_server`` sets ``CONTENT_TYPE`` to ``text/plain`` when the request
+    had none, and the verifier would then demand that it be signed. Under that server
+    only, an unsigned ``text/plain`` is taken for the invention it may be (the application
+    sees the same ``CONTENT_TYPE`` either way)."""
+    return (
+        environ.get("CONTENT_TYPE") == "text/plain"
+        and str(environ.get("SERVER_SOFTWARE", "")).startswith("WSGIServer/")
+        and not _signs_content_type(environ.get("HTTP_AUTHORIZATION"))
+    )
+
+
+def _headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    for key, value in environ.items():
+        if not isinstance(value, str):
+            continue
+        if key.startswith("HTTP_"):
+            name = key[5:].lower().replace("_", "-")
+            if name in ("content-type", "content-length"):
+                continue  # CONTENT_TYPE / CONTENT_LENGTH are authoritative
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if not value:
+                continue  # PEP 3333: may be empty or absent
+            name = key.lower().replace("_", "-")
+        else:
+            continue
+        # Names that no client could have sent (wsgiref copies os.environ into environ).
+        if _is_token(name) is None:
+            continue
+        headers.append((name, _wire(value)))
+    if _content_type_invented(environ):
+        headers = [(name, value) for name, value in headers if name != "content-type"]
+    return headers
+
+
+def request_from_environ(environ: Mapping[str, Any], body: bytes) -> Request:
+    """The request as it was on the wire, from a WSGI ``environ`` and the body read.
+
+    - method: ``REQUEST_METHOD``;
+    - path: from ``RAW_URI`` or ``REQUEST_URI`` (query cut off), else ``SCRIPT_NAME`` +
+      ``PATH_INFO`` re-encoded segment by segment;
+    - query: ``QUERY_STRING`` as bytes, decoded by :func:`aliak.encoding.parse_query_string`;
+    - headers: ``CONTENT_TYPE``, ``CONTENT_LENGTH`` and ``HTTP_*`` (``HTTP_X_ACS_DATE`` ->
+      ``x-acs-date``), values as the UTF-8 the client sent; ``HTTP_HOST`` is the host.
+
+    Raises :class:`~aliak.errors.InvalidParameter` for what :class:`Request` refuses (a raw
+    path with spaces, a header value with control characters, ...).
+    """
+    query_string = environ.get("QUERY_STRING", "")
+    try:
+        raw_query = query_string.encode("latin-1")
+    except UnicodeEncodeError:
+        raw_query = query_string.encode("utf-8", "surrogateescape")
+    host = environ.get("HTTP_HOST")
+    return Request(
+        environ.get("REQUEST_METHOD", "GET"),
+        host=_wire(host) if isinstance(host, str) and host else None,
+        path=_raw_path(environ),
+        query=parse_query_string(raw_query),
+        headers=_headers(environ),
+        body=body,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The body
+# ---------------------------------------------------------------------------------------
+
+
+def _read(stream: Any, size: int) -> bytes:
+    try:
+        chunk = stream.read(size)
+    except Exception as error:  # each server signals a lost client its own way
+        raise IncompleteBody(detail=f"reading the body failed: {type(error).__name__}") from error
+    return bytes(chunk)
+
+
+def _read_exactly(stream: Any, length: int) -> bytes:
+    if length and stream is None:
+        raise IncompleteBody(detail="no wsgi.input")
+    chunks: list[bytes] = []
+    remaining = length
+    while remaining > 0:
+        chunk = _read(stream, min(remaining, READ_CHUNK_SIZE))
+        if not chunk:
+            raise IncompleteBody(detail=f"{length - remaining} of {length} bytes received")
+        chunk = chunk[:remaining]  # a server that returns more than asked gets no say
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_to_end(stream: Any, limit: int) -> bytes:
+    """A body without a length: read up to ``limit + 1`` bytes, refusing past ``limit``."""
+    if stream is None:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = _read(stream, min(READ_CHUNK_SIZE, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(detail=f"more than {limit} bytes without a Content-Length")
+        chunks.append(chunk)
+
+
+def read_body(environ: Mapping[str, Any], max_body_size: int) -> bytes:
+    """The body from ``wsgi.input``, never more than ``max_body_size`` bytes of it.
+
+    With ``CONTENT_LENGTH``: exactly that many bytes (a longer announcement is refused
+    before reading; fewer bytes mean the client left: :class:`IncompleteBody`). Chunked
+    input without a length (``Transfer-Encoding: chunked`` or ``wsgi.input_terminated``):
+    read to the end, refused as soon as it passes the limit. Otherwise there is no body.
+    """
+    stream = environ.get("wsgi.input")
+    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    length = environ.get("CONTENT_LENGTH")
+    if isinstance(length, str) and length.strip() and not chunked:
+        return _read_exactly(stream, parse_content_length(length, max_body_size))
+    if chunked or environ.get("wsgi.input_terminated"):
+        return _read_to_end(stream, max_body_size)
+    return b""
+
+
+# ---------------------------------------------------------------------------------------
+# The middleware
+# ---------------------------------------------------------------------------------------
+
+
+class AliakWSGIMiddleware:
+    """Verify every request to a protected path before ``app`` sees it.
+
+    - ``verifier``: a :class:`aliak.Verifier`.
+    - ``paths``: path prefixes to protect; ``None`` protects every request. Other paths
+      pass through untouched (their body is not read).
+    - ``trusted_proxies``: addresses or CIDRs whose ``X-Forwarded-For`` is believed
+      (right-most untrusted entry); from anyone else it is ignored.
+    - ``max_body_size``: a longer body is refused with ``PayloadTooLarge`` (413), and
+      nothing past the limit is read.
+    - ``vpc_id``: ``environ -> VPC id`` of the calling network, for network ACLs.
+    - ``recommend``: the ``Recommend`` URL template of error bodies (``None`` leaves it out).
+
+    On success the application gets ``environ["aliak.verified"]`` (an
+    :class:`aliak.Verified`) and the body, already read, in a fresh ``wsgi.input`` with a
+    matching ``CONTENT_LENGTH``.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        verifier: Verifier,
+        *,
+        paths: Iterable[str] | None = None,
+        trusted_proxies: Iterable[str] = (),
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        vpc_id: Callable[[WSGIEnvironment], str | None] | None = None,
+        recommend: str | None = DEFAULT_RECOMMEND,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.protected = ProtectedPaths(paths)
+        self.trusted_proxies = TrustedProxies(trusted_proxies)
+        self.max_body_size = check_max_body_size(max_body_size)
+        self.vpc_id = vpc_id
+        self.recommend = recommend
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.protected(*_decoded_paths(environ)):
+            return self.app(environ, start_response)
+        try:
+            body = read_body(environ, self.max_body_size)
+            request = request_from_environ(environ, body)
+            verified = self.verifier.verify(
+                request,
+                source_ip=self.source_ip(environ),
+                vpc_id=None if self.vpc_id is None else self.vpc_id(environ),
+            )
+        except AliakError as error:
+            return self._refuse(error, environ, start_response)
+        environ["aliak.verified"] = verified
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+    def source_ip(self, environ: Mapping[str, Any]) -> str | None:
+        peer = environ.get("REMOTE_ADDR") or None
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        return client_address(
+            peer, [forwarded] if isinstance(forwarded, str) else [], self.trusted_proxies
+        )
+
+    def _refuse(
+        self, error: AliakError, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        logger.info(
+            "refused %s %r: %s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+            error,
+        )
+        host = environ.get("HTTP_HOST")
+        status, headers, payload = error_response(
+            # As the native (latin-1) string: any bytes give text the JSON body can carry.
+            error,
+            host=host if isinstance(host, str) else None,
+            recommend=self.recommend,
+        )
+        start_response(status_line(status), headers)
+        return [payload]
