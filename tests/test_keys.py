@@ -529,3 +529,16 @@ def test_a_refused_change_leaves_no_audit_event(keys: KeyManager) -> None:
     with pytest.raises(AliakError):
         keys.delete_access_key(new.access_key_id)  # still Active
     assert len(keys.audit_events()) == count
+
+
+def test_deleting_in_the_same_second_never_evicts_the_key_just_deleted(keys: KeyManager) -> None:
+    deleted = []
+    for _ in range(5):
+        new = keys.create_access_key(ALICE)
+        keys.disable_access_key(new.access_key_id)
+        result = keys.delete_access_key(new.access_key_id)  # the clock never moves
+        assert new.access_key_id not in result.evicted
+        deleted.append(new.access_key_id)
+    in_bin = {info.access_key_id for info in keys.list_recycle_bin(ALICE)}
+    assert len(in_bin) == 3
+    assert deleted[-1] in in_bin

@@ -32,6 +32,7 @@ from aliak.errors import (
 )
 from aliak.model import (
     MAX_KEYS_IN_RECYCLE_BIN,
+    RECYCLE_BIN_RETENTION,
     Account,
     AuditEvent,
     KeyAlgorithm,
@@ -480,9 +481,8 @@ class KeyManager:
                 detail="moved to the recycle bin",
             ),
         )
-        recycled = self._record(access_key_id)
         return DeletedAccessKey(
-            access_key_id, False, recycled.recycled_at, recycled.purge_at, tuple(evicted)
+            access_key_id, False, now, now + RECYCLE_BIN_RETENTION, tuple(evicted)
         )
 
     def restore_access_key(self, access_key_id: str) -> AccessKeyInfo:

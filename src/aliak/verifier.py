@@ -400,8 +400,7 @@ class _Core:
         version = index.get("x-acs-version")
         pending.action = None if action is None else action[0]
         pending.version = None if version is None else version[0]
-        host = index["host"][0]
-        pending.service = self.settings.service_name or host.partition(".")[0].lower()
+        pending.service = self.settings.service_name or _service_of(index["host"][0])
         token = index.get("x-acs-security-token")
         pending.token = None if token is None else token[0]
         if pending.token is None and is_sts_access_key_id(pending.authorization.access_key_id):
@@ -766,6 +765,15 @@ class _Shell:
 
 
 _NOT_APPLIED = AclDecision(allowed=True, level=None, rule=None)
+_is_ip_host = re.compile(r"\[|[0-9.]+(?::[0-9]*)?$").match
+
+
+def _service_of(host: str) -> str:
+    """The service a request was for: the first label of the host (``ecs`` for
+    ``ecs.cn-hangzhou.aliyuncs.com``); an address names no service."""
+    if _is_ip_host(host):
+        return "unknown"
+    return host.partition(".")[0].partition(":")[0].lower()
 
 
 def _same_token(entry: _KeyEntry, pending: _Pending) -> bool:

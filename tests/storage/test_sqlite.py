@@ -461,7 +461,7 @@ def test_version_1_database_migrates_forward_keeping_its_data(db: Path) -> None:
         )
     connection.close()
 
-    store = SQLiteStore(db)
+    store = SQLiteStore(db, master_key=MasterKeyring.generate())
     try:
         assert SCHEMA_VERSION == 2
         with raw(db) as connection:
@@ -736,3 +736,16 @@ def test_recycles_racing_across_processes_never_overfill_the_bin(
     assert store.get_key(evicted[0]) is None
     with pytest.raises(AccessKeyNotFound):
         store.mark_leak_restricted(evicted[0])
+
+
+def test_a_database_with_secrets_and_no_key_file_is_refused_not_rekeyed(db: Path) -> None:
+    from aliak import KeyManager, RamUser
+
+    store = SQLiteStore(db)
+    KeyManager(store).create_access_key(RamUser("1234567890123456", "alice"))
+    store.close()
+    Path(str(db) + ".key").unlink()
+    with pytest.raises(AliakError) as caught:
+        SQLiteStore(db)
+    assert "is missing" in str(caught.value)
+    assert not Path(str(db) + ".key").exists()

@@ -57,9 +57,7 @@ def error_response(
         else recommend.format(code=error.code, product=product, request_id=request_id),
     )
     # "replace": a host decoded with surrogateescape (non-UTF-8 bytes) still renders.
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(
-        "utf-8", "replace"
-    )
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
     headers = [
         ("Content-Type", "application/json;charset=utf-8"),
         ("Content-Length", str(len(payload))),

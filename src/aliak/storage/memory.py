@@ -151,9 +151,13 @@ class MemoryStore:
                 raise AccessKeyNotInactive(detail=access_key_id)
             self._keys[access_key_id] = attrs.evolve(record, recycled_at=now)
             self._audit(audit)
-            in_bin = self._recycle_bin(record.owner)
+            # The key just deleted is the newest in the bin, whatever the clock says: only
+            # the others can make room (times are whole seconds and may tie).
+            others = [
+                r for r in self._recycle_bin(record.owner) if r.access_key_id != access_key_id
+            ]
             evicted = [
-                old.access_key_id for old in in_bin[: max(0, len(in_bin) - max_in_recycle_bin)]
+                old.access_key_id for old in others[: max(0, len(others) + 1 - max_in_recycle_bin)]
             ]
             for key_id in evicted:
                 self._destroy(key_id)

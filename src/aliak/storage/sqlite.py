@@ -427,12 +427,33 @@ class SQLiteStore:
                 return MasterKeyring.generate(), None
             return load_master_keyring(master_key)
         key_file = self._database + KEY_FILE_SUFFIX
+        if (
+            master_key is None
+            and not os.environ.get(ENV_MASTER_KEY)
+            and not os.path.exists(key_file)
+            and self._holds_sealed_secrets()
+        ):
+            # A new random key would open none of the secrets already here: refuse rather
+            # than silently making every stored key unusable.
+            raise InvalidParameter(
+                "MasterKeyFile",
+                detail=f"{self._database} holds sealed secrets but {key_file} is missing; "
+                f"restore it, or give the key with master_key= or {ENV_MASTER_KEY}",
+            )
         try:
             return load_master_keyring(master_key, key_file=key_file)
         except OSError as error:
             raise InvalidParameter(
                 "MasterKeyFile", detail=f"cannot read or create {key_file}: {error.strerror}"
             ) from error
+
+    def _holds_sealed_secrets(self) -> bool:
+        row = (
+            self._connection()
+            .execute("SELECT 1 FROM aliak_keys WHERE sealed_secret IS NOT NULL LIMIT 1")
+            .fetchone()
+        )
+        return row is not None
 
     # -- KeyStore ---------------------------------------------------------------------
 
@@ -541,13 +562,16 @@ class SQLiteStore:
             )
             _append_audit(connection, audit)
             # The write lock is held, so the bin cannot fill up behind this count.
-            in_bin = connection.execute(
+            # The key just deleted is the newest in the bin, whatever the clock says: only
+            # the others can make room (times are whole seconds and may tie).
+            others = connection.execute(
                 "SELECT access_key_id FROM aliak_keys "
                 "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NOT NULL "
-                "ORDER BY recycled_at, access_key_id",
-                (account_id, user_name),
+                "AND access_key_id != ? ORDER BY recycled_at, access_key_id",
+                (account_id, user_name, access_key_id),
             ).fetchall()
-            evicted = [key_id for (key_id,) in in_bin[: max(0, len(in_bin) - max_in_recycle_bin)]]
+            room = max(0, len(others) + 1 - max_in_recycle_bin)
+            evicted = [key_id for (key_id,) in others[:room]]
             owner = _owner_from_columns(account_id, user_name)
             for key_id in evicted:
                 _destroy_key(connection, key_id)

@@ -1,0 +1,108 @@
+"""A raw HTTP/1.1 request (as captured off the wire) turned into an aliak Request, the
+way a server builds one: the raw path, the query decoded from its raw bytes, header
+values as UTF-8 with surrogateescape, the body per ``Content-Length``."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from aliak.cli._console import CommandFailed
+from aliak.encoding import parse_query_string
+from aliak.request import Request
+
+__all__ = ["RawHttpRequest", "parse_http_request"]
+
+# RFC 9112 §3: method SP request-target SP HTTP-version.
+_request_line = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/1\.[01]").fullmatch
+_field_name = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_ABSOLUTE_FORM = re.compile(rb"https?://[^/?#]*", re.IGNORECASE)
+
+
+class MalformedHttpRequest(CommandFailed):
+    """The input is not an HTTP/1.1 request this command can read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"not an HTTP/1.1 request: {reason}")
+
+
+@attrs.frozen
+class RawHttpRequest:
+    """The parts of a request as they came on the wire."""
+
+    method: str
+    target: bytes
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    @property
+    def host(self) -> str | None:
+        for name, value in self.headers:
+            if name.lower() == "host":
+                return value
+        return None
+
+    def to_request(self) -> Request:
+        """The aliak Request a server would build (raises ``AliakError`` when the
+        request itself is unacceptable, e.g. a path that is not percent-encoded)."""
+        target = self.target
+        absolute = _ABSOLUTE_FORM.match(target)
+        if absolute is not None:  # absolute-form: what a proxy receives
+            target = target[absolute.end() :] or b"/"
+        raw_path, _, raw_query = target.partition(b"?")
+        return Request(
+            self.method,
+            path=raw_path.decode("utf-8", "surrogateescape"),
+            query=parse_query_string(raw_query),
+            headers=self.headers,
+            body=self.body,
+        )
+
+
+def _split_head(data: bytes) -> tuple[list[bytes], bytes]:
+    ends = [(data.find(marker), marker) for marker in (b"\r\n\r\n", b"\n\n")]
+    found = [(index, marker) for index, marker in ends if index >= 0]
+    if not found:
+        raise MalformedHttpRequest("no blank line ends the headers")
+    index, marker = min(found)
+    head, rest = data[:index], data[index + len(marker) :]
+    return [line.removesuffix(b"\r") for line in head.split(b"\n")], rest
+
+
+def _header(line: bytes) -> tuple[str, str]:
+    name, colon, value = line.partition(b":")
+    if line[:1] in (b" ", b"\t"):
+        raise MalformedHttpRequest("folded header lines (obs-fold) are not accepted")
+    if not colon or _field_name(name) is None:
+        shown = line[:40].decode("ascii", "replace")
+        raise MalformedHttpRequest(f"bad header line {shown!r}")
+    return name.decode("ascii"), value.strip(b" \t").decode("utf-8", "surrogateescape")
+
+
+def _body(headers: tuple[tuple[str, str], ...], rest: bytes) -> bytes:
+    lengths = {value.strip() for name, value in headers if name.lower() == "content-length"}
+    if any(name.lower() == "transfer-encoding" for name, _ in headers):
+        raise MalformedHttpRequest("Transfer-Encoding is not supported; give Content-Length")
+    if not lengths:
+        return b""  # RFC 9112 §6.3: a request with neither has no body
+    if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+        raise MalformedHttpRequest("Content-Length is not one whole number")
+    length = int(next(iter(lengths)))
+    if len(rest) < length:
+        raise MalformedHttpRequest(
+            f"the body has {len(rest)} bytes, Content-Length announces {length}"
+        )
+    return rest[:length]
+
+
+def parse_http_request(data: bytes) -> RawHttpRequest:
+    """Request line, headers, blank line, body (CRLF or bare LF line ends)."""
+    lines, rest = _split_head(data)
+    match = _request_line(lines[0])
+    if match is None:
+        shown = lines[0][:60].decode("ascii", "replace")
+        raise MalformedHttpRequest(f"bad request line {shown!r}")
+    method, target = match.group(1), match.group(2)
+    headers = tuple(_header(line) for line in lines[1:])
+    return RawHttpRequest(method.decode("ascii"), target, headers, _body(headers, rest))

@@ -1,0 +1,186 @@
+"""``aliak serve``: a verifying echo server, for trying clients against the store.
+
+Every request goes through :class:`~aliak.integrations.wsgi.AliakWSGIMiddleware`; a
+verified one is answered 200 with the :class:`~aliak.Verified` JSON (and the body's
+length), a refused one with the Alibaba error body and status. It listens on loopback
+unless told otherwise: it is a test bench, not a production server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from aliak.cli._console import CommandFailed, Console
+from aliak.cli._store import open_store
+from aliak.integrations.wsgi import DEFAULT_MAX_BODY_SIZE, AliakWSGIMiddleware
+from aliak.verifier import Verified, Verifier
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = ["add_serve_command", "echo_app"]
+
+_JSON = ("Content-Type", "application/json;charset=utf-8")
+
+
+def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """Answer with what the middleware verified; a path outside ``--paths`` was not."""
+    verified = environ.get("aliak.verified")
+    if isinstance(verified, Verified):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        answer: dict[str, object] = {**verified.to_dict(), "BodyLength": length}
+    else:
+        answer = {
+            "Verified": False,
+            "Method": environ.get("REQUEST_METHOD"),
+            "Path": environ.get("PATH_INFO"),
+        }
+    payload = json.dumps(answer, ensure_ascii=False).encode("utf-8")
+    start_response("200 OK", [_JSON, ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+class _RequestHandler(WSGIRequestHandler):
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        # The request target as sent: the middleware verifies the path on the wire, not
+        # the percent-decoded PATH_INFO.
+        environ["RAW_URI"] = self.path
+        return environ
+
+
+class _EchoServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _EchoServerV6(_EchoServer):
+    address_family = socket.AF_INET6
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop``; the previous handlers come back after."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in signals}
+    for number in signals:
+        signal.signal(number, lambda _number, _frame: stop.set())
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _log_refusals(console: Console) -> None:
+    # The middleware logs each refusal with its detail: what a client author needs.
+    handler = logging.StreamHandler(console.err)
+    handler.setFormatter(logging.Formatter("aliak serve: %(message)s"))
+    logger = logging.getLogger("aliak.integrations.wsgi")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _serve(args: argparse.Namespace, console: Console) -> int:
+    if not args.allow_remote and not _is_loopback(args.host):
+        args.subparser.error(
+            f"--host {args.host} is not a loopback address; this server is for trying "
+            "clients: add --allow-remote to listen there anyway"
+        )
+    server_class = _EchoServerV6 if ":" in args.host else _EchoServer
+    stop = threading.Event()
+    with open_store(args.db) as store, Verifier(store) as verifier:
+        app = AliakWSGIMiddleware(
+            echo_app,
+            verifier,
+            paths=args.paths,
+            trusted_proxies=args.trusted_proxy or (),
+            max_body_size=args.max_body_size,
+        )
+        try:
+            server = server_class((args.host, args.port), _RequestHandler)
+        except OSError as error:
+            raise CommandFailed(
+                f"cannot listen on {_url(args.host, args.port)}: {error.strerror}"
+            ) from None
+        server.set_app(app)
+        _log_refusals(console)
+        with _stop_on_signals(stop), server:
+            worker = threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True)
+            worker.start()
+            console.note(f"aliak serve: listening on {_url(args.host, server.server_port)}")
+            console.err.flush()
+            while not stop.wait(0.5):
+                pass
+            server.shutdown()
+            worker.join()
+    # Leaving the block closed the verifier: its batched last-use records are written.
+    console.note("aliak serve: stopped")
+    return 0
+
+
+def add_serve_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="run a verifying echo server on loopback, for trying clients",
+        description="A verifying echo server: every request is verified against the "
+        "store; 200 with the Verified JSON (and BodyLength), or the Alibaba error body "
+        "and status. Stops cleanly on SIGINT/SIGTERM.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="the address (default 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=8080, help="the port (default 8080; 0 picks a free one)"
+    )
+    serve.add_argument(
+        "--paths",
+        nargs="+",
+        action="extend",
+        metavar="PREFIX",
+        help="verify only paths under these prefixes (default: every path)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        nargs="+",
+        action="extend",
+        metavar="ADDR",
+        help="proxies (addresses or CIDRs) whose X-Forwarded-For is believed",
+    )
+    serve.add_argument(
+        "--max-body-size",
+        type=int,
+        default=DEFAULT_MAX_BODY_SIZE,
+        metavar="BYTES",
+        help=f"refuse longer bodies with 413 (default {DEFAULT_MAX_BODY_SIZE})",
+    )
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not loopback",
+    )
+    serve.set_defaults(run=_serve, subparser=serve)

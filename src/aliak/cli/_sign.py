@@ -1,0 +1,132 @@
+"""``aliak sign``: sign a request with the credentials in the environment.
+
+The credentials come from the official SDK's ``ALIBABA_CLOUD_*`` variables only, never
+from an argument: an argument lands in shell history and in every ``ps`` listing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aliak.algorithms import ALGORITHM_NAMES
+from aliak.canonical import canonical_query_string
+from aliak.cli._console import Console
+from aliak.credentials import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN
+from aliak.request import Request
+from aliak.signer import Signer
+
+__all__ = ["add_sign_command", "curl_command", "wire_url"]
+
+_SECURITY_TOKEN_HEADER = "x-acs-security-token"  # noqa: S105 - a header name
+
+
+def _header(text: str) -> tuple[str, str]:
+    """``Name: value`` (argparse type: a malformed header is a usage error)."""
+    name, colon, value = text.partition(":")
+    if not colon or not name or name != name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
+    return name, value.strip(" \t")
+
+
+def wire_url(url: str, signed: Request) -> str:
+    """The URL as sent: scheme and authority as given, the path as signed, and the
+    canonical query (the signer's encoding, so what is sent is what was signed)."""
+    parts = urlsplit(url)
+    query = canonical_query_string(signed.query)
+    return f"{parts.scheme}://{parts.netloc}{signed.path or '/'}" + (f"?{query}" if query else "")
+
+
+def curl_command(signed: Request, url: str, *, data: bytes | None, data_file: str | None) -> str:
+    """One shell-quoted curl command that sends ``signed`` byte for byte."""
+    # --path-as-is: curl would otherwise squash /./ and /../, changing the signed path;
+    # --globoff: [] and {} in a URL are curl globs otherwise.
+    words = ["curl", "--globoff", "--path-as-is"]
+    words += ["--head"] if signed.method == "HEAD" else ["-X", signed.method]
+    for name, value in signed.headers.items():
+        # curl drops a header given as "Name:"; "Name;" is how it sends an empty one.
+        words += ["-H", f"{name}: {value}" if value else f"{name};"]
+    if data_file is not None and data:
+        words += ["--data-binary", "@" + os.path.abspath(data_file)]
+    elif data:
+        text = data.decode("utf-8", "surrogateescape")
+        # --data-binary @x would read the file x; --data-raw sends a leading @ as it is.
+        words += ["--data-raw" if text.startswith("@") else "--data-binary", text]
+    words.append(url)
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def _sign(args: argparse.Namespace, console: Console) -> int:
+    if args.data_file is not None:
+        body = Path(args.data_file).read_bytes()
+    elif args.data is not None:
+        body = args.data.encode("utf-8", "surrogateescape")
+    else:
+        body = b""
+    signer = Signer.from_environment(algorithm=args.algorithm)
+    request = Request.from_url(args.method, args.url, headers=args.header or (), body=body)
+    signed = signer.sign(request, action=args.action, version=args.version)
+    url = wire_url(args.url, signed)
+    if _SECURITY_TOKEN_HEADER in signed.headers:
+        console.warn(f"the {_SECURITY_TOKEN_HEADER} header printed is a credential")
+    if args.curl:
+        console.line(curl_command(signed, url, data=body, data_file=args.data_file))
+    elif console.json_output:
+        console.json(
+            {
+                "Method": signed.method,
+                "Url": url,
+                "Headers": [[name, value] for name, value in signed.headers.items()],
+            }
+        )
+    else:
+        console.line(f"{signed.method} {url}")
+        for name, value in signed.headers.items():
+            console.line(f"{name}: {value}")
+    return 0
+
+
+def add_sign_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    sign = commands.add_parser(
+        "sign",
+        parents=[common],
+        help="sign a request with the ALIBABA_CLOUD_* credentials; print it, or a curl command",
+        description=f"Sign a request (V3, ACS3) with the credentials in {ENV_ACCESS_KEY_ID}, "
+        f"{ENV_ACCESS_KEY_SECRET} and, for STS, {ENV_SECURITY_TOKEN}; never from an argument. "
+        "Prints the method and the URL as sent (canonical query), then every header, "
+        "Authorization included.",
+    )
+    sign.add_argument("method", metavar="METHOD", help="GET, POST, ...")
+    sign.add_argument(
+        "url", metavar="URL", help="http(s)://host[:port]/path?query, path percent-encoded"
+    )
+    data = sign.add_mutually_exclusive_group()
+    data.add_argument("--data", metavar="TEXT", help="the body, as UTF-8 text")
+    data.add_argument("--data-file", metavar="PATH", help="the body, read from a file")
+    sign.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        type=_header,
+        metavar="'NAME: VALUE'",
+        help="a header to send (and sign when it is content-type or x-acs-*); repeatable",
+    )
+    sign.add_argument("--action", metavar="ACTION", help="x-acs-action, the API name")
+    sign.add_argument("--version", metavar="VERSION", help="x-acs-version, the API version")
+    sign.add_argument(
+        "--algorithm",
+        choices=[name for name in ALGORITHM_NAMES if name.startswith("ACS3-HMAC")],
+        default="ACS3-HMAC-SHA256",
+        help="the signature algorithm (default ACS3-HMAC-SHA256)",
+    )
+    sign.add_argument(
+        "--curl",
+        action="store_true",
+        help="print one ready-to-run curl command instead (shell-quoted)",
+    )
+    sign.set_defaults(run=_sign)
