@@ -421,34 +421,21 @@ class KeyManager:
 
     def disable_access_key(self, access_key_id: str) -> AccessKeyInfo:
         """Inactive: refused by every verifier sharing the store within its freshness."""
-        record = self._record(access_key_id)
-        return AccessKeyInfo.of(
-            self._store.set_key_status(
-                access_key_id,
-                KeyStatus.INACTIVE,
-                audit=self._event(
-                    "UpdateAccessKey",
-                    access_key_id=access_key_id,
-                    owner=record.owner,
-                    detail="Status=Inactive",
-                ),
-            )
-        )
+        return self._set_status(access_key_id, KeyStatus.INACTIVE)
 
     def enable_access_key(self, access_key_id: str) -> AccessKeyInfo:
+        return self._set_status(access_key_id, KeyStatus.ACTIVE)
+
+    def _set_status(self, access_key_id: str, status: KeyStatus) -> AccessKeyInfo:
+        """``UpdateAccessKey``: one status change, audited in the same step."""
         record = self._record(access_key_id)
-        return AccessKeyInfo.of(
-            self._store.set_key_status(
-                access_key_id,
-                KeyStatus.ACTIVE,
-                audit=self._event(
-                    "UpdateAccessKey",
-                    access_key_id=access_key_id,
-                    owner=record.owner,
-                    detail="Status=Active",
-                ),
-            )
+        event = self._event(
+            "UpdateAccessKey",
+            access_key_id=access_key_id,
+            owner=record.owner,
+            detail=f"Status={status.value}",
         )
+        return AccessKeyInfo.of(self._store.set_key_status(access_key_id, status, audit=event))
 
     def delete_access_key(self, access_key_id: str) -> DeletedAccessKey:
         """Delete an Inactive key (an Active one is refused).

@@ -23,15 +23,14 @@ from collections.abc import Generator
 import httpx
 
 from aliak.canonical import canonical_query_string
-from aliak.credentials import AccessKey, CredentialsProvider, StsCredential
 from aliak.encoding import parse_query_string
+from aliak.integrations.signing import SigningAuth
 from aliak.request import Request
-from aliak.signer import Signer
 
 __all__ = ["AliakAuth"]
 
 
-class AliakAuth(httpx.Auth):
+class AliakAuth(SigningAuth, httpx.Auth):
     """ACS3 signing for :mod:`httpx`: ``httpx.Client(auth=AliakAuth(credential, ...))``.
 
     ``signer`` is a :class:`~aliak.Signer`, or a credential (an :class:`~aliak.AccessKey`,
@@ -40,21 +39,6 @@ class AliakAuth(httpx.Auth):
     """
 
     requires_request_body = True
-
-    def __init__(
-        self,
-        signer: Signer | AccessKey | StsCredential | CredentialsProvider,
-        *,
-        action: str | None = None,
-        version: str | None = None,
-        sign_all_headers: bool = False,
-    ) -> None:
-        self.signer = _as_signer(signer, sign_all_headers)
-        self.action = action
-        self.version = version
-
-    def __repr__(self) -> str:
-        return f"AliakAuth({self.signer!r}, action={self.action!r}, version={self.version!r})"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         unsigned = _to_aliak_request(request)
@@ -71,16 +55,6 @@ class AliakAuth(httpx.Auth):
             if name not in headers:
                 request.headers[name] = value
         yield request
-
-
-def _as_signer(
-    signer: Signer | AccessKey | StsCredential | CredentialsProvider, sign_all_headers: bool
-) -> Signer:
-    if isinstance(signer, Signer):
-        if sign_all_headers:
-            raise TypeError("sign_all_headers configures a new Signer; set it on the Signer given")
-        return signer
-    return Signer(signer, sign_all_headers=sign_all_headers)
 
 
 def _to_aliak_request(request: httpx.Request) -> Request:

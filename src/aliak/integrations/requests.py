@@ -35,39 +35,23 @@ from requests.auth import AuthBase
 from requests.models import PreparedRequest, Response
 
 from aliak.canonical import STREAM_CHUNK_SIZE, canonical_query_string
-from aliak.credentials import AccessKey, CredentialsProvider, StsCredential
 from aliak.encoding import parse_query_string
 from aliak.errors import InvalidParameter
+from aliak.integrations.signing import SigningAuth
 from aliak.request import BodyInput, Request
-from aliak.signer import Signer
 
 __all__ = ["AliakAuth"]
 
 ResponseHook = Callable[..., Response]
 
 
-class AliakAuth(AuthBase):
+class AliakAuth(SigningAuth, AuthBase):
     """ACS3 signing for :mod:`requests`: ``session.auth = AliakAuth(credential, ...)``.
 
     ``signer`` is a :class:`~aliak.Signer`, or a credential (an :class:`~aliak.AccessKey`,
     an :class:`~aliak.StsCredential` or a :class:`~aliak.CredentialsProvider`) to make one
     with the default algorithm; ``sign_all_headers`` applies to that new signer only.
     """
-
-    def __init__(
-        self,
-        signer: Signer | AccessKey | StsCredential | CredentialsProvider,
-        *,
-        action: str | None = None,
-        version: str | None = None,
-        sign_all_headers: bool = False,
-    ) -> None:
-        self.signer = _as_signer(signer, sign_all_headers)
-        self.action = action
-        self.version = version
-
-    def __repr__(self) -> str:
-        return f"AliakAuth({self.signer!r}, action={self.action!r}, version={self.version!r})"
 
     def __call__(self, r: PreparedRequest) -> PreparedRequest:
         if r.method is None or r.url is None:
@@ -89,16 +73,6 @@ class AliakAuth(AuthBase):
             r.body = _read_once(cast("IO[bytes]", signed.body))
         r.register_hook("response", _unsign_before_redirect(added))
         return r
-
-
-def _as_signer(
-    signer: Signer | AccessKey | StsCredential | CredentialsProvider, sign_all_headers: bool
-) -> Signer:
-    if isinstance(signer, Signer):
-        if sign_all_headers:
-            raise TypeError("sign_all_headers configures a new Signer; set it on the Signer given")
-        return signer
-    return Signer(signer, sign_all_headers=sign_all_headers)
 
 
 def _to_aliak_request(method: str, url: SplitResult, prepared: PreparedRequest) -> Request:
