@@ -894,7 +894,7 @@ class Verifier(_Shell):
                 # rotated it. Reload once, then fail closed.
                 entry = self._core.entry_for(record, self._store.reload_keyring())
         except AliakError:
-            raise
+            raise  # a store's own refusal (ServiceUnavailable, ...) stands as it is
         except Exception as error:
             raise _store_failure(error) from error
         self._keys.put(access_key_id, entry, now)
@@ -916,6 +916,8 @@ class Verifier(_Shell):
                         )
                     ),
                 )
+            except AliakError:
+                raise
             except Exception as error:
                 raise _store_failure(error) from error
             entry.policies = policies
@@ -929,6 +931,8 @@ class Verifier(_Shell):
                 now=now,
                 expires_at=self._core.nonce_expiry(now),
             )
+        except AliakError:
+            raise  # a store's own refusal (ServiceUnavailable, ...) stands as it is
         except Exception as error:
             raise _store_failure(error) from error
         if not claimed:
@@ -1077,7 +1081,7 @@ class AsyncVerifier(_Shell):
             except UnknownMasterKeyVersion:
                 entry = self._core.entry_for(record, await self._store.reload_keyring())
         except AliakError:
-            raise
+            raise  # a store's own refusal (ServiceUnavailable, ...) stands as it is
         except Exception as error:
             raise _store_failure(error) from error
         self._keys.put(access_key_id, entry, now)
@@ -1094,6 +1098,8 @@ class AsyncVerifier(_Shell):
                 account_level = await store.get_network_policy(
                     PolicyTarget.account(record.owner.account_id)
                 )
+            except AliakError:
+                raise
             except Exception as error:
                 raise _store_failure(error) from error
             policies = (compile_policy(key_level), compile_policy(account_level))
@@ -1108,6 +1114,8 @@ class AsyncVerifier(_Shell):
                 now=now,
                 expires_at=self._core.nonce_expiry(now),
             )
+        except AliakError:
+            raise  # a store's own refusal (ServiceUnavailable, ...) stands as it is
         except Exception as error:
             raise _store_failure(error) from error
         if not claimed:
