@@ -542,6 +542,120 @@ def part3(settings: Settings) -> None:
     )
 
 
+# --- Part 4 ----------------------------------------------------------------------------
+
+
+def percentiles(samples_ns: list[int]) -> tuple[float, float]:
+    ordered = sorted(samples_ns)
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return p50 / 1000, p99 / 1000
+
+
+def part4(settings: Settings) -> None:  # noqa: PLR0915 - one scenario, read top to bottom
+    """Verify over PostgreSQL (keys) + Redis (nonces): throughput and store latencies."""
+    dsn = os.environ.get("ALIAK_TEST_POSTGRES_DSN")
+    redis_url = os.environ.get("ALIAK_TEST_REDIS_URL")
+    print("Part 4: a fleet's stores: PostgresStore (keys) + RedisNonceStore (nonces)")
+    if not (dsn and redis_url):
+        print("  skipped: run under .ci/services (sets ALIAK_TEST_POSTGRES_DSN, _REDIS_URL)")
+        return
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from aliak.sealing import MasterKeyring
+    from aliak.storage.composite import CompositeStore
+    from aliak.storage.postgres import PostgresStore
+    from aliak.storage.redis import RedisNonceStore
+
+    body = make_body()
+    schema = f"aliak_bench_{uuid.uuid4().hex[:8]}"
+    postgres = PostgresStore(dsn, schema=schema, master_key=MasterKeyring.generate())
+    nonces = RedisNonceStore(redis_url, prefix=f"aliak-bench:{uuid.uuid4().hex}:")
+    store = CompositeStore(postgres, nonces=nonces)
+    try:
+        now = time.time()
+        owner = RamUser("1234567890123456", "bench")
+        keys = KeyManager(store, max_keys_per_owner=10_000)
+        new = keys.create_access_key(owner)
+        signer = Signer(new.access_key)
+        unsigned = Request(
+            "POST", host=HOST, path="/", query=QUERY, headers=GENERATED_HEADERS, body=body
+        )
+
+        def make_requests(count: int) -> list[Request]:
+            return [signer.sign(unsigned) for _ in range(count)]
+
+        verifier = Verifier(store)
+        verify = partial(verifier.verify, source_ip="203.0.113.7")
+        verify(make_requests(1)[0])
+        row = bench_fresh(
+            "aliak verify, Postgres + Redis (warm), all checks", make_requests, verify, settings
+        )
+        verifier.close()
+
+        count = 200 if settings.quick else 2000
+        claims = []
+        for number in range(count):
+            start = time.perf_counter_ns()
+            nonces.claim_nonce(new.access_key_id, f"n{number}", now=now, expires_at=now + 1800)
+            claims.append(time.perf_counter_ns() - start)
+        created = [
+            keys.create_access_key(owner).access_key_id
+            for _ in range(50 if settings.quick else 300)
+        ]
+        lookups = []
+        for key_id in created:
+            start = time.perf_counter_ns()
+            postgres.get_key(key_id)
+            lookups.append(time.perf_counter_ns() - start)
+    finally:
+        store.close()
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+
+    print()
+    print_table(
+        ["operation", "median µs/op", "best µs/op", "ops/s (one thread)"],
+        [
+            [
+                row.name,
+                f"{row.median_ns / 1000:.1f}",
+                f"{row.best_ns / 1000:.1f}",
+                f"{1e9 / row.median_ns:,.0f}",
+            ]
+        ],
+    )
+    claim_p50, claim_p99 = percentiles(claims)
+    lookup_p50, lookup_p99 = percentiles(lookups)
+    print()
+    print_table(
+        ["store call", "p50 µs", "p99 µs", "samples"],
+        [
+            [
+                "RedisNonceStore.claim_nonce (SET NX PX, one round trip)",
+                f"{claim_p50:.0f}",
+                f"{claim_p99:.0f}",
+                str(len(claims)),
+            ],
+            [
+                "PostgresStore.get_key, cold (no verifier cache)",
+                f"{lookup_p50:.0f}",
+                f"{lookup_p99:.0f}",
+                str(len(lookups)),
+            ],
+        ],
+    )
+    print(
+        "notes: servers on loopback, started by .ci/services "
+        "(PostgreSQL fsync=off, Redis without persistence)."
+    )
+
+
 # --- main ------------------------------------------------------------------------------
 
 
@@ -590,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     part2(settings, size_mb)
     print()
     part3(settings)
+    print()
+    part4(settings)
     print()
     print(f"total {time.perf_counter() - started:.1f} s")
     return 0

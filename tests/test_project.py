@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def test_readme_first_screen_has_exactly_two_commands() -> None:
     assert len(commands) == 2
     assert commands[0].endswith("aliak demo")
     assert commands[1].endswith("python -m pytest")
+    assert ".ci/services run" in commands[1]  # the storage servers run with the suite
 
 
 def test_ci_runs_both_readme_commands_verbatim() -> None:
@@ -45,3 +47,11 @@ def test_every_python_example_in_the_readme_runs(
     assert blocks
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})  # our own docs, run as a user would
+
+
+def test_ci_runs_the_server_backends_instead_of_skipping_them() -> None:
+    # CI runs the suite under .ci/services; if the servers were missing there, the
+    # PostgreSQL and Redis tests would skip and hide whatever is broken.
+    if os.environ.get("CI"):
+        assert os.environ.get("ALIAK_TEST_POSTGRES_DSN")
+        assert os.environ.get("ALIAK_TEST_REDIS_URL")

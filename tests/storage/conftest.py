@@ -7,8 +7,10 @@ at it, and is skipped (only) when that variable is absent.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -37,10 +39,67 @@ class Backend:
     needs_env: str | None = None  # e.g. "ALIAK_TEST_POSTGRES_URL" for a server backend
 
 
+def _memory_with_redis_nonces(directory: Path) -> BackendStore:
+    """Keys in memory, nonces in Redis (a fresh key prefix, so tests never share claims)."""
+    import uuid
+
+    from aliak.storage.composite import CompositeStore
+    from aliak.storage.redis import RedisNonceStore
+
+    nonces = RedisNonceStore(
+        os.environ["ALIAK_TEST_REDIS_URL"], prefix=f"aliak-test:{uuid.uuid4().hex}:"
+    )
+    return CompositeStore(MemoryStore(), nonces=nonces)
+
+
+POSTGRES_DSN = "ALIAK_TEST_POSTGRES_DSN"
+
+
+def new_schema_name() -> str:
+    """A PostgreSQL schema no other test uses: each test's store lives in its own."""
+    return f"aliak_test_{secrets.token_hex(6)}"
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
+
+
+@functools.cache
+def _throwaway_postgres_store() -> type[BackendStore]:
+    """PostgresStore in a fresh schema, dropped when the store is closed. Imported late,
+    so the other backends run where psycopg is not installed."""
+    from aliak.storage.postgres import PostgresStore
+
+    class ThrowawaySchemaStore(PostgresStore):
+        def __init__(self) -> None:
+            self.dsn = os.environ[POSTGRES_DSN]
+            self.throwaway_schema = new_schema_name()
+            self.dropped = False
+            super().__init__(
+                self.dsn, schema=self.throwaway_schema, master_key=MasterKeyring.generate()
+            )
+
+        def close(self) -> None:
+            super().close()
+            if not self.dropped:
+                self.dropped = True
+                drop_schema(self.dsn, self.throwaway_schema)
+
+    return ThrowawaySchemaStore
+
+
 BACKENDS: dict[str, Backend] = {
     "memory": Backend(lambda directory: MemoryStore()),
     "sqlite": Backend(lambda directory: SQLiteStore(directory / "aliak.db")),
     "sqlite-memory": Backend(lambda directory: SQLiteStore(":memory:")),
+    "postgres": Backend(lambda directory: _throwaway_postgres_store()(), needs_env=POSTGRES_DSN),
+    "memory+redis": Backend(_memory_with_redis_nonces, needs_env="ALIAK_TEST_REDIS_URL"),
 }
 
 
