@@ -24,6 +24,7 @@ from aliak.errors import AccessKeyNotFound, AliakError, InternalError, InvalidPa
 from aliak.model import AuditEvent, KeyStatus, LastUsed, RamUser, UsageRecord
 from aliak.sealing import ENV_MASTER_KEY, MasterKeyring
 from aliak.storage.protocols import PolicyTarget
+from aliak.storage.rows import row_from_record
 from aliak.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 
 from .conftest import ALICE, at, hmac_record, new_key_id, ts
@@ -450,7 +451,9 @@ def test_version_1_database_migrates_forward_keeping_its_data(db: Path) -> None:
     policy = NetworkPolicy(public=["203.0.113.0/24"])
     with raw(db) as connection:
         for record in (live, binned):
-            connection.execute(sqlite_backend._INSERT_KEY, sqlite_backend._row_from_record(record))
+            connection.execute(
+                sqlite_backend._INSERT_KEY, row_from_record(record, sqlite_backend._owner_columns)
+            )
         connection.execute(
             "INSERT INTO aliak_key_source_ips VALUES (?, '192.0.2.1', ?, ?)",
             (binned.access_key_id, int(ts(5)), int(ts(6))),

@@ -86,7 +86,6 @@ from aliak.model import (
     RECYCLE_BIN_RETENTION,
     Account,
     AuditEvent,
-    KeyAlgorithm,
     KeyRecord,
     KeyStatus,
     LastUsed,
@@ -98,6 +97,14 @@ from aliak.model import (
 )
 from aliak.sealing import ENV_MASTER_KEY, MasterKeyring, load_master_keyring
 from aliak.storage.protocols import PolicyTarget
+from aliak.storage.rows import (
+    coalesce_usage,
+    event_from_row,
+    record_from_row,
+    row_from_event,
+    row_from_record,
+    seconds,
+)
 
 __all__ = ["SCHEMA_VERSION", "AsyncPostgresStore", "PostgresStore"]
 
@@ -319,7 +326,7 @@ _Op: TypeAlias = Generator[_Query, _Answer, _T]
 def _op_get_key(access_key_id: str) -> _Op[KeyRecord | None]:
     answer = yield _Query(_SELECT_KEY, (access_key_id,))
     row = answer.first()
-    return None if row is None else _record_from_row(row)
+    return None if row is None else record_from_row(row, _owner_from_columns)
 
 
 def _op_add_key(
@@ -334,7 +341,7 @@ def _op_add_key(
         raise AccessKeyAlreadyExists(detail=record.access_key_id)
     yield from _check_owner_limit(owner, record.owner, max_keys_per_owner)
     try:
-        yield _Query(_INSERT_KEY, _row_from_record(record))
+        yield _Query(_INSERT_KEY, row_from_record(record, _owner_columns))
     except psycopg.errors.UniqueViolation:
         # Another owner's add of the same id committed first.
         raise AccessKeyAlreadyExists(detail=record.access_key_id) from None
@@ -343,7 +350,7 @@ def _op_add_key(
 
 def _op_list(query: str, owner: Owner) -> _Op[list[KeyRecord]]:
     answer = yield _Query(query, _owner_columns(owner))
-    return [_record_from_row(row) for row in answer.rows]
+    return [record_from_row(row, _owner_from_columns) for row in answer.rows]
 
 
 def _op_set_key_status(
@@ -359,7 +366,7 @@ def _op_set_key_status(
     if row is None:
         raise AccessKeyNotFound(detail=access_key_id)
     yield from _append_audit(audit)
-    return _record_from_row(row)
+    return record_from_row(row, _owner_from_columns)
 
 
 def _op_mark_leak_restricted(access_key_id: str, audit: AuditEvent | None) -> _Op[KeyRecord]:
@@ -372,7 +379,7 @@ def _op_mark_leak_restricted(access_key_id: str, audit: AuditEvent | None) -> _O
     if row is None:
         raise AccessKeyNotFound(detail=access_key_id)
     yield from _append_audit(audit)
-    return _record_from_row(row)
+    return record_from_row(row, _owner_from_columns)
 
 
 def _op_recycle_key(
@@ -407,7 +414,7 @@ def _op_recycle_key(
         raise AccessKeyNotFound(detail=access_key_id)
     if status != KeyStatus.INACTIVE.value:
         raise AccessKeyNotInactive(detail=access_key_id)
-    recycled_now = _seconds(now)
+    recycled_now = seconds(now)
     yield _Query(
         "UPDATE aliak_keys SET recycled_at = %s WHERE access_key_id = %s",
         (recycled_now, access_key_id),
@@ -489,7 +496,7 @@ def _op_purge_expired(now: datetime, audit: AuditEvent | None) -> _Op[list[str]]
 
 def _op_keys_page(after: str) -> _Op[list[KeyRecord]]:
     answer = yield _Query(_SELECT_KEYS_PAGE, (after, _KEYS_PAGE))
-    return [_record_from_row(row) for row in answer.rows]
+    return [record_from_row(row, _owner_from_columns) for row in answer.rows]
 
 
 def _op_get_setting(name: str) -> _Op[str | None]:
@@ -574,7 +581,7 @@ def _op_set_network_policy(
 
 
 def _op_record_usage(records: Sequence[UsageRecord]) -> _Op[None]:
-    latest, spans = _coalesce_usage(records)
+    latest, spans = coalesce_usage(records)
     wanted = sorted(set(latest) | {key_id for key_id, _ in spans})
     answer = yield _Query(_LOCK_USED_KEYS, (wanted,))
     held = {row[0] for row in answer.rows}  # ids the store does not hold are ignored
@@ -619,7 +626,7 @@ def _op_source_ip_history(access_key_id: str, since: datetime | None) -> _Op[lis
 
 
 def _op_append_audit_event(event: AuditEvent) -> _Op[None]:
-    yield _Query(_INSERT_AUDIT, _row_from_event(event))
+    yield _Query(_INSERT_AUDIT, row_from_event(event))
 
 
 def _op_audit_events(
@@ -646,7 +653,7 @@ def _op_audit_events(
         f"SELECT {_AUDIT_COLUMNS} FROM aliak_audit {where}ORDER BY at, seq LIMIT %s",  # noqa: S608
         values,
     )
-    return [_event_from_row(row) for row in answer.rows]
+    return [event_from_row(row) for row in answer.rows]
 
 
 # -- pieces of operations ----------------------------------------------------------------
@@ -675,7 +682,7 @@ def _lock_key(locks: str, access_key_id: str) -> _Op[KeyRecord | None]:
         if row is None:
             return None
         if (row[1], row[2]) in locked:
-            return _record_from_row(row)
+            return record_from_row(row, _owner_from_columns)
 
 
 def _check_owner_limit(columns: tuple[str, str], owner: Owner, limit: int) -> _Op[None]:
@@ -703,12 +710,12 @@ def _destroy_keys(access_key_ids: list[str]) -> _Op[None]:
 
 def _append_audit(event: AuditEvent | None) -> _Op[None]:
     if event is not None:
-        yield _Query(_INSERT_AUDIT, _row_from_event(event))
+        yield _Query(_INSERT_AUDIT, row_from_event(event))
 
 
 def _append_audits(events: list[AuditEvent]) -> _Op[None]:
     if events:
-        yield _Query(_INSERT_AUDIT, many=[_row_from_event(event) for event in events])
+        yield _Query(_INSERT_AUDIT, many=[row_from_event(event) for event in events])
 
 
 # -- driving operations --------------------------------------------------------------------
@@ -1048,118 +1055,11 @@ def _owner_from_columns(account_id: str, user_name: str) -> Owner:
     return RamUser(account_id, user_name) if user_name else Account(account_id)
 
 
-def _seconds(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp())
-
-
-def _row_from_record(record: KeyRecord) -> tuple[object, ...]:
-    used = record.last_used
-    return (
-        record.access_key_id,
-        *_owner_columns(record.owner),
-        KeyStatus(record.status).value,
-        _seconds(record.created_at),
-        KeyAlgorithm(record.algorithm).value,
-        record.sealed_secret,
-        record.public_key,
-        _seconds(record.recycled_at),
-        bool(record.leak_restricted),
-        None if used is None else _seconds(used.used_at),
-        None if used is None else used.service_name,
-    )
-
-
-def _record_from_row(row: Sequence[Any]) -> KeyRecord:
-    (
-        access_key_id,
-        account_id,
-        user_name,
-        status,
-        created_at,
-        algorithm,
-        sealed_secret,
-        public_key,
-        recycled_at,
-        leak_restricted,
-        last_used_at,
-        last_used_service,
-    ) = row
-    try:
-        return KeyRecord(
-            access_key_id=access_key_id,
-            owner=_owner_from_columns(account_id, user_name),
-            status=KeyStatus(status),
-            created_at=utc_from_timestamp(created_at),
-            algorithm=KeyAlgorithm(algorithm),
-            sealed_secret=None if sealed_secret is None else bytes(sealed_secret),
-            public_key=public_key,
-            last_used=None
-            if last_used_at is None
-            else LastUsed(utc_from_timestamp(last_used_at), last_used_service),
-            recycled_at=None if recycled_at is None else utc_from_timestamp(recycled_at),
-            leak_restricted=bool(leak_restricted),
-        )
-    except (AliakError, ValueError, TypeError) as error:
-        raise InternalError(detail=f"the stored record of {access_key_id} is corrupt") from error
-
-
 def _policy_from_json(value: Any) -> NetworkPolicy:
     try:
         return NetworkPolicy.from_dict(value)
     except (AliakError, ValueError, TypeError, AttributeError) as error:
         raise InternalError(detail="a stored network policy is corrupt") from error
-
-
-def _row_from_event(event: AuditEvent) -> tuple[object, ...]:
-    return (
-        _seconds(event.at),
-        event.actor,
-        event.action,
-        event.access_key_id,
-        event.account_id,
-        event.user_name,
-        event.detail,
-    )
-
-
-def _event_from_row(row: Sequence[Any]) -> AuditEvent:
-    at, actor, action, access_key_id, account_id, user_name, detail = row
-    try:
-        return AuditEvent(
-            at=utc_from_timestamp(at),
-            actor=actor,
-            action=action,
-            access_key_id=access_key_id,
-            account_id=account_id,
-            user_name=user_name,
-            detail=detail,
-        )
-    except (AliakError, ValueError, TypeError) as error:
-        raise InternalError(detail="a stored audit event is corrupt") from error
-
-
-_LatestUse = dict[str, tuple[int, str]]
-_SourceIpSpan = dict[tuple[str, str], tuple[int, int]]
-
-
-def _coalesce_usage(records: Sequence[UsageRecord]) -> tuple[_LatestUse, _SourceIpSpan]:
-    """Merge a batch in memory first: one row write per key and per (key, IP). Ties in
-    time go to the greater service name, as in the database's merge."""
-    latest: _LatestUse = {}
-    spans: _SourceIpSpan = {}
-    for record in records:
-        key_id = record.access_key_id
-        use = (int(record.used_at), record.service_name)
-        previous = latest.get(key_id)
-        if previous is None or use > previous:
-            latest[key_id] = use
-        if record.source_ip is not None:
-            first, last = int(record.first_used_at), int(record.used_at)
-            seen = spans.get((key_id, record.source_ip))
-            if seen is not None:
-                first, last = min(first, seen[0]), max(last, seen[1])
-            spans[(key_id, record.source_ip)] = (first, last)
-    return latest, spans
 
 
 def _check_only_if(only_if: str) -> None:

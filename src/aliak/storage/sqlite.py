@@ -52,7 +52,6 @@ from aliak.model import (
     RECYCLE_BIN_RETENTION,
     Account,
     AuditEvent,
-    KeyAlgorithm,
     KeyRecord,
     KeyStatus,
     LastUsed,
@@ -65,6 +64,16 @@ from aliak.model import (
 from aliak.sealing import ENV_MASTER_KEY, KeyFile, MasterKeyring, load_master_keyring
 from aliak.storage.async_adapter import AsyncStoreAdapter
 from aliak.storage.protocols import PolicyTarget
+from aliak.storage.rows import (
+    LatestUse,
+    SourceIpSpans,
+    coalesce_usage,
+    event_from_row,
+    record_from_row,
+    row_from_event,
+    row_from_record,
+    seconds,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -498,7 +507,7 @@ class SQLiteStore:
     @_fail_closed
     def get_key(self, access_key_id: str) -> KeyRecord | None:
         row = self._connection().execute(_SELECT_KEY, (access_key_id,)).fetchone()
-        return None if row is None else _record_from_row(row)
+        return None if row is None else record_from_row(row, _owner_from_columns)
 
     @_fail_closed
     def add_key(
@@ -511,13 +520,13 @@ class SQLiteStore:
             if exists is not None:
                 raise AccessKeyAlreadyExists(detail=record.access_key_id)
             _check_owner_limit(connection, record.owner, max_keys_per_owner)
-            connection.execute(_INSERT_KEY, _row_from_record(record))
+            connection.execute(_INSERT_KEY, row_from_record(record, _owner_columns))
             _append_audit(connection, audit)
 
     @_fail_closed
     def list_keys(self, owner: Owner) -> list[KeyRecord]:
         rows = self._connection().execute(_SELECT_OWNER_KEYS, _owner_columns(owner)).fetchall()
-        return [_record_from_row(row) for row in rows]
+        return [record_from_row(row, _owner_from_columns) for row in rows]
 
     @_fail_closed
     def set_key_status(
@@ -534,7 +543,7 @@ class SQLiteStore:
                 raise AccessKeyNotFound(detail=access_key_id)
             _append_audit(connection, audit)
             row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
-        return _record_from_row(row)
+        return record_from_row(row, _owner_from_columns)
 
     @_fail_closed
     def recycle_key(
@@ -558,7 +567,7 @@ class SQLiteStore:
                 raise AccessKeyNotInactive(detail=access_key_id)
             connection.execute(
                 "UPDATE aliak_keys SET recycled_at = ? WHERE access_key_id = ?",
-                (_seconds(now), access_key_id),
+                (seconds(now), access_key_id),
             )
             _append_audit(connection, audit)
             # The write lock is held, so the bin cannot fill up behind this count.
@@ -590,7 +599,7 @@ class SQLiteStore:
     ) -> KeyRecord:
         with self._write_transaction() as connection:
             row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
-            record = None if row is None else _record_from_row(row)
+            record = None if row is None else record_from_row(row, _owner_from_columns)
             if record is None or record.purge_at is None:
                 raise AccessKeyNotInRecycleBin(detail=access_key_id)
             if now >= record.purge_at:
@@ -615,7 +624,7 @@ class SQLiteStore:
             raise InvalidParameter("only_if", detail="'in_recycle_bin' or 'inactive'")
         with self._write_transaction() as connection:
             row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
-            record = None if row is None else _record_from_row(row)
+            record = None if row is None else record_from_row(row, _owner_from_columns)
             if only_if == "in_recycle_bin":
                 if record is None or not record.in_recycle_bin:
                     raise AccessKeyNotInRecycleBin(detail=access_key_id)
@@ -651,7 +660,7 @@ class SQLiteStore:
         rows = (
             self._connection().execute(_SELECT_OWNER_RECYCLE_BIN, _owner_columns(owner)).fetchall()
         )
-        return [_record_from_row(row) for row in rows]
+        return [record_from_row(row, _owner_from_columns) for row in rows]
 
     @_fail_closed
     def mark_leak_restricted(
@@ -666,7 +675,7 @@ class SQLiteStore:
                 raise AccessKeyNotFound(detail=access_key_id)
             _append_audit(connection, audit)
             row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
-        return _record_from_row(row)
+        return record_from_row(row, _owner_from_columns)
 
     def iter_keys(self) -> Iterator[KeyRecord]:
         """Pages through the keys by id, so no read transaction stays open between pages
@@ -682,7 +691,7 @@ class SQLiteStore:
     @_fail_closed
     def _keys_page(self, after: str) -> list[KeyRecord]:
         rows = self._connection().execute(_SELECT_KEYS_PAGE, (after, _KEYS_PAGE)).fetchall()
-        return [_record_from_row(row) for row in rows]
+        return [record_from_row(row, _owner_from_columns) for row in rows]
 
     @_fail_closed
     def get_setting(self, name: str) -> str | None:
@@ -808,7 +817,7 @@ class SQLiteStore:
     def record_usage(self, records: Sequence[UsageRecord]) -> None:
         if not records:
             return
-        latest, source_ips = _coalesce_usage(records)
+        latest, source_ips = coalesce_usage(records)
         with self._write_transaction() as connection:
             _merge_last_used(connection, latest)
             _merge_source_ips(connection, source_ips)
@@ -850,7 +859,7 @@ class SQLiteStore:
 
     @_fail_closed
     def append_audit_event(self, event: AuditEvent) -> None:
-        self._connection().execute(_INSERT_AUDIT, _row_from_event(event))
+        self._connection().execute(_INSERT_AUDIT, row_from_event(event))
 
     @_fail_closed
     def audit_events(
@@ -884,7 +893,7 @@ class SQLiteStore:
             )
             .fetchall()
         )
-        return [_event_from_row(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -993,96 +1002,11 @@ def _owner_from_columns(account_id: str, user_name: str | None) -> Owner:
     return Account(account_id) if user_name is None else RamUser(account_id, user_name)
 
 
-def _seconds(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp())
-
-
-def _row_from_record(record: KeyRecord) -> tuple[object, ...]:
-    account_id, user_name = _owner_columns(record.owner)
-    used = record.last_used
-    return (
-        record.access_key_id,
-        account_id,
-        user_name,
-        KeyStatus(record.status).value,
-        _seconds(record.created_at),
-        KeyAlgorithm(record.algorithm).value,
-        record.sealed_secret,
-        record.public_key,
-        _seconds(record.recycled_at),
-        int(record.leak_restricted),
-        None if used is None else _seconds(used.used_at),
-        None if used is None else used.service_name,
-    )
-
-
-def _record_from_row(row: Sequence[Any]) -> KeyRecord:
-    (
-        access_key_id,
-        account_id,
-        user_name,
-        status,
-        created_at,
-        algorithm,
-        sealed_secret,
-        public_key,
-        recycled_at,
-        leak_restricted,
-        last_used_at,
-        last_used_service,
-    ) = row
-    try:
-        return KeyRecord(
-            access_key_id=access_key_id,
-            owner=_owner_from_columns(account_id, user_name),
-            status=KeyStatus(status),
-            created_at=utc_from_timestamp(created_at),
-            algorithm=KeyAlgorithm(algorithm),
-            sealed_secret=None if sealed_secret is None else bytes(sealed_secret),
-            public_key=public_key,
-            last_used=None
-            if last_used_at is None
-            else LastUsed(utc_from_timestamp(last_used_at), last_used_service),
-            recycled_at=None if recycled_at is None else utc_from_timestamp(recycled_at),
-            leak_restricted=bool(leak_restricted),
-        )
-    except (AliakError, ValueError, TypeError) as error:
-        raise InternalError(detail=f"the stored record of {access_key_id} is corrupt") from error
-
-
 def _policy_from_json(text: str) -> NetworkPolicy:
     try:
         return NetworkPolicy.from_dict(json.loads(text))
     except (AliakError, ValueError, TypeError) as error:
         raise InternalError(detail="a stored network policy is corrupt") from error
-
-
-def _row_from_event(event: AuditEvent) -> tuple[object, ...]:
-    return (
-        _seconds(event.at),
-        event.actor,
-        event.action,
-        event.access_key_id,
-        event.account_id,
-        event.user_name,
-        event.detail,
-    )
-
-
-def _event_from_row(row: Sequence[Any]) -> AuditEvent:
-    at, actor, action, access_key_id, account_id, user_name, detail = row
-    try:
-        return AuditEvent(
-            at=utc_from_timestamp(at),
-            actor=actor,
-            action=action,
-            access_key_id=access_key_id,
-            account_id=account_id,
-            user_name=user_name,
-            detail=detail,
-        )
-    except (AliakError, ValueError, TypeError) as error:
-        raise InternalError(detail="a stored audit event is corrupt") from error
 
 
 # -- the key lifecycle ------------------------------------------------------------------
@@ -1112,42 +1036,20 @@ def _destroy_key(connection: sqlite3.Connection, access_key_id: str) -> None:
 
 def _append_audit(connection: sqlite3.Connection, event: AuditEvent | None) -> None:
     if event is not None:
-        connection.execute(_INSERT_AUDIT, _row_from_event(event))
+        connection.execute(_INSERT_AUDIT, row_from_event(event))
 
 
 # -- usage merging --------------------------------------------------------------------
 
-_LatestUse = dict[str, tuple[int, str]]
-_SourceIpSpan = dict[tuple[str, str], tuple[int, int]]
 
-
-def _coalesce_usage(records: Sequence[UsageRecord]) -> tuple[_LatestUse, _SourceIpSpan]:
-    """Merge a batch in memory first: one row write per key and per (key, IP)."""
-    latest: _LatestUse = {}
-    spans: _SourceIpSpan = {}
-    for record in records:
-        key_id = record.access_key_id
-        use = (int(record.used_at), record.service_name)
-        previous = latest.get(key_id)
-        if previous is None or use > previous:
-            latest[key_id] = use
-        if record.source_ip is not None:
-            first, last = int(record.first_used_at), int(record.used_at)
-            seen = spans.get((key_id, record.source_ip))
-            if seen is not None:
-                first, last = min(first, seen[0]), max(last, seen[1])
-            spans[(key_id, record.source_ip)] = (first, last)
-    return latest, spans
-
-
-def _merge_last_used(connection: sqlite3.Connection, latest: _LatestUse) -> None:
+def _merge_last_used(connection: sqlite3.Connection, latest: LatestUse) -> None:
     connection.executemany(
         _MERGE_LAST_USED,
         [(used_at, service, key_id) for key_id, (used_at, service) in latest.items()],
     )
 
 
-def _merge_source_ips(connection: sqlite3.Connection, spans: _SourceIpSpan) -> None:
+def _merge_source_ips(connection: sqlite3.Connection, spans: SourceIpSpans) -> None:
     connection.executemany(
         _MERGE_SOURCE_IP,
         [(key_id, ip, first, last) for (key_id, ip), (first, last) in spans.items()],
