@@ -126,7 +126,7 @@ class Signer:
         self._now = clock
         self._nonce = nonce_factory
         self._date = RememberLast(format_acs_date)  # keyed by whole seconds
-        self._layouts: dict[tuple[str, ...], list[str]] = {}
+        self._layouts: dict[tuple[str, ...], tuple[list[str], str]] = {}
         if isinstance(credential, AccessKey | StsCredential):
             self._provider: CredentialsProvider | None = None
             self._prepared = _Prepared(credential, self._algorithm)
@@ -188,10 +188,9 @@ class Signer:
             merged[name] = [value]
 
         query = request.query
-        if len(query) > 1 and len({name for name, _ in query}) != len(query):
+        if len(query) > 1 and len(dict(query)) != len(query):
             _refuse_repeated_names(query)
-        names = self._names_to_sign(merged)
-        signed = signed_headers(names)
+        names, signed = self._names_to_sign(merged)
         canonical = canonical_request(
             request.method,
             canonical_uri(request.path),
@@ -206,18 +205,20 @@ class Signer:
 
         added.append(("Authorization", authorization))
         merged["authorization"] = [authorization]
-        headers = Headers._trusted((*request.headers.items(), *added), merged)
+        headers = Headers._trusted((*request.headers._items, *added), merged)
         return request._with_headers(headers, body), canonical, to_sign, signature, authorization
 
-    def _names_to_sign(self, merged: dict[str, list[str]]) -> list[str]:
-        """headers_to_sign, memoised per header-name layout (a client repeats a few)."""
+    def _names_to_sign(self, merged: dict[str, list[str]]) -> tuple[list[str], str]:
+        """headers_to_sign and the SignedHeaders line, memoised per header-name layout
+        (a client repeats a few)."""
         layout = tuple(merged)
-        names = self._layouts.get(layout)
-        if names is None:
+        found = self._layouts.get(layout)
+        if found is None:
             names = headers_to_sign(layout, sign_all=self._sign_all)
+            found = (names, signed_headers(names))
             if len(self._layouts) < _MAX_LAYOUTS:
-                self._layouts[layout] = names
-        return names
+                self._layouts[layout] = found
+        return found
 
     def _headers_to_add(
         self,
