@@ -6,6 +6,7 @@ The names in ``__all__`` are the public contract; everything else may change.
 from aliak.acl import NetworkPolicy
 from aliak.algorithms import ALGORITHM_NAMES, AlgorithmName
 from aliak.authorization import Authorization, format_authorization, parse_authorization
+from aliak.canonical import canonical_query_string
 from aliak.credentials import (
     AccessKey,
     CredentialsProvider,
@@ -13,7 +14,7 @@ from aliak.credentials import (
     Secret,
     StsCredential,
 )
-from aliak.encoding import path_from_segments, percent_encode
+from aliak.encoding import parse_query_string, path_from_segments, percent_encode
 from aliak.errors import AliakError
 from aliak.keys import AccessKeyInfo, KeyManager, NewAccessKey
 from aliak.model import (
@@ -66,8 +67,10 @@ __all__ = [
     "Verified",
     "Verifier",
     "VerifierSettings",
+    "canonical_query_string",
     "format_authorization",
     "parse_authorization",
+    "parse_query_string",
     "path_from_segments",
     "percent_encode",
 ]

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from aliak.encoding import parse_query_string
+from aliak import Request, parse_query_string
 from aliak.errors import AliakError, IncompleteBody, PayloadTooLarge
 from aliak.integrations.http import (
     DEFAULT_RECOMMEND,
@@ -32,10 +32,9 @@ from aliak.integrations.wsgi import (
     origin_path,
     parse_content_length,
 )
-from aliak.request import Request
 
 if TYPE_CHECKING:
-    from aliak.verifier import AsyncVerifier
+    from aliak import AsyncVerifier
 
 __all__ = [
     "ASGIApp",

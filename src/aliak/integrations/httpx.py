@@ -22,10 +22,8 @@ from collections.abc import Generator
 
 import httpx
 
-from aliak.canonical import canonical_query_string
-from aliak.encoding import parse_query_string
+from aliak import Request, canonical_query_string, parse_query_string
 from aliak.integrations.signing import SigningAuth
-from aliak.request import Request
 
 __all__ = ["AliakAuth"]
 

@@ -34,15 +34,17 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 from requests.auth import AuthBase
 from requests.models import PreparedRequest, Response
 
-from aliak.canonical import STREAM_CHUNK_SIZE, canonical_query_string
-from aliak.encoding import parse_query_string
+from aliak import Request, canonical_query_string, parse_query_string
 from aliak.errors import InvalidParameter
 from aliak.integrations.signing import SigningAuth
-from aliak.request import BodyInput, Request
+from aliak.request import BodyInput
 
 __all__ = ["AliakAuth"]
 
 ResponseHook = Callable[..., Response]
+
+
+_CHUNK_SIZE = 1 << 20  # how much of a spooled body each chunk re-reads
 
 
 class AliakAuth(SigningAuth, AuthBase):
@@ -128,7 +130,7 @@ def _read_once(spool: IO[bytes]) -> Iterator[bytes]:
     chose: two framings for one body. A generator keeps the chunked framing that was signed.
     """
     with spool:
-        while chunk := spool.read(STREAM_CHUNK_SIZE):
+        while chunk := spool.read(_CHUNK_SIZE):
             yield chunk
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from aliak.credentials import AccessKey, CredentialsProvider, StsCredential
-from aliak.signer import Signer
+from aliak import AccessKey, CredentialsProvider, Signer, StsCredential
 
 __all__ = ["SigningAuth"]
 

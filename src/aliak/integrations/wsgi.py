@@ -24,8 +24,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aliak.authorization import parse_authorization
-from aliak.encoding import parse_query_string, percent_encode
+from aliak import Request, parse_authorization, parse_query_string, percent_encode
 from aliak.errors import AliakError, IncompleteBody, InvalidParameter, PayloadTooLarge
 from aliak.integrations.http import (
     DEFAULT_RECOMMEND,
@@ -33,12 +32,11 @@ from aliak.integrations.http import (
     client_address,
     error_response,
 )
-from aliak.request import Request
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from aliak.verifier import Verifier
+    from aliak import Verifier
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "AliakWSGIMiddleware", "request_from_environ"]
 
