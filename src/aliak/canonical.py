@@ -25,7 +25,6 @@ __all__ = [
     "headers_to_sign",
     "signed_headers",
     "string_to_sign",
-    "trim_header_value",
 ]
 
 # §5.4 trim set (our choice): SP and HTAB, the HTTP whitespace characters.
@@ -54,11 +53,6 @@ def canonical_query_string(pairs: Iterable[tuple[str, str]]) -> str:
             for name, value in sorted(pairs)
         ]
     )
-
-
-def trim_header_value(value: str) -> str:
-    """§5.4 rule 3: strip SP and HTAB at the ends only; inner runs stay."""
-    return value.strip(_HTTP_WHITESPACE)
 
 
 def headers_to_sign(header_names: Iterable[str], *, sign_all: bool = False) -> list[str]:

@@ -88,10 +88,6 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         return list(self._index.get(name.lower(), ()))
 
-    def lower_index(self) -> Mapping[str, list[str]]:
-        """Lower-cased name -> its values in order. Read-only by contract."""
-        return self._index
-
     def items(self) -> tuple[tuple[str, str], ...]:
         """Every (name, value) pair in the original order and case."""
         return self._items

@@ -24,6 +24,7 @@ from aliak.canonical import (
     canonical_request,
     canonical_uri,
     hash_stream,
+    hashed_payload,
     headers_to_sign,
     signed_headers,
     string_to_sign,
@@ -263,7 +264,7 @@ class Signer:
         """The body's hash, and the body to send (a spool when a one-shot iterable was read)."""
         given = index.get("x-acs-content-sha256")
         if type(body) is bytes:
-            payload_hash = self._algorithm.hash_hex(body)
+            payload_hash = hashed_payload(body, self._algorithm)
             if given is not None and given != [payload_hash]:
                 raise InvalidParameter(
                     "x-acs-content-sha256", detail="the header does not match the body's hash"

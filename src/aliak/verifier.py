@@ -48,6 +48,7 @@ from aliak.canonical import (
     canonical_request,
     canonical_uri,
     hash_stream,
+    hashed_payload,
     string_to_sign,
 )
 from aliak.credentials import Secret
@@ -463,7 +464,7 @@ class _Core:
         algorithm = pending.algorithm
         if isinstance(body, bytes):
             pending.body = body
-            pending.payload_hash = algorithm.hash_hex(body)
+            pending.payload_hash = hashed_payload(body, algorithm)
             return
         spool = tempfile.SpooledTemporaryFile(max_size=4 * STREAM_CHUNK_SIZE)  # noqa: SIM115
         sink: IO[bytes] = spool

@@ -91,22 +91,10 @@ class CompositeStore:
         self.base = base
         self.nonces: NonceStore = base if nonces is None else nonces
         self._publish_to = invalidations
-        inherited = getattr(base, "invalidations", None)
-        self.invalidations: InvalidationChannel | None = (
-            invalidations
-            if invalidations is not None
-            else inherited
-            if isinstance(inherited, InvalidationChannel)
-            else None
-        )
+        self.invalidations = _channel_of(base, invalidations)
 
     def __repr__(self) -> str:
-        parts = [repr(self.base)]
-        if self.nonces is not self.base:
-            parts.append(f"nonces={self.nonces!r}")
-        if self._publish_to is not None:
-            parts.append(f"invalidations={self._publish_to!r}")
-        return f"CompositeStore({', '.join(parts)})"
+        return _describe(self)
 
     def __getattr__(self, name: str) -> Any:
         # Only for what the base offers beyond the protocol; never for private names
@@ -337,22 +325,10 @@ class AsyncCompositeStore:
         self.sync = sync
         self.nonces: AsyncNonceStore = base if nonces is None else nonces
         self._publish_to = invalidations
-        inherited = getattr(base, "invalidations", None)
-        self.invalidations: InvalidationChannel | None = (
-            invalidations
-            if invalidations is not None
-            else inherited
-            if isinstance(inherited, InvalidationChannel)
-            else None
-        )
+        self.invalidations = _channel_of(base, invalidations)
 
     def __repr__(self) -> str:
-        parts = [repr(self.base)]
-        if self.nonces is not self.base:
-            parts.append(f"nonces={self.nonces!r}")
-        if self._publish_to is not None:
-            parts.append(f"invalidations={self._publish_to!r}")
-        return f"AsyncCompositeStore({', '.join(parts)})"
+        return _describe(self)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name in ("base", "sync"):
@@ -464,3 +440,22 @@ class AsyncCompositeStore:
         await self.base.aclose()
         if self.sync is not None:
             await asyncio.to_thread(self.sync.close)
+
+
+def _channel_of(
+    base: object, invalidations: InvalidationChannel | None
+) -> InvalidationChannel | None:
+    """The channel verifiers follow: the one given, else the base store's own, if any."""
+    if invalidations is not None:
+        return invalidations
+    inherited = getattr(base, "invalidations", None)
+    return inherited if isinstance(inherited, InvalidationChannel) else None
+
+
+def _describe(store: CompositeStore | AsyncCompositeStore) -> str:
+    parts = [repr(store.base)]
+    if store.nonces is not store.base:
+        parts.append(f"nonces={store.nonces!r}")
+    if store._publish_to is not None:
+        parts.append(f"invalidations={store._publish_to!r}")
+    return f"{type(store).__name__}({', '.join(parts)})"
