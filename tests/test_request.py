@@ -122,3 +122,38 @@ def test_repr_masks_authorization_and_security_token_and_hides_the_body() -> Non
     assert "ACS3 sig" not in text
     assert "body-secret" not in text
     assert "<11 bytes>" in text
+
+
+def test_from_wire_keeps_the_raw_path_query_and_repeated_headers() -> None:
+    pairs = [("Host", "ecs.example.com:8443"), ("X-Acs-Test", "b"), ("x-acs-test", "a")]
+    request = Request.from_wire("post", "/a%2Fb/c%20d", b"b=2&a=%E4%B8%AD+x&e", pairs, b"{}")
+    assert request.method == "POST"
+    assert request.host == "ecs.example.com:8443"  # the first host header, as received
+    assert request.path == "/a%2Fb/c%20d"  # still encoded, never normalised
+    assert request.query == (("b", "2"), ("a", "中 x"), ("e", ""))  # order as received
+    assert request.headers.items() == tuple(pairs)
+    assert request.headers.get_all("x-acs-test") == ["b", "a"]
+    assert request.body == b"{}"
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "path"),
+    [
+        ("", "/"),
+        ("/p?ignored=1", "/p"),  # WSGI's RAW_URI carries the query; raw_query is authoritative
+        ("http://h:80/p%20q?x=1", "/p%20q"),  # absolute-form, as a proxy receives it
+        ("HTTPS://h", "/"),
+        ("//double//slashes/./x", "//double//slashes/./x"),
+    ],
+)
+def test_from_wire_reduces_the_request_target_to_its_path(raw_path: str, path: str) -> None:
+    assert Request.from_wire("GET", raw_path, "", ()).path == path
+
+
+def test_from_wire_without_a_host_header_has_no_host_and_refuses_what_request_refuses() -> None:
+    assert Request.from_wire("GET", "/", "", [("host", "")]).host is None
+    assert Request.from_wire("GET", "/", "", []).host is None
+    with pytest.raises(AliakError):
+        Request.from_wire("GET", "/a b", "", [])
+    with pytest.raises(AliakError):
+        Request.from_wire("GET", "/", "", [("x-acs-bad", "line\r\nbreak")])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, TypeAlias
 from urllib.parse import urlsplit
 
@@ -205,6 +205,13 @@ def _check_path(_instance: Any, _attribute: Any, path: object) -> None:
         )
 
 
+def _origin_path(target: str) -> str:
+    path = target.partition("?")[0]
+    if not path.startswith("/") and "://" in path:
+        path = urlsplit(path).path
+    return path or "/"
+
+
 def _to_headers(headers: HeadersInput | None) -> Headers:
     return headers if isinstance(headers, Headers) else Headers(headers)
 
@@ -258,6 +265,43 @@ class Request:
         pairs = parse_query_string(parts.query) + flatten_query(query)
         return cls(
             method, host=parts.netloc, path=parts.path, query=pairs, headers=headers, body=body
+        )
+
+    @classmethod
+    def from_wire(
+        cls,
+        method: str,
+        raw_path: str,
+        raw_query: str | bytes,
+        header_pairs: Sequence[tuple[str, str]],
+        body: BodyInput = None,
+    ) -> Request:
+        """The request a server received, from its parts as they came on the wire.
+
+        - ``raw_path``: the request target's path as on the request line, still encoded
+          (spec §5.2); an absolute-form target (``http://host/p``, sent to proxies) is
+          reduced to its path, anything from ``?`` on is cut off, and empty means ``/``.
+        - ``raw_query``: the query string undecoded, bytes when the server has them;
+          decoded by :func:`aliak.encoding.parse_query_string` (§5.3 "Verifier").
+        - ``header_pairs``: every ``(name, value)`` as received, repeated names kept; the
+          first ``host`` is the host.
+        - ``body``: what was read (or a stream).
+
+        Raises :class:`~aliak.errors.InvalidParameter` for what :class:`Request` refuses (a
+        path that is not percent-encoded, a header value with control characters, ...).
+        """
+        host = None
+        for name, value in header_pairs:
+            if name.lower() == "host":
+                host = value or None
+                break
+        return cls(
+            method,
+            host=host,
+            path=_origin_path(raw_path),
+            query=parse_query_string(raw_query),
+            headers=header_pairs,
+            body=body,
         )
 
     @property

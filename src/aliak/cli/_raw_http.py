@@ -9,7 +9,6 @@ import re
 import attrs
 
 from aliak.cli._console import CommandFailed
-from aliak.encoding import parse_query_string
 from aliak.request import Request
 
 __all__ = ["RawHttpRequest", "parse_http_request"]
@@ -17,7 +16,6 @@ __all__ = ["RawHttpRequest", "parse_http_request"]
 # RFC 9112 §3: method SP request-target SP HTTP-version.
 _request_line = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/1\.[01]").fullmatch
 _field_name = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
-_ABSOLUTE_FORM = re.compile(rb"https?://[^/?#]*", re.IGNORECASE)
 
 
 class MalformedHttpRequest(CommandFailed):
@@ -46,17 +44,13 @@ class RawHttpRequest:
     def to_request(self) -> Request:
         """The aliak Request a server would build (raises ``AliakError`` when the
         request itself is unacceptable, e.g. a path that is not percent-encoded)."""
-        target = self.target
-        absolute = _ABSOLUTE_FORM.match(target)
-        if absolute is not None:  # absolute-form: what a proxy receives
-            target = target[absolute.end() :] or b"/"
-        raw_path, _, raw_query = target.partition(b"?")
-        return Request(
+        raw_path, _, raw_query = self.target.partition(b"?")
+        return Request.from_wire(
             self.method,
-            path=raw_path.decode("utf-8", "surrogateescape"),
-            query=parse_query_string(raw_query),
-            headers=self.headers,
-            body=self.body,
+            raw_path.decode("utf-8", "surrogateescape"),
+            raw_query,
+            self.headers,
+            self.body,
         )
 
 

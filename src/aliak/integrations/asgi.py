@@ -16,20 +16,16 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from aliak import Request, parse_query_string
-from aliak.errors import AliakError, IncompleteBody, PayloadTooLarge
+from aliak import AliakError, IncompleteBody, PayloadTooLarge, Request
 from aliak.integrations.http import (
-    DEFAULT_RECOMMEND,
-    TrustedProxies,
-    client_address,
-    error_response,
-)
-from aliak.integrations.wsgi import (
     DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_RECOMMEND,
     ProtectedPaths,
+    TrustedProxies,
     check_max_body_size,
+    client_address,
     encode_decoded_path,
-    origin_path,
+    error_response,
     parse_content_length,
 )
 
@@ -67,7 +63,7 @@ def _header_pairs(scope: Scope) -> list[tuple[str, str]]:
 def _raw_path(scope: Scope) -> str:
     raw_path = scope.get("raw_path")
     if raw_path:
-        return origin_path(bytes(raw_path).decode("latin-1"))
+        return bytes(raw_path).decode("latin-1")
     return encode_decoded_path(str(scope.get("path", "")))
 
 
@@ -81,15 +77,12 @@ def request_from_scope(scope: Scope, body: bytes) -> Request:
 
     Raises :class:`~aliak.errors.InvalidParameter` for what :class:`Request` refuses.
     """
-    headers = _header_pairs(scope)
-    host = next((value for name, value in headers if name.lower() == "host"), None)
-    return Request(
+    return Request.from_wire(
         str(scope.get("method", "GET")),
-        host=host or None,
-        path=_raw_path(scope),
-        query=parse_query_string(bytes(scope.get("query_string") or b"")),
-        headers=headers,
-        body=body,
+        _raw_path(scope),
+        bytes(scope.get("query_string") or b""),
+        _header_pairs(scope),
+        body,
     )
 
 

@@ -1,25 +1,49 @@
-"""What every server-side integration shares: the Alibaba error response, request ids,
-and the client address behind trusted proxies (spec ``verification.md`` §1, §3)."""
+"""What the integrations share, so that none imports another's module.
+
+Server side: which paths are protected, the body-size limit, the Alibaba error response,
+request ids, and the client address behind trusted proxies (spec ``verification.md``
+§1, §3). Client side: :class:`SigningAuth`, the signer an HTTP client's auth hook holds.
+The wire-to-:class:`~aliak.Request` step itself is :meth:`aliak.Request.from_wire`.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import posixpath
+import re
 import uuid
 from collections.abc import Iterable
 from email.utils import formatdate
 from typing import TypeAlias
 
-from aliak.errors import AliakError
+from aliak import (
+    AccessKey,
+    AliakError,
+    CredentialsProvider,
+    InvalidParameter,
+    PayloadTooLarge,
+    Signer,
+    StsCredential,
+    percent_encode,
+)
 
 __all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_RECOMMEND",
     "ErrorResponse",
+    "ProtectedPaths",
+    "SigningAuth",
     "TrustedProxies",
+    "check_max_body_size",
     "client_address",
+    "encode_decoded_path",
     "error_response",
     "new_request_id",
+    "parse_content_length",
 ]
+
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
 # §3: the Alibaba pattern; {code}, {product} and {request_id} are filled in.
 DEFAULT_RECOMMEND = (
@@ -28,6 +52,86 @@ DEFAULT_RECOMMEND = (
 
 ErrorResponse: TypeAlias = tuple[int, list[tuple[str, str]], bytes]
 IpNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_repeated_slashes = re.compile(r"/{2,}")
+
+
+# ---------------------------------------------------------------------------------------
+# Server side: what a middleware verifies, and how much body it reads
+# ---------------------------------------------------------------------------------------
+
+
+class ProtectedPaths:
+    """Which requests a middleware verifies: every one (``None``), or those whose path
+    starts with one of the given prefixes.
+
+    A plain string prefix (``"/api"`` also covers ``/apix``): when in doubt, a request
+    is verified rather than let through. The decoded path is tested both as received and
+    normalised (repeated slashes collapsed, dot segments resolved), so ``//api/x`` and
+    ``/public/../api/x`` do not slip past a router that normalises.
+    """
+
+    __slots__ = ("_prefixes",)
+
+    def __init__(self, paths: Iterable[str] | None) -> None:
+        if paths is None:
+            self._prefixes: tuple[str, ...] | None = None
+            return
+        if isinstance(paths, str):
+            paths = [paths]
+        prefixes = []
+        for path in paths:
+            if not isinstance(path, str) or not path:
+                raise ValueError(f"a protected path prefix is a non-empty str, not {path!r}")
+            prefixes.append(path if path.startswith("/") else "/" + path)
+        self._prefixes = tuple(prefixes)
+
+    def __call__(self, *paths: str) -> bool:
+        prefixes = self._prefixes
+        if prefixes is None:
+            return True
+        for path in paths:
+            if path.startswith(prefixes) or _normalised(path).startswith(prefixes):
+                return True
+        return False
+
+
+def _normalised(path: str) -> str:
+    collapsed = _repeated_slashes.sub("/", "/" + path)
+    normal = posixpath.normpath(collapsed)
+    # normpath drops a trailing slash; keep it, so "/api/" still matches a "/api/" prefix.
+    return normal + "/" if collapsed.endswith("/") and normal != "/" else normal
+
+
+def encode_decoded_path(decoded: str) -> str:
+    """Re-encode a percent-decoded path, segment by segment (spec §5.2, the fallback for
+    a server that gives no raw path)."""
+    return "/".join(percent_encode(segment) for segment in decoded.split("/")) or "/"
+
+
+def check_max_body_size(max_body_size: int) -> int:
+    if isinstance(max_body_size, bool) or not isinstance(max_body_size, int):
+        raise TypeError("max_body_size must be an int")
+    if max_body_size < 0:
+        raise ValueError("max_body_size must be >= 0")
+    return max_body_size
+
+
+def parse_content_length(text: str, max_body_size: int) -> int:
+    """``Content-Length`` as announced; refuses (413) a body longer than the limit before a
+    single byte of it is read."""
+    text = text.strip(" \t")
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidParameter("Content-Length", detail="not a decimal number")
+    length = int(text)
+    if length > max_body_size:
+        raise PayloadTooLarge(detail=f"Content-Length {length} > limit {max_body_size}")
+    return length
+
+
+# ---------------------------------------------------------------------------------------
+# Server side: the refusal, and who the client is
+# ---------------------------------------------------------------------------------------
 
 
 def new_request_id() -> str:
@@ -116,3 +220,43 @@ def client_address(
         if hop not in trusted:
             break
     return address
+
+
+# ---------------------------------------------------------------------------------------
+# Client side
+# ---------------------------------------------------------------------------------------
+
+
+class SigningAuth:
+    """Holds the :class:`~aliak.Signer` an HTTP client's auth hook signs with.
+
+    ``signer`` is a :class:`~aliak.Signer`, or a credential (an :class:`~aliak.AccessKey`,
+    an :class:`~aliak.StsCredential` or a :class:`~aliak.CredentialsProvider`) to make one
+    with the default algorithm; ``sign_all_headers`` applies to that new signer only.
+    ``action``/``version`` fill ``x-acs-action``/``x-acs-version`` when a request has none.
+    """
+
+    def __init__(
+        self,
+        signer: Signer | AccessKey | StsCredential | CredentialsProvider,
+        *,
+        action: str | None = None,
+        version: str | None = None,
+        sign_all_headers: bool = False,
+    ) -> None:
+        if isinstance(signer, Signer):
+            if sign_all_headers:
+                raise TypeError(
+                    "sign_all_headers configures a new Signer; set it on the Signer given"
+                )
+            self.signer = signer
+        else:
+            self.signer = Signer(signer, sign_all_headers=sign_all_headers)
+        self.action = action
+        self.version = version
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.signer!r}, action={self.action!r}, "
+            f"version={self.version!r})"
+        )

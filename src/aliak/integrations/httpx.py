@@ -23,7 +23,7 @@ from collections.abc import Generator
 import httpx
 
 from aliak import Request, canonical_query_string, parse_query_string
-from aliak.integrations.signing import SigningAuth
+from aliak.integrations.http import SigningAuth
 
 __all__ = ["AliakAuth"]
 

@@ -34,10 +34,14 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 from requests.auth import AuthBase
 from requests.models import PreparedRequest, Response
 
-from aliak import Request, canonical_query_string, parse_query_string
-from aliak.errors import InvalidParameter
-from aliak.integrations.signing import SigningAuth
-from aliak.request import BodyInput
+from aliak import (
+    BodyInput,
+    InvalidParameter,
+    Request,
+    canonical_query_string,
+    parse_query_string,
+)
+from aliak.integrations.http import SigningAuth
 
 __all__ = ["AliakAuth"]
 

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import io
 import logging
-import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from aliak import Request, parse_authorization, parse_query_string, percent_encode
-from aliak.errors import AliakError, IncompleteBody, InvalidParameter, PayloadTooLarge
+from aliak import AliakError, IncompleteBody, PayloadTooLarge, Request, parse_authorization
 from aliak.integrations.http import (
+    DEFAULT_MAX_BODY_SIZE,
     DEFAULT_RECOMMEND,
+    ProtectedPaths,
     TrustedProxies,
+    check_max_body_size,
     client_address,
+    encode_decoded_path,
     error_response,
+    parse_content_length,
 )
 
 if TYPE_CHECKING:
@@ -42,93 +44,10 @@ __all__ = ["DEFAULT_MAX_BODY_SIZE", "AliakWSGIMiddleware", "request_from_environ
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 # Bodies are read in pieces of this size, so a limit check never waits on a huge read.
 READ_CHUNK_SIZE = 64 * 1024
 
 _is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
-_repeated_slashes = re.compile(r"/{2,}")
-
-
-# ---------------------------------------------------------------------------------------
-# Shared with the ASGI integration (no framework in either)
-# ---------------------------------------------------------------------------------------
-
-
-class ProtectedPaths:
-    """Which requests a middleware verifies: every one (``None``), or those whose path
-    starts with one of the given prefixes.
-
-    A plain string prefix (``"/api"`` also covers ``/apix``): when in doubt, a request
-    is verified rather than let through. The decoded path is tested both as received and
-    normalised (repeated slashes collapsed, dot segments resolved), so ``//api/x`` and
-    ``/public/../api/x`` do not slip past a router that normalises.
-    """
-
-    __slots__ = ("_prefixes",)
-
-    def __init__(self, paths: Iterable[str] | None) -> None:
-        if paths is None:
-            self._prefixes: tuple[str, ...] | None = None
-            return
-        if isinstance(paths, str):
-            paths = [paths]
-        prefixes = []
-        for path in paths:
-            if not isinstance(path, str) or not path:
-                raise ValueError(f"a protected path prefix is a non-empty str, not {path!r}")
-            prefixes.append(path if path.startswith("/") else "/" + path)
-        self._prefixes = tuple(prefixes)
-
-    def __call__(self, *paths: str) -> bool:
-        prefixes = self._prefixes
-        if prefixes is None:
-            return True
-        for path in paths:
-            if path.startswith(prefixes) or _normalised(path).startswith(prefixes):
-                return True
-        return False
-
-
-def _normalised(path: str) -> str:
-    collapsed = _repeated_slashes.sub("/", "/" + path)
-    normal = posixpath.normpath(collapsed)
-    # normpath drops a trailing slash; keep it, so "/api/" still matches a "/api/" prefix.
-    return normal + "/" if collapsed.endswith("/") and normal != "/" else normal
-
-
-def origin_path(target: str) -> str:
-    """The path of a raw request target, still encoded: the query is cut off, and an
-    absolute-form target (``http://host/p?q``, sent to proxies) is reduced to its path."""
-    path = target.partition("?")[0]
-    if not path.startswith("/") and "://" in path:
-        path = urlsplit(path).path
-    return path or "/"
-
-
-def encode_decoded_path(decoded: str) -> str:
-    """Re-encode a percent-decoded path, segment by segment (spec §5.2, the fallback)."""
-    return "/".join(percent_encode(segment) for segment in decoded.split("/")) or "/"
-
-
-def check_max_body_size(max_body_size: int) -> int:
-    if isinstance(max_body_size, bool) or not isinstance(max_body_size, int):
-        raise TypeError("max_body_size must be an int")
-    if max_body_size < 0:
-        raise ValueError("max_body_size must be >= 0")
-    return max_body_size
-
-
-def parse_content_length(text: str, max_body_size: int) -> int:
-    """``Content-Length`` as announced; refuses (413) a body longer than the limit before a
-    single byte of it is read."""
-    text = text.strip(" \t")
-    if not (text.isascii() and text.isdigit()):
-        raise InvalidParameter("Content-Length", detail="not a decimal number")
-    length = int(text)
-    if length > max_body_size:
-        raise PayloadTooLarge(detail=f"Content-Length {length} > limit {max_body_size}")
-    return length
 
 
 def status_line(status: int) -> str:
@@ -157,7 +76,7 @@ def _raw_path(environ: Mapping[str, Any]) -> str:
     for key in ("RAW_URI", "REQUEST_URI"):
         target = environ.get(key)
         if isinstance(target, str) and target:
-            return origin_path(target)
+            return target  # Request.from_wire cuts the query and an absolute form off
     decoded = _wire(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
     return encode_decoded_path(decoded)
 
@@ -232,14 +151,8 @@ def request_from_environ(environ: Mapping[str, Any], body: bytes) -> Request:
         raw_query = query_string.encode("latin-1")
     except UnicodeEncodeError:
         raw_query = query_string.encode("utf-8", "surrogateescape")
-    host = environ.get("HTTP_HOST")
-    return Request(
-        environ.get("REQUEST_METHOD", "GET"),
-        host=_wire(host) if isinstance(host, str) and host else None,
-        path=_raw_path(environ),
-        query=parse_query_string(raw_query),
-        headers=_headers(environ),
-        body=body,
+    return Request.from_wire(
+        environ.get("REQUEST_METHOD", "GET"), _raw_path(environ), raw_query, _headers(environ), body
     )
 
 
