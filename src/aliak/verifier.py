@@ -1,16 +1,25 @@
-"""The server side: :class:`Verifier` and :class:`AsyncVerifier` over one pure core.
+"""The server side: one sans-I/O verify flow, driven by :class:`Verifier` and
+:class:`AsyncVerifier`.
 
-The check order is spec ``verification.md`` §2:
+The check order is spec ``verification.md`` §2, written once in :meth:`_Flow.steps`:
 
 1. parse ``Authorization``; 2. required headers present and signed; 3. ``x-acs-date``
 format and window; 4. key lookup (one store call, a dummy key for unknown ids);
 5. signature, compared in constant time; *only then* 6. key state and leak restriction;
-7. network ACL; 9. nonce claimed atomically; 10. last use recorded in a batch.
+7. network ACL (not for STS credentials, §6); 8. security token; 9. nonce claimed
+atomically (or right after step 5 with ``claim_nonce_before_state_checks``); 10. last
+use recorded in a batch.
 
 Steps 1-3 need no store and no secret, so floods are refused cheaply; key existence is
 disclosed only after step 5, at the same cost either way, and key state only to a
-caller who proved they hold the secret. The two shells differ only in how they call the
-store (sync or ``await``); everything they decide is in :class:`_Core`.
+caller who proved they hold the secret.
+
+The flow is a generator: where it needs the store it yields a step (:class:`LookUpKey`,
+:class:`ReloadKeyring`, :class:`LoadPolicies`, :class:`ClaimNonce`, :class:`FlushUsage`)
+and receives the answer. The sync shell performs a step with a plain call, the async
+shell with ``await``; nothing else differs. A warm cache hit yields only the nonce
+claim. A step maps any engine error it meets to ``InternalError`` (fail closed) unless
+the store already raised an :class:`AliakError` such as ``ServiceUnavailable``.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import IO, Any, Generic, Literal, TypeVar
@@ -63,6 +72,7 @@ from aliak.errors import (
     InvalidAccessKeyIdNotFound,
     InvalidParameter,
     InvalidSecurityTokenExpired,
+    InvalidSecurityTokenMalformed,
     InvalidSecurityTokenMismatch,
     InvalidTimeStampExpired,
     MissingParameter,
@@ -70,6 +80,7 @@ from aliak.errors import (
     SignatureDoesNotMatch,
     SignatureNonceUsed,
 )
+from aliak.highrisk import DEFAULT_HIGH_RISK_ACTIONS, HighRiskActions
 from aliak.model import (
     AssumedRole,
     KeyAlgorithm,
@@ -87,7 +98,7 @@ from aliak.storage.protocols import (
     PolicyTarget,
     Store,
 )
-from aliak.sts import SealedTokenValidator, StsClaims, StsValidator, is_sts_access_key_id
+from aliak.sts import StsClaims, StsValidator, is_sts_access_key_id, open_security_token
 from aliak.timestamps import Clock, parse_acs_date, system_clock
 
 __all__ = [
@@ -102,44 +113,6 @@ __all__ = [
 
 DEFAULT_ALLOWED_ALGORITHMS = frozenset({"ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"})
 
-# §7.4: the published list of operations blocked for a leak-restricted key, as
-# (service, version, action); "*" matches anything. Configurable: the list "is subject
-# to change".
-DEFAULT_HIGH_RISK_ACTIONS: tuple[tuple[str, str, str], ...] = (
-    ("ram", "2015-05-01", "*"),
-    ("ims", "2019-08-15", "*"),
-    *(
-        ("ecs", "2014-05-26", action)
-        for action in (
-            "RunInstances", "CreateInstance", "CreateAutoProvisioningGroup", "StartInstance",
-            "StartInstances", "RunCommand", "InvokeCommand", "CreateCommand", "DeleteInstance",
-            "DeleteInstances", "DeleteSnapshot", "DeleteSnapshotGroup", "DeleteImage",
-        )
-    ),
-    ("eci", "2018-08-08", "CreateContainerGroup"),
-    ("eci", "2018-08-08", "DeleteContainerGroup"),
-    *(
-        ("dysmsapi", "2017-05-25", action)
-        for action in ("SendSms", "SendBatchSms", "AddSmsTemplate", "CreateSmsTemplate")
-    ),
-    *(
-        ("rds", "2014-08-15", action)
-        for action in (
-            "DeleteDBInstance", "DestroyDBInstance", "DeleteDatabase", "DeleteBackup",
-            "ModifyBackupPolicy", "CreateAccount", "ResetAccountPassword",
-            "GrantAccountPrivilege",
-        )
-    ),
-    *(
-        ("alidns", "2015-01-09", action)
-        for action in (
-            "DeleteDomain", "AddDomainRecord", "UpdateDomainRecord", "DeleteDomainRecord",
-            "SetDomainRecordStatus",
-        )
-    ),
-    ("business", "2017-12-14", "RefundInstance"),
-)  # fmt: skip
-
 # §3 nonce (our choice): 1-128 characters in 0x21-0x7E.
 _is_nonce = re.compile(r"[\x21-\x7e]{1,128}").fullmatch
 # Headers that must be present (§2 step 2); action and version can be made optional.
@@ -147,31 +120,6 @@ _ALWAYS_REQUIRED = ("host", "x-acs-date", "x-acs-signature-nonce", "x-acs-conten
 _ACTION_HEADERS = ("x-acs-action", "x-acs-version")
 # A required x-acs header sent twice is ambiguous (which value did the client mean?).
 _SINGLE_VALUED = (*_ALWAYS_REQUIRED, *_ACTION_HEADERS, "x-acs-security-token")
-
-
-class HighRiskActions:
-    """(service, version, action) patterns with ``*`` wildcards, matched in O(1)."""
-
-    __slots__ = ("_exact", "_patterns")
-
-    def __init__(self, patterns: Iterable[tuple[str, str, str]] = DEFAULT_HIGH_RISK_ACTIONS):
-        self._exact: set[tuple[str, str, str]] = set()
-        self._patterns: set[tuple[str, str, str]] = set()
-        for service, version, action in patterns:
-            triple = (service.lower(), version, action)
-            target = self._patterns if "*" in triple else self._exact
-            target.add(triple)
-
-    def matches(self, service: str, version: str | None, action: str | None) -> bool:
-        service = service.lower()
-        version = version or ""
-        action = action or ""
-        if (service, version, action) in self._exact:
-            return True
-        return any(
-            (s in ("*", service)) and (v in ("*", version)) and (a in ("*", action))
-            for s, v, a in self._patterns
-        )
 
 
 @attrs.frozen(kw_only=True)
@@ -356,13 +304,27 @@ def _dummy_rsa_public_key() -> str:
         return _dummy_rsa_public[0]
 
 
-class _Core:
-    """The pure pipeline. Never touches a store; the shells hand it what they fetched."""
+class _Flow:
+    """The check order, once, as a generator of I/O steps; and the pure checks it runs.
 
-    def __init__(self, settings: VerifierSettings) -> None:
+    Holds what both shells share: settings, the key cache, the usage buffer and the
+    dummy key material of the unknown-id path. Never touches a store itself.
+    """
+
+    def __init__(
+        self,
+        settings: VerifierSettings,
+        clock: Clock,
+        keyring: Callable[[], MasterKeyring],
+        sts_validator: StsValidator | None,
+    ) -> None:
         self.settings = settings
+        self.clock = clock
+        self._keyring = keyring
+        self._sts_validator = sts_validator
         self._skew = settings.max_skew.total_seconds()
         self._nonce_ttl = 2 * self._skew  # §5: 2W from the claim always reaches past t + W
+        self._early_claim = settings.claim_nonce_before_state_checks
         # A random secret of a real secret's length: the unknown-id path does the same work.
         self._dummy_secret = os.urandom(15).hex()
         self._dummy_keys: dict[str, VerifyingKey] = {}
@@ -370,6 +332,104 @@ class _Core:
         self._dummy_sealed = self._dummy_keyring.seal_secret("dummy", Secret(self._dummy_secret))
         self._required = _ALWAYS_REQUIRED + (_ACTION_HEADERS if settings.require_action else ())
         self._required_set = frozenset(self._required)
+        self.keys: _TtlCache[str, _KeyEntry] = _TtlCache(settings.freshness, settings.cache_size)
+        self.usage = _UsageBuffer()
+        self._next_flush = clock() + settings.usage_flush_interval
+
+    # -- the order of checks --------------------------------------------------------
+
+    def steps(
+        self, request: Request, source_ip: str | None, vpc_id: str | None
+    ) -> Generator[_Step, Any, Verified]:
+        """The flow for one request. A wrong Python type is the caller's bug, raised here
+        as ``TypeError``; everything else is raised by the flow as it runs."""
+        if not isinstance(request, Request):
+            raise TypeError(f"verify() takes an aliak.Request, not {type(request).__name__}")
+        return self._steps(request, source_ip, vpc_id)
+
+    def _steps(
+        self, request: Request, source_ip: str | None, vpc_id: str | None
+    ) -> Generator[_Step, Any, Verified]:
+        """Every check in the spec's order; yields a step wherever the store is needed."""
+        now = self.clock()
+        pending = self.prepare(request, now, source_ip, vpc_id)
+        self.hash_body(pending)
+        key_id = pending.authorization.access_key_id
+        claim = ClaimNonce(key_id, pending.nonce, now, self.nonce_expiry(now))
+        if pending.token is not None and is_sts_access_key_id(key_id):
+            entry = self.keys.get(key_id, now)
+            if isinstance(entry, _Missing) or not _same_token(entry, pending):
+                entry = yield from self._sts_entry(pending)
+                self.keys.put(key_id, entry, now)
+            self.authenticate(pending, entry)
+            claims = entry.claims
+            assert claims is not None
+            if self._early_claim:
+                self.check_claimed(pending, (yield claim))
+            self.check_sts(claims, now)
+            if not self._early_claim:
+                self.check_claimed(pending, (yield claim))
+            return self.verified(pending, claims.principal, _NOT_APPLIED)  # §6: no ACL for STS
+        entry = self.keys.get(key_id, now)
+        if isinstance(entry, _Missing):
+            entry = yield from self._key_entry(key_id)
+            self.keys.put(key_id, entry, now)
+        self.authenticate(pending, entry)
+        record = entry.record
+        assert record is not None
+        if self._early_claim:
+            self.check_claimed(pending, (yield claim))
+        self.check_key_state(pending, record)
+        if entry.policies is None:
+            entry.policies = yield LoadPolicies(record)
+        decision = self.check_network(pending, *entry.policies)
+        self.check_no_token(pending)
+        if not self._early_claim:
+            self.check_claimed(pending, (yield claim))
+        self.usage.add(key_id, now, pending.service, pending.source_ip)
+        if now >= self._next_flush:
+            self._next_flush = now + self.settings.usage_flush_interval
+            yield _FLUSH_USAGE
+        return self.verified(pending, record.owner, decision)
+
+    def _key_entry(self, access_key_id: str) -> Generator[_Step, Any, _KeyEntry]:
+        record = yield LookUpKey(access_key_id)
+        try:
+            return self.entry_for(record, self._keyring())
+        except UnknownMasterKeyVersion:
+            # Sealed under a master key this process has not loaded: another process
+            # rotated it. Reload once, then fail closed.
+            return self.entry_for(record, (yield _RELOAD_KEYRING))
+
+    def _sts_entry(self, pending: _Pending) -> Generator[_Step, Any, _KeyEntry]:
+        """Open the security token (no store read) and prepare its secret."""
+        access_key_id, token = pending.authorization.access_key_id, pending.token
+        assert token is not None
+        if self._sts_validator is not None:
+            claims = self._sts_validator.open(access_key_id, token)
+        else:
+            try:
+                claims = open_security_token(self._keyring(), access_key_id, token)
+            except UnknownMasterKeyVersion:
+                # Sealed under a version this process has not loaded yet: reload once.
+                keyring = yield _RELOAD_KEYRING
+                try:
+                    claims = open_security_token(keyring, access_key_id, token)
+                except UnknownMasterKeyVersion:
+                    raise InvalidSecurityTokenMalformed(
+                        detail="security token: sealed under an unknown master key"
+                    ) from None
+        secret = claims.secret.reveal()
+        keys = {
+            name: get_algorithm(name).verifying_key(secret)
+            for name in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3")
+        }
+        return _KeyEntry(None, keys, claims, token)
+
+    def check_claimed(self, pending: _Pending, claimed: bool) -> None:
+        """Step 9: the store's atomic add-if-absent said whether the nonce was new."""
+        if not claimed:
+            raise SignatureNonceUsed(detail=f"nonce {pending.nonce[:16]!r} was seen")
 
     # -- steps 1-3: no store, no secret ---------------------------------------------
 
@@ -380,8 +440,6 @@ class _Core:
         source_ip: str | None,
         vpc_id: str | None,
     ) -> _Pending:
-        if not isinstance(request, Request):
-            raise TypeError(f"verify() takes an aliak.Request, not {type(request).__name__}")
         pending = _Pending()
         pending.request = request
         pending.source_ip = source_ip
@@ -497,17 +555,6 @@ class _Core:
             for name in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"):
                 keys[name] = get_algorithm(name).verifying_key(secret)
         return _KeyEntry(record, keys)
-
-    def sts_entry(self, pending: _Pending, validator: StsValidator) -> _KeyEntry:
-        """Open the security token (no store involved) and prepare its secret."""
-        assert pending.token is not None
-        claims = validator.open(pending.authorization.access_key_id, pending.token)
-        secret = claims.secret.reveal()
-        keys = {
-            name: get_algorithm(name).verifying_key(secret)
-            for name in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3")
-        }
-        return _KeyEntry(None, keys, claims, pending.token)
 
     def _dummy_key(self, algorithm: str) -> VerifyingKey:
         key = self._dummy_keys.get(algorithm)
@@ -719,52 +766,6 @@ class _UsageBuffer:
         ]
 
 
-class _Shell:
-    """State both shells keep: settings, caches, the usage buffer."""
-
-    def __init__(
-        self, settings: VerifierSettings | None, clock: Clock, options: dict[str, Any]
-    ) -> None:
-        if options:
-            settings = attrs.evolve(settings or VerifierSettings(), **options)
-        self.settings = settings or VerifierSettings()
-        self._core = _Core(self.settings)
-        self._clock = clock
-        self._keys: _TtlCache[str, _KeyEntry] = _TtlCache(
-            self.settings.freshness, self.settings.cache_size
-        )
-        self._usage = _UsageBuffer()
-        self._next_flush = clock() + self.settings.usage_flush_interval
-
-    def invalidate(self, access_key_id: str | None = None) -> None:
-        """Forget a key's cached record and policies now (``None``: everything)."""
-        if access_key_id is None:
-            self._keys.clear()
-        else:
-            self._keys.discard(access_key_id)
-
-    def _follow_invalidations(self, store: object) -> None:
-        """Drop cached records when the store's invalidation channel says they changed."""
-        channel = getattr(store, "invalidations", None)
-        self._unsubscribe: Callable[[], None] | None = None
-        if isinstance(channel, InvalidationChannel):
-            self._unsubscribe = channel.subscribe(self.invalidate)
-
-    def _stop_following(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-
-    def _due_for_flush(self, now: float) -> bool:
-        if now < self._next_flush:
-            return False
-        self._next_flush = now + self.settings.usage_flush_interval
-        return True
-
-    def _record_use(self, pending: _Pending, record: KeyRecord, now: float) -> None:
-        self._usage.add(record.access_key_id, now, pending.service, pending.source_ip)
-
-
 _NOT_APPLIED = AclDecision(allowed=True, level=None, rule=None)
 _is_ip_host = re.compile(r"\[|[0-9.]+(?::[0-9]*)?$").match
 
@@ -785,10 +786,183 @@ def _same_token(entry: _KeyEntry, pending: _Pending) -> bool:
     )
 
 
-def _store_failure(error: Exception) -> InternalError:
-    failure = InternalError(detail=f"store failure: {type(error).__name__}")
+def _failure(error: Exception) -> InternalError:
+    failure = InternalError(detail=f"{type(error).__name__} while verifying")
     failure.__cause__ = error
     return failure
+
+
+# -- the I/O steps the flow yields ------------------------------------------------
+
+
+class _Step:
+    """One request for I/O: ``perform`` is the sync shell's way, ``aperform`` the async
+    one's. An engine error escapes as it is; the shell's refusal block turns it into
+    ``InternalError`` (fail closed)."""
+
+    __slots__ = ()
+
+    def perform(self, verifier: Verifier) -> Any:
+        raise NotImplementedError
+
+    async def aperform(self, verifier: AsyncVerifier) -> Any:
+        raise NotImplementedError
+
+
+class LookUpKey(_Step):
+    """Step 4: the record for an id, or ``None`` (one round trip either way)."""
+
+    __slots__ = ("access_key_id",)
+
+    def __init__(self, access_key_id: str) -> None:
+        self.access_key_id = access_key_id
+
+    def perform(self, verifier: Verifier) -> KeyRecord | None:
+        return verifier._store.get_key(self.access_key_id)
+
+    async def aperform(self, verifier: AsyncVerifier) -> KeyRecord | None:
+        return await verifier._store.get_key(self.access_key_id)
+
+
+class ReloadKeyring(_Step):
+    """The master keyring re-read, after a value sealed under an unknown version."""
+
+    __slots__ = ()
+
+    def perform(self, verifier: Verifier) -> MasterKeyring:
+        return verifier._store.reload_keyring()
+
+    async def aperform(self, verifier: AsyncVerifier) -> MasterKeyring:
+        return await verifier._store.reload_keyring()
+
+
+_Policies = tuple[CompiledPolicy | None, CompiledPolicy | None]
+
+
+class LoadPolicies(_Step):
+    """Step 7's input: the key-level and the account-level policy, compiled. Compiling
+    is inside the step so that a stored policy that does not compile fails closed."""
+
+    __slots__ = ("access_key_id", "account_id")
+
+    def __init__(self, record: KeyRecord) -> None:
+        self.access_key_id = record.access_key_id
+        self.account_id = record.owner.account_id
+
+    def perform(self, verifier: Verifier) -> _Policies:
+        store = verifier._store
+        key_level = store.get_network_policy(PolicyTarget.key(self.access_key_id))
+        account_level = store.get_network_policy(PolicyTarget.account(self.account_id))
+        return compile_policy(key_level), compile_policy(account_level)
+
+    async def aperform(self, verifier: AsyncVerifier) -> _Policies:
+        store = verifier._store
+        key_level = await store.get_network_policy(PolicyTarget.key(self.access_key_id))
+        account_level = await store.get_network_policy(PolicyTarget.account(self.account_id))
+        return compile_policy(key_level), compile_policy(account_level)
+
+
+class ClaimNonce(_Step):
+    """Step 9: the store's one atomic add-if-absent; ``True`` when the nonce was new."""
+
+    __slots__ = ("access_key_id", "expires_at", "nonce", "now")
+
+    def __init__(self, access_key_id: str, nonce: str, now: float, expires_at: float) -> None:
+        self.access_key_id = access_key_id
+        self.nonce = nonce
+        self.now = now
+        self.expires_at = expires_at
+
+    def perform(self, verifier: Verifier) -> bool:
+        return verifier._store.claim_nonce(
+            self.access_key_id, self.nonce, now=self.now, expires_at=self.expires_at
+        )
+
+    async def aperform(self, verifier: AsyncVerifier) -> bool:
+        return await verifier._store.claim_nonce(
+            self.access_key_id, self.nonce, now=self.now, expires_at=self.expires_at
+        )
+
+
+class FlushUsage(_Step):
+    """Step 10: a batch of last-use records is due. Written in the background: a usage
+    write never delays or fails the request that happened to make it due."""
+
+    __slots__ = ()
+
+    def perform(self, verifier: Verifier) -> None:
+        verifier._flush_in_background()
+
+    async def aperform(self, verifier: AsyncVerifier) -> None:
+        verifier._flush_in_background()
+
+
+_RELOAD_KEYRING = ReloadKeyring()
+_FLUSH_USAGE = FlushUsage()
+
+
+# -- the two shells -----------------------------------------------------------------
+
+
+class _Shell:
+    """What both shells share: settings, the flow, cache invalidation, refusals."""
+
+    def __init__(
+        self,
+        store: Store | AsyncStore,
+        settings: VerifierSettings | None,
+        clock: Clock,
+        sts_validator: StsValidator | None,
+        options: dict[str, Any],
+    ) -> None:
+        if options:
+            settings = attrs.evolve(settings or VerifierSettings(), **options)
+        self.settings = settings or VerifierSettings()
+        self._flow = _Flow(self.settings, clock, lambda: store.keyring, sts_validator)
+        self._refusals = _Refusals(self._flow)
+        # Drop cached records when the store's invalidation channel says they changed.
+        channel = getattr(store, "invalidations", None)
+        self._unsubscribe: Callable[[], None] | None = None
+        if isinstance(channel, InvalidationChannel):
+            self._unsubscribe = channel.subscribe(self.invalidate)
+
+    def invalidate(self, access_key_id: str | None = None) -> None:
+        """Forget a key's cached record and policies now (``None``: everything)."""
+        if access_key_id is None:
+            self._flow.keys.clear()
+        else:
+            self._flow.keys.discard(access_key_id)
+
+    def _stop_following(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+
+class _Refusals:
+    """The ``with`` block around a verify: a refusal becomes what the client is told
+    (the error profile), and anything else that escapes the flow or its I/O -- a
+    driver's exception, a stored row that does not parse -- becomes ``InternalError``
+    (fail closed); the original stays as ``__cause__``. A store's own refusal
+    (``ServiceUnavailable``, ...) stands as it is. A class, not ``contextmanager``: it
+    is on every request."""
+
+    __slots__ = ("_flow",)
+
+    def __init__(self, flow: _Flow) -> None:
+        self._flow = flow
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, _tb: object) -> None:
+        if error is None or not isinstance(error, Exception):
+            return
+        if not isinstance(error, AliakError):
+            raise _failure(error) from error
+        refusal = self._flow.refusal(error)
+        if refusal is not error:
+            raise refusal from error
 
 
 class Verifier(_Shell):
@@ -809,12 +983,8 @@ class Verifier(_Shell):
         sts_validator: StsValidator | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(settings, clock, options)
+        super().__init__(store, settings, clock, sts_validator, options)
         self._store = store
-        self._sts_validator: StsValidator = sts_validator or SealedTokenValidator(
-            lambda: store.keyring, store.reload_keyring
-        )
-        self._follow_invalidations(store)
         self._writer: ThreadPoolExecutor | None = None
         self._writes: list[Future[None]] = []
 
@@ -835,112 +1005,18 @@ class Verifier(_Shell):
         vpc_id: str | None = None,
     ) -> Verified:
         """Run every check; ``source_ip`` is the client's address (after trusted proxies)."""
-        try:
-            return self._verify(request, source_ip, vpc_id)
-        except AliakError as error:
-            refusal = self._core.refusal(error)
-            if refusal is error:
-                raise
-            raise refusal from error
-
-    def _verify(self, request: Request, source_ip: str | None, vpc_id: str | None) -> Verified:
-        core = self._core
-        now = self._clock()
-        pending = core.prepare(request, now, source_ip, vpc_id)
-        core.hash_body(pending)
-        early = self.settings.claim_nonce_before_state_checks
-        if pending.token is not None and is_sts_access_key_id(pending.authorization.access_key_id):
-            claims = self._sts_claims(pending, now)
-            if early:
-                self._claim(pending, now)
-            core.check_sts(claims, now)
-            if not early:
-                self._claim(pending, now)
-            return core.verified(pending, claims.principal, _NOT_APPLIED)  # §6: no ACL for STS
-        entry = self._entry(pending.authorization.access_key_id, now)
-        core.authenticate(pending, entry)
-        record = entry.record
-        assert record is not None
-        if early:
-            self._claim(pending, now)
-        core.check_key_state(pending, record)
-        decision = core.check_network(pending, *self._policies_for(entry, record))
-        core.check_no_token(pending)
-        if not early:
-            self._claim(pending, now)
-        self._record_use(pending, record, now)
-        if self._due_for_flush(now):
-            self._flush_in_background()
-        return core.verified(pending, record.owner, decision)
-
-    def _sts_claims(self, pending: _Pending, now: float) -> StsClaims:
-        entry = self._keys.get(pending.authorization.access_key_id, now)
-        if isinstance(entry, _Missing) or not _same_token(entry, pending):
-            entry = self._core.sts_entry(pending, self._sts_validator)
-            self._keys.put(pending.authorization.access_key_id, entry, now)
-        self._core.authenticate(pending, entry)
-        assert entry.claims is not None
-        return entry.claims
-
-    def _entry(self, access_key_id: str, now: float) -> _KeyEntry:
-        cached = self._keys.get(access_key_id, now)
-        if not isinstance(cached, _Missing):
-            return cached
-        try:
-            record = self._store.get_key(access_key_id)
+        steps = self._flow.steps(request, source_ip, vpc_id)
+        with self._refusals:
             try:
-                entry = self._core.entry_for(record, self._store.keyring)
-            except UnknownMasterKeyVersion:
-                # Sealed under a master key this process has not loaded: another process
-                # rotated it. Reload once, then fail closed.
-                entry = self._core.entry_for(record, self._store.reload_keyring())
-        except AliakError:
-            raise  # a store's own refusal (ServiceUnavailable, ...) stands as it is
-        except Exception as error:
-            raise _store_failure(error) from error
-        self._keys.put(access_key_id, entry, now)
-        return entry
-
-    def _policies_for(
-        self, entry: _KeyEntry, record: KeyRecord
-    ) -> tuple[CompiledPolicy | None, CompiledPolicy | None]:
-        policies = entry.policies
-        if policies is None:
-            try:
-                policies = (
-                    compile_policy(
-                        self._store.get_network_policy(PolicyTarget.key(record.access_key_id))
-                    ),
-                    compile_policy(
-                        self._store.get_network_policy(
-                            PolicyTarget.account(record.owner.account_id)
-                        )
-                    ),
-                )
-            except AliakError:
-                raise
-            except Exception as error:
-                raise _store_failure(error) from error
-            entry.policies = policies
-        return policies
-
-    def _claim(self, pending: _Pending, now: float) -> None:
-        try:
-            claimed = self._store.claim_nonce(
-                pending.authorization.access_key_id,
-                pending.nonce,
-                now=now,
-                expires_at=self._core.nonce_expiry(now),
-            )
-        except AliakError:
-            raise  # a store's own refusal (ServiceUnavailable, ...) stands as it is
-        except Exception as error:
-            raise _store_failure(error) from error
-        if not claimed:
-            raise SignatureNonceUsed(detail=f"nonce {pending.nonce[:16]!r} was seen")
+                step = next(steps)
+                while True:
+                    step = steps.send(step.perform(self))
+            except StopIteration as done:
+                verified: Verified = done.value
+                return verified
 
     def _flush_in_background(self) -> None:
-        records = self._usage.drain()
+        records = self._flow.usage.drain()
         if not records:
             return
         if self._writer is None:
@@ -957,7 +1033,7 @@ class Verifier(_Shell):
         for write in self._writes:
             write.result()
         self._writes = []
-        records = self._usage.drain()
+        records = self._flow.usage.drain()
         if records:
             self._store.record_usage(records)
 
@@ -988,14 +1064,8 @@ class AsyncVerifier(_Shell):
         sts_validator: StsValidator | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(settings, clock, options)
+        super().__init__(store, settings, clock, sts_validator, options)
         self._store = store
-        # Tokens sealed under a version this process has not loaded yet are refused
-        # until the keyring in force (store.keyring) has it; reloading is a sync read.
-        self._sts_validator: StsValidator = sts_validator or SealedTokenValidator(
-            lambda: store.keyring
-        )
-        self._follow_invalidations(store)
         self._flushes: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -1014,118 +1084,30 @@ class AsyncVerifier(_Shell):
         source_ip: str | None = None,
         vpc_id: str | None = None,
     ) -> Verified:
-        try:
-            return await self._verify(request, source_ip, vpc_id)
-        except AliakError as error:
-            refusal = self._core.refusal(error)
-            if refusal is error:
-                raise
-            raise refusal from error
+        """Run every check; ``source_ip`` is the client's address (after trusted proxies)."""
+        steps = self._flow.steps(request, source_ip, vpc_id)
+        with self._refusals:
+            try:
+                step = next(steps)
+                while True:
+                    step = steps.send(await step.aperform(self))
+            except StopIteration as done:
+                verified: Verified = done.value
+                return verified
 
-    async def _verify(
-        self, request: Request, source_ip: str | None, vpc_id: str | None
-    ) -> Verified:
-        core = self._core
-        now = self._clock()
-        pending = core.prepare(request, now, source_ip, vpc_id)
-        core.hash_body(pending)
-        early = self.settings.claim_nonce_before_state_checks
-        if pending.token is not None and is_sts_access_key_id(pending.authorization.access_key_id):
-            claims = await self._sts_claims(pending, now)
-            if early:
-                await self._claim(pending, now)
-            core.check_sts(claims, now)
-            if not early:
-                await self._claim(pending, now)
-            return core.verified(pending, claims.principal, _NOT_APPLIED)  # §6: no ACL for STS
-        entry = await self._entry(pending.authorization.access_key_id, now)
-        core.authenticate(pending, entry)
-        record = entry.record
-        assert record is not None
-        if early:
-            await self._claim(pending, now)
-        core.check_key_state(pending, record)
-        decision = core.check_network(pending, *await self._policies_for(entry, record))
-        core.check_no_token(pending)
-        if not early:
-            await self._claim(pending, now)
-        self._record_use(pending, record, now)
-        if self._due_for_flush(now):
-            # In the background: a usage write never delays or fails a request.
-            task = asyncio.get_running_loop().create_task(self._flush_quietly())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-        return core.verified(pending, record.owner, decision)
-
-    async def _sts_claims(self, pending: _Pending, now: float) -> StsClaims:
-        entry = self._keys.get(pending.authorization.access_key_id, now)
-        if isinstance(entry, _Missing) or not _same_token(entry, pending):
-            # Opening a token is CPU work only; a reload (rare) reads the key file.
-            entry = self._core.sts_entry(pending, self._sts_validator)
-            self._keys.put(pending.authorization.access_key_id, entry, now)
-        self._core.authenticate(pending, entry)
-        assert entry.claims is not None
-        return entry.claims
+    def _flush_in_background(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush_quietly())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def _flush_quietly(self) -> None:
         with contextlib.suppress(Exception):  # a failed usage write must not surface
             await self.flush()
 
-    async def _entry(self, access_key_id: str, now: float) -> _KeyEntry:
-        cached = self._keys.get(access_key_id, now)
-        if not isinstance(cached, _Missing):
-            return cached
-        try:
-            record = await self._store.get_key(access_key_id)
-            try:
-                entry = self._core.entry_for(record, self._store.keyring)
-            except UnknownMasterKeyVersion:
-                entry = self._core.entry_for(record, await self._store.reload_keyring())
-        except AliakError:
-            raise  # a store's own refusal (ServiceUnavailable, ...) stands as it is
-        except Exception as error:
-            raise _store_failure(error) from error
-        self._keys.put(access_key_id, entry, now)
-        return entry
-
-    async def _policies_for(
-        self, entry: _KeyEntry, record: KeyRecord
-    ) -> tuple[CompiledPolicy | None, CompiledPolicy | None]:
-        policies = entry.policies
-        if policies is None:
-            store = self._store
-            try:
-                key_level = await store.get_network_policy(PolicyTarget.key(record.access_key_id))
-                account_level = await store.get_network_policy(
-                    PolicyTarget.account(record.owner.account_id)
-                )
-            except AliakError:
-                raise
-            except Exception as error:
-                raise _store_failure(error) from error
-            policies = (compile_policy(key_level), compile_policy(account_level))
-            entry.policies = policies
-        return policies
-
-    async def _claim(self, pending: _Pending, now: float) -> None:
-        try:
-            claimed = await self._store.claim_nonce(
-                pending.authorization.access_key_id,
-                pending.nonce,
-                now=now,
-                expires_at=self._core.nonce_expiry(now),
-            )
-        except AliakError:
-            raise  # a store's own refusal (ServiceUnavailable, ...) stands as it is
-        except Exception as error:
-            raise _store_failure(error) from error
-        if not claimed:
-            raise SignatureNonceUsed(detail=f"nonce {pending.nonce[:16]!r} was seen")
-
     async def flush(self) -> None:
         """Write the batched last-use records now. A failed write is dropped, not raised
         into a request; call this directly to see failures."""
-        records = self._usage.drain()
+        records = self._flow.usage.drain()
         if records:
             await self._store.record_usage(records)
 
