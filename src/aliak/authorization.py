@@ -18,7 +18,7 @@ from collections.abc import Collection
 import attrs
 
 from aliak.algorithms import ALGORITHM_NAMES
-from aliak.credentials import is_valid_access_key_id
+from aliak.credentials import ACCESS_KEY_ID_PATTERN, is_valid_access_key_id
 from aliak.errors import IncompleteSignature, InvalidSignatureMethod
 
 __all__ = [
@@ -41,7 +41,7 @@ _is_hex = re.compile(r"(?:[0-9a-fA-F]{2})+").fullmatch
 # one regex match (flat character classes, no nested repetition, so no backtracking).
 # Anything else takes the field-by-field path for a precise reason.
 _well_formed = re.compile(
-    r"([A-Z0-9-]+) Credential=([A-Za-z0-9._\-]{1,128}),"
+    rf"([A-Z0-9-]+) Credential=({ACCESS_KEY_ID_PATTERN}),"
     r"SignedHeaders=([!#$%&'*+\-.^_`|~0-9a-z;]+),"
     r"Signature=([0-9a-f]+)"
 ).fullmatch

@@ -18,15 +18,19 @@ import attrs
 from aliak.errors import InvalidParameter, MissingParameter
 
 __all__ = [
+    "ACCESS_KEY_ID_PATTERN",
     "ENV_ACCESS_KEY_ID",
     "ENV_ACCESS_KEY_SECRET",
     "ENV_SECURITY_TOKEN",
+    "STS_ID_PREFIX",
     "AccessKey",
     "Credential",
     "CredentialsProvider",
     "EnvironmentCredentialsProvider",
     "Secret",
     "StsCredential",
+    "check_access_key_id",
+    "is_sts_access_key_id",
     "is_valid_access_key_id",
 ]
 
@@ -35,11 +39,28 @@ ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a vari
 ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105 - a variable name
 
 # Spec verification.md §7.1: ids are 1-128 characters of [A-Za-z0-9._-], case-sensitive.
-_valid_access_key_id = re.compile(r"[A-Za-z0-9._\-]{1,128}").fullmatch
+# A pattern, not only a predicate: the Authorization parser matches it inside its one-pass
+# regex.
+ACCESS_KEY_ID_PATTERN = r"[A-Za-z0-9._\-]{1,128}"
+_ACCESS_KEY_ID_FORMAT = "1-128 characters of [A-Za-z0-9._-]"
+_valid_access_key_id = re.compile(ACCESS_KEY_ID_PATTERN).fullmatch
+
+# Spec acs3-signature.md §8: a temporary (STS) AccessKey id starts with this.
+STS_ID_PREFIX = "STS."
 
 
 def is_valid_access_key_id(value: object) -> bool:
     return isinstance(value, str) and _valid_access_key_id(value) is not None
+
+
+def check_access_key_id(value: object, parameter: str = "AccessKeyId") -> None:
+    """Raise :class:`InvalidParameter` naming ``parameter`` unless ``value`` is an id."""
+    if not is_valid_access_key_id(value):
+        raise InvalidParameter(parameter, detail=_ACCESS_KEY_ID_FORMAT)
+
+
+def is_sts_access_key_id(access_key_id: str) -> bool:
+    return access_key_id.startswith(STS_ID_PREFIX)
 
 
 class Secret:
@@ -94,10 +115,7 @@ def _to_secret(value: Secret | str) -> Secret:
 
 
 def _check_access_key_id(_instance: Any, _attribute: Any, value: str) -> None:
-    if not is_valid_access_key_id(value):
-        raise InvalidParameter(
-            "AccessKeyId", detail="an AccessKey id is 1-128 characters of [A-Za-z0-9._-]"
-        )
+    check_access_key_id(value)
 
 
 def _check_secret(_instance: Any, _attribute: Any, value: Secret) -> None:

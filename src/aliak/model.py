@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from aliak.credentials import is_valid_access_key_id
+from aliak.credentials import check_access_key_id
 from aliak.errors import InvalidParameter
 from aliak.timestamps import RememberLast
 
@@ -175,11 +175,6 @@ class KeyAlgorithm(str, enum.Enum):
     HMAC = "HMAC"
     RSA = "RSA"
 
-    def allows(self, signature_algorithm: str) -> bool:
-        if self is KeyAlgorithm.RSA:
-            return signature_algorithm == "ACS3-RSA-SHA256"
-        return signature_algorithm in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3")
-
 
 @attrs.frozen
 class LastUsed:
@@ -210,8 +205,7 @@ class UsageRecord:
 
 
 def _check_key_id(_instance: Any, _attribute: Any, value: str) -> None:
-    if not is_valid_access_key_id(value):
-        raise InvalidParameter("AccessKeyId", detail="1-128 characters of [A-Za-z0-9._-]")
+    check_access_key_id(value)
 
 
 @attrs.frozen(repr=False)

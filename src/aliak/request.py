@@ -143,7 +143,6 @@ def _check_header(name: object, value: object) -> None:
     check_encodable(f"headers[{name!r}]", value)
 
 
-BodyStream: TypeAlias = "IO[bytes] | Iterable[bytes]"
 Body: TypeAlias = "bytes | IO[bytes] | Iterable[bytes]"
 BodyInput: TypeAlias = "bytes | bytearray | memoryview | str | IO[bytes] | Iterable[bytes] | None"
 

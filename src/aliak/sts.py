@@ -28,7 +28,7 @@ from typing import Protocol
 
 import attrs
 
-from aliak.credentials import Secret, StsCredential
+from aliak.credentials import STS_ID_PREFIX, Secret, StsCredential, is_sts_access_key_id
 from aliak.errors import (
     InvalidParameter,
     InvalidSecurityTokenMalformed,
@@ -52,7 +52,6 @@ __all__ = [
     "open_security_token",
 ]
 
-STS_ID_PREFIX = "STS."
 MIN_DURATION = 900  # DurationSeconds: 900 .. 43200, default 3600 (§7.5)
 MAX_DURATION = 43_200
 DEFAULT_DURATION = 3600
@@ -61,10 +60,6 @@ MAX_TOKEN_LENGTH = 8192  # §7.5 (our choice): longer tokens are refused as malf
 _TOKEN_PREFIX = "v1."  # noqa: S105 - a format marker, not a credential
 _PURPOSE = b"aliak/v1/sts-token"
 _ALPHABET = string.ascii_letters + string.digits
-
-
-def is_sts_access_key_id(access_key_id: str) -> bool:
-    return access_key_id.startswith(STS_ID_PREFIX)
 
 
 @attrs.frozen(repr=False)

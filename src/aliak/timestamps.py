@@ -15,7 +15,14 @@ from typing import Generic, TypeVar
 
 from aliak.errors import InvalidTimeStampFormat
 
-__all__ = ["Clock", "RememberLast", "format_acs_date", "parse_acs_date", "system_clock"]
+__all__ = [
+    "ACS_DATE_FORMAT",
+    "Clock",
+    "RememberLast",
+    "format_acs_date",
+    "parse_acs_date",
+    "system_clock",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -25,7 +32,12 @@ Clock = Callable[[], float]
 
 system_clock: Clock = time.time
 
-# ASCII digits only: \d would also accept other scripts' digits.
+ACS_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+"""``x-acs-date`` (§3) for ``strftime`` of a UTC time; Alibaba's APIs write every
+timestamp they return (``CreateDate``, ``LastUsedDate``) the same way."""
+
+# The same format, as parsing must read it. ASCII digits only: \d would also accept
+# other scripts' digits.
 _acs_date = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z"
 ).fullmatch
@@ -33,7 +45,7 @@ _acs_date = re.compile(
 
 def format_acs_date(seconds: float) -> str:
     """UTC ``%Y-%m-%dT%H:%M:%SZ``: second precision, literal ``Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
+    return time.strftime(ACS_DATE_FORMAT, time.gmtime(int(seconds)))
 
 
 def _parse_acs_date(text: str) -> int:

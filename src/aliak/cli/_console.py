@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TextIO
 
+from aliak.timestamps import ACS_DATE_FORMAT
+
 __all__ = ["CommandFailed", "Console", "utc_text"]
 
 _EMPTY_CELL = "-"
@@ -23,7 +25,7 @@ class CommandFailed(Exception):
 
 def utc_text(moment: datetime | None) -> str | None:
     """The RAM API's date form, ``2024-05-01T12:00:00Z``."""
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else moment.strftime(ACS_DATE_FORMAT)
 
 
 def _cell(value: object) -> str:
