@@ -5,9 +5,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aliak import Request
 from aliak.algorithms import get_algorithm
 from aliak.canonical import (
     canonical_headers,
+    canonical_method,
     canonical_query_string,
     canonical_request,
     canonical_uri,
@@ -22,6 +24,12 @@ SM3_EMPTY = "1ab21d8355cfa17f8e61194831e81a8f22bec8c728fefb747ed035eb5082aa2b"
 
 names = st.text("ABCXYZabcxyz0123456789-_.~", min_size=1, max_size=8)
 values = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+
+
+def test_canonical_method_is_the_upper_case_method_the_request_holds() -> None:
+    # Request upper-cases once, at construction; the canonical step relies on that.
+    assert canonical_method(Request("post").method) == "POST"
+    assert canonical_method(Request.from_wire("delete", "/", "", ()).method) == "DELETE"
 
 
 def test_canonical_uri_is_slash_for_an_empty_path_and_verbatim_otherwise() -> None:

@@ -11,12 +11,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import IO
 
 from aliak.algorithms import Algorithm, Hasher
-from aliak.encoding import encoded_memo, percent_encode
+from aliak.encoding import percent_encode
 from aliak.errors import InvalidParameter
 
 __all__ = [
     "STREAM_CHUNK_SIZE",
     "canonical_headers",
+    "canonical_method",
     "canonical_query_string",
     "canonical_request",
     "canonical_uri",
@@ -33,6 +34,15 @@ _ALWAYS_SIGNED = frozenset({"host", "content-type"})
 STREAM_CHUNK_SIZE = 1 << 20  # 1 MiB: large enough to amortise calls, small enough to bound memory
 
 
+def canonical_method(method: str) -> str:
+    """§5.1: the method in upper case, as on the request line.
+
+    :class:`~aliak.Request` upper-cases it once, when it is built, so it is not done again
+    per signature.
+    """
+    return method
+
+
 def canonical_uri(path: str) -> str:
     """§5.2: the path as on the request line (already encoded); empty becomes ``/``."""
     return path or "/"
@@ -41,18 +51,15 @@ def canonical_uri(path: str) -> str:
 def canonical_query_string(pairs: Iterable[tuple[str, str]]) -> str:
     """§5.3: ``pct(name)=pct(value)`` sorted by code point, joined with ``&``.
 
-    Pairs sort by name, then by value (which only matters for repeated names, which the
-    verifier may receive). Sorting the unencoded strings by code point is the spec's order.
+    ``pairs`` are step 1's (name, value) strings, absent values already dropped.
     """
-    # The memo lookup inline (most names and values are in it) saves a call per string.
-    memo = encoded_memo.get
-    encode = percent_encode
-    return "&".join(
-        [
-            f"{memo(name) or encode(name)}={memo(value) or encode(value)}"
-            for name, value in sorted(pairs)
-        ]
-    )
+    # Step 2: by name, then by value (which only matters for the repeated names a verifier
+    # may receive); Python compares str by code point, the spec's order.
+    ordered = sorted(pairs)
+    # Step 3: both sides encoded; an empty value gives "name=".
+    encoded = [f"{percent_encode(name)}={percent_encode(value)}" for name, value in ordered]
+    # Step 4: no parameters give the empty line.
+    return "&".join(encoded)
 
 
 def headers_to_sign(header_names: Iterable[str], *, sign_all: bool = False) -> list[str]:
@@ -74,16 +81,15 @@ def canonical_headers(values_by_name: Mapping[str, Sequence[str]], names: Sequen
     A name with several values makes one entry: values trimmed, sorted, joined with ``,``.
     A name absent from ``values_by_name`` raises ``KeyError``; callers decide what it means.
     """
-    whitespace = _HTTP_WHITESPACE
-    return "".join(
-        [
-            f"{name}:{values[0].strip(whitespace)}\n"
-            if len(values) == 1
-            else f"{name}:{','.join(sorted([value.strip(whitespace) for value in values]))}\n"
-            for name in names
-            for values in (values_by_name[name],)
-        ]
-    )
+    entries = []
+    for name in names:
+        values = values_by_name[name]
+        if len(values) == 1:  # the common case needs no sort and no join
+            value = values[0].strip(_HTTP_WHITESPACE)
+        else:
+            value = ",".join(sorted([item.strip(_HTTP_WHITESPACE) for item in values]))
+        entries.append(f"{name}:{value}\n")
+    return "".join(entries)
 
 
 def signed_headers(names: Sequence[str]) -> str:

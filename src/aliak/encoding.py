@@ -31,15 +31,15 @@ def percent_encode(value: str) -> str:
     Space becomes ``%20`` (never ``+``) and ``~`` stays as it is. Lone surrogates (from
     bytes that were not UTF-8, decoded with ``surrogateescape``) encode back to those bytes.
     """
-    encoded = encoded_memo.get(value)
+    encoded = _encoded_memo.get(value)
     if encoded is not None:
         return encoded
     if _all_unreserved(value) is not None:
         encoded = value
     else:
         encoded = quote(value.encode("utf-8", "surrogateescape"), safe="~")
-    if len(value) <= _MEMO_MAX_LENGTH and len(encoded_memo) < _MEMO_MAX_ENTRIES:
-        encoded_memo[value] = encoded
+    if len(value) <= _MEMO_MAX_LENGTH and len(_encoded_memo) < _MEMO_MAX_ENTRIES:
+        _encoded_memo[value] = encoded
     return encoded
 
 
@@ -48,8 +48,7 @@ def percent_encode(value: str) -> str:
 # unique values costs at most ~1 MB and then simply stops being remembered.
 _MEMO_MAX_ENTRIES = 4096
 _MEMO_MAX_LENGTH = 128
-encoded_memo: dict[str, str] = {}
-"""Short strings already encoded: read-only outside this module."""
+_encoded_memo: dict[str, str] = {}
 
 
 def path_from_segments(segments: Iterable[str]) -> str:
@@ -66,7 +65,6 @@ def path_from_segments(segments: Iterable[str]) -> str:
     return "/" + "/".join(parts)
 
 
-QueryScalar = str | int | float | bool | None
 QueryInput = Mapping[str, object] | Iterable[tuple[str, object]]
 
 

@@ -20,6 +20,7 @@ from aliak.authorization import format_authorization
 from aliak.canonical import (
     STREAM_CHUNK_SIZE,
     canonical_headers,
+    canonical_method,
     canonical_query_string,
     canonical_request,
     canonical_uri,
@@ -193,7 +194,7 @@ class Signer:
             _refuse_repeated_names(query)
         names, signed = self._names_to_sign(merged)
         canonical = canonical_request(
-            request.method,
+            canonical_method(request.method),
             canonical_uri(request.path),
             canonical_query_string(query),
             canonical_headers(merged, names),

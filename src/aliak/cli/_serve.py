@@ -23,7 +23,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from aliak.cli._console import CommandFailed, Console
 from aliak.cli._store import open_store
-from aliak.integrations.wsgi import DEFAULT_MAX_BODY_SIZE, AliakWSGIMiddleware
+from aliak.integrations.http import DEFAULT_MAX_BODY_SIZE
+from aliak.integrations.wsgi import AliakWSGIMiddleware
 from aliak.verifier import Verified, Verifier
 
 if TYPE_CHECKING:
