@@ -46,6 +46,7 @@ from aliak.model import (
     utc_from_timestamp,
 )
 from aliak.sealing import MasterKeyring, SealingError, sealed_version
+from aliak.storage import lifecycle
 from aliak.storage.protocols import KeyStore, PolicyTarget, Store
 from aliak.sts import DEFAULT_DURATION, StsIssuer
 from aliak.timestamps import Clock, system_clock
@@ -444,7 +445,7 @@ class KeyManager:
         oldest). An account's own key has no bin: it is purged at once, for good.
         """
         record = self._record(access_key_id)
-        if record.is_root_key:
+        if lifecycle.skips_recycle_bin(record):
             self._store.purge_key(
                 access_key_id,
                 only_if="inactive",

@@ -371,6 +371,23 @@ def test_prune_deletes_expired_claims_and_counts_them(store: BackendStore) -> No
     assert store.prune_nonces(NOW + 20) == 0
 
 
+def test_fractional_expiry_is_never_rounded_down(store: BackendStore) -> None:
+    # Record times may lose their fractions; a claim's expiry may only be rounded up,
+    # or a replay could pass in the last fraction of a second before it.
+    expires_at = NOW + 10.75
+    store.claim_nonce("LTAIkey", "frac", now=NOW, expires_at=expires_at)
+    assert store.prune_nonces(NOW + 10.5) == 0
+    assert store.claim_nonce("LTAIkey", "frac", now=NOW + 10.5, expires_at=LATER) is False
+    assert store.claim_nonce("LTAIkey", "frac", now=expires_at, expires_at=LATER) is True
+
+
+def test_sub_millisecond_expiry_is_held_to_its_end(store: BackendStore) -> None:
+    expires_at = NOW + 10.0004
+    store.claim_nonce("LTAIkey", "frac", now=NOW, expires_at=expires_at)
+    assert store.claim_nonce("LTAIkey", "frac", now=NOW + 10.0003, expires_at=LATER) is False
+    assert store.prune_nonces(NOW + 10.0003) == 0
+
+
 def test_prune_never_forgets_a_live_claim(store: BackendStore) -> None:
     store.claim_nonce("LTAIkey", "live", now=NOW, expires_at=LATER)
     assert store.prune_nonces(LATER - 0.001) == 0
@@ -710,6 +727,58 @@ def test_recycle_eviction_breaks_a_tie_in_deletion_time_by_id(store: BackendStor
     last = add(store, status=KeyStatus.INACTIVE, access_key_id="LTAIbin0000000000000000D")
     evicted = store.recycle_key(last.access_key_id, now=at(10), max_in_recycle_bin=BIN)
     assert evicted == ["LTAIbin0000000000000000A"]
+
+
+def test_recycle_never_evicts_the_key_it_deletes_when_its_id_sorts_first_in_a_tie(
+    store: BackendStore,
+) -> None:
+    # The deleted key's id sorts before those already in the bin, all in one second: a
+    # backend that orders the deleted key with the others by (time, id) evicts it.
+    for key_id in (
+        "LTAIbin0000000000000000C",
+        "LTAIbin0000000000000000D",
+        "LTAIbin0000000000000000B",
+    ):
+        recycled(store, when=10, access_key_id=key_id)
+    first = add(store, status=KeyStatus.INACTIVE, access_key_id="LTAIbin0000000000000000A")
+    evicted = store.recycle_key(first.access_key_id, now=at(10), max_in_recycle_bin=BIN)
+    assert evicted == ["LTAIbin0000000000000000B"]
+    assert ids(store.list_recycle_bin(ALICE)) == [
+        "LTAIbin0000000000000000A",
+        "LTAIbin0000000000000000C",
+        "LTAIbin0000000000000000D",
+    ]
+
+
+def test_recycle_never_evicts_the_key_it_deletes_when_the_bin_holds_later_times(
+    store: BackendStore,
+) -> None:
+    # Another server, its clock ahead of this one's, deleted the three keys in the bin
+    # "after" now: the key deleted now is still the newest, so the oldest other goes.
+    later = {"LTAIahead000000000000002": 120, "LTAIahead000000000000001": 100}
+    later["LTAIahead000000000000003"] = 110
+    for key_id, when in later.items():
+        recycled(store, when=when, access_key_id=key_id)
+    deleted = add(store, status=KeyStatus.INACTIVE, access_key_id="LTAIahead000000000000009")
+    evicted = store.recycle_key(deleted.access_key_id, now=at(40), max_in_recycle_bin=BIN)
+    assert evicted == ["LTAIahead000000000000001"]
+    stored = store.get_key(deleted.access_key_id)
+    assert stored is not None
+    assert stored.recycled_at == at(40)
+    assert sorted(ids(store.list_recycle_bin(ALICE))) == [
+        "LTAIahead000000000000002",
+        "LTAIahead000000000000003",
+        "LTAIahead000000000000009",
+    ]
+
+
+def test_recycle_into_a_bin_of_capacity_zero_keeps_only_the_key_it_deletes(
+    store: BackendStore,
+) -> None:
+    binned = [recycled(store, when=when) for when in (50, 60)]
+    deleted = add(store, status=KeyStatus.INACTIVE).access_key_id
+    assert store.recycle_key(deleted, now=at(1), max_in_recycle_bin=0) == binned
+    assert ids(store.list_recycle_bin(ALICE)) == [deleted]
 
 
 def test_recycle_evicts_as_many_as_the_bin_overflows(store: BackendStore) -> None:

@@ -16,10 +16,7 @@ import attrs
 from aliak.acl import NetworkPolicy
 from aliak.errors import (
     AccessKeyAlreadyExists,
-    AccessKeyLimitExceeded,
     AccessKeyNotFound,
-    AccessKeyNotInactive,
-    AccessKeyNotInRecycleBin,
 )
 from aliak.model import (
     AuditEvent,
@@ -32,8 +29,9 @@ from aliak.model import (
     utc_from_timestamp,
 )
 from aliak.sealing import MasterKeyring, load_master_keyring
+from aliak.storage import lifecycle
 from aliak.storage.async_adapter import AsyncStoreAdapter
-from aliak.storage.protocols import PolicyTarget
+from aliak.storage.protocols import InvalidationChannel, PolicyTarget
 
 __all__ = ["MemoryStore"]
 
@@ -68,6 +66,9 @@ class MemoryStore:
         self._settings: dict[str, str] = {}
         self._events: list[AuditEvent] = []
 
+    invalidations: InvalidationChannel | None = None
+    """No channel: nothing outside this process can change the store."""
+
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._keys)})"
 
@@ -100,15 +101,9 @@ class MemoryStore:
         with self._lock:
             if record.access_key_id in self._keys:
                 raise AccessKeyAlreadyExists(detail=record.access_key_id)
-            live = sum(
-                1
-                for other in self._keys.values()
-                if other.owner == record.owner and not other.in_recycle_bin
+            lifecycle.check_owner_limit(
+                record.owner, self._in_recycle_bin(record.owner), limit=max_keys_per_owner
             )
-            if live >= max_keys_per_owner:
-                raise AccessKeyLimitExceeded(
-                    detail=f"{record.owner.principal_name} has {live} keys"
-                )
             self._keys[record.access_key_id] = record
             self._audit(audit)
 
@@ -146,25 +141,16 @@ class MemoryStore:
         audit: AuditEvent | None = None,
     ) -> list[str]:
         with self._lock:
-            record = self._live(access_key_id)
-            if record.status is not KeyStatus.INACTIVE:
-                raise AccessKeyNotInactive(detail=access_key_id)
-            self._keys[access_key_id] = attrs.evolve(record, recycled_at=now)
+            deleted = lifecycle.recycled(self._keys.get(access_key_id), access_key_id, now=now)
+            self._keys[access_key_id] = deleted
             self._audit(audit)
-            # The key just deleted is the newest in the bin, whatever the clock says: only
-            # the others can make room (times are whole seconds and may tie).
-            others = [
-                r for r in self._recycle_bin(record.owner) if r.access_key_id != access_key_id
-            ]
-            evicted = [
-                old.access_key_id for old in others[: max(0, len(others) + 1 - max_in_recycle_bin)]
-            ]
+            evicted = lifecycle.evictions(
+                deleted, self._recycle_bin(deleted.owner), max_in_recycle_bin=max_in_recycle_bin
+            )
             for key_id in evicted:
                 self._destroy(key_id)
                 if audit is not None:
-                    self._audit(
-                        audit.purge_of(key_id, record.owner, "evicted: the recycle bin is full")
-                    )
+                    self._audit(audit.purge_of(key_id, deleted.owner, lifecycle.EVICTED))
             return evicted
 
     def restore_key(
@@ -176,21 +162,10 @@ class MemoryStore:
         audit: AuditEvent | None = None,
     ) -> KeyRecord:
         with self._lock:
-            record = self._keys.get(access_key_id)
-            if record is None or record.purge_at is None:
-                raise AccessKeyNotInRecycleBin(detail=access_key_id)
-            if now >= record.purge_at:
-                raise AccessKeyNotInRecycleBin(detail=f"{access_key_id}: retention ended")
-            live = sum(
-                1
-                for other in self._keys.values()
-                if other.owner == record.owner and not other.in_recycle_bin
+            record = lifecycle.restorable(self._keys.get(access_key_id), access_key_id, now=now)
+            restored = lifecycle.restored(
+                record, self._in_recycle_bin(record.owner), max_keys_per_owner=max_keys_per_owner
             )
-            if live >= max_keys_per_owner:
-                raise AccessKeyLimitExceeded(
-                    detail=f"{record.owner.principal_name} has {live} keys"
-                )
-            restored = attrs.evolve(record, recycled_at=None, status=KeyStatus.INACTIVE)
             self._keys[access_key_id] = restored
             self._audit(audit)
             return self._with_usage(restored)
@@ -202,15 +177,11 @@ class MemoryStore:
         only_if: Literal["in_recycle_bin", "inactive"],
         audit: AuditEvent | None = None,
     ) -> KeyRecord:
+        condition = lifecycle.check_purge_condition(only_if)
         with self._lock:
-            record = self._keys.get(access_key_id)
-            if only_if == "in_recycle_bin":
-                if record is None or not record.in_recycle_bin:
-                    raise AccessKeyNotInRecycleBin(detail=access_key_id)
-            else:
-                record = self._live(access_key_id)
-                if record.status is not KeyStatus.INACTIVE:
-                    raise AccessKeyNotInactive(detail=access_key_id)
+            record = lifecycle.check_purgeable(
+                self._keys.get(access_key_id), access_key_id, only_if=condition
+            )
             as_it_was = self._with_usage(record)  # before _destroy forgets the usage
             self._destroy(access_key_id)
             self._audit(audit)
@@ -226,17 +197,17 @@ class MemoryStore:
 
     def purge_expired(self, *, now: datetime, audit: AuditEvent | None = None) -> list[str]:
         with self._lock:
-            expired = sorted(
-                key_id
-                for key_id, record in self._keys.items()
-                if record.purge_at is not None and record.purge_at <= now
-            )
-            for key_id in expired:
-                owner = self._keys[key_id].owner
-                self._destroy(key_id)
+            expired = lifecycle.expired(self._keys.values(), now)
+            for record in expired:
+                self._destroy(record.access_key_id)
                 if audit is not None:
-                    self._audit(audit.purge_of(key_id, owner, "the retention period ended"))
-            return expired
+                    self._audit(
+                        audit.purge_of(record.access_key_id, record.owner, lifecycle.EXPIRED)
+                    )
+            return [record.access_key_id for record in expired]
+
+    def _in_recycle_bin(self, owner: Owner) -> list[bool]:
+        return [r.in_recycle_bin for r in self._keys.values() if r.owner == owner]
 
     def _recycle_bin(self, owner: Owner) -> list[KeyRecord]:
         return sorted(

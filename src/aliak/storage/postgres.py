@@ -73,17 +73,13 @@ from psycopg_pool import (
 from aliak.acl import NetworkPolicy
 from aliak.errors import (
     AccessKeyAlreadyExists,
-    AccessKeyLimitExceeded,
     AccessKeyNotFound,
-    AccessKeyNotInactive,
-    AccessKeyNotInRecycleBin,
     AliakError,
     InternalError,
     InvalidParameter,
     ServiceUnavailable,
 )
 from aliak.model import (
-    RECYCLE_BIN_RETENTION,
     Account,
     AuditEvent,
     KeyRecord,
@@ -96,6 +92,7 @@ from aliak.model import (
     utc_from_timestamp,
 )
 from aliak.sealing import ENV_MASTER_KEY, MasterKeyring, load_master_keyring
+from aliak.storage import lifecycle
 from aliak.storage.protocols import PolicyTarget
 from aliak.storage.rows import (
     coalesce_usage,
@@ -223,9 +220,8 @@ _SELECT_KEYS_PAGE: Final = (
     "WHERE access_key_id > %s ORDER BY access_key_id LIMIT %s"
 )
 _SELECT_OWNER_OF: Final = "SELECT account_id, user_name FROM aliak_keys WHERE access_key_id = %s"
-_COUNT_LIVE_KEYS: Final = (
-    "SELECT count(*) FROM aliak_keys "
-    "WHERE account_id = %s AND user_name = %s AND recycled_at IS NULL"
+_OWNER_KEYS_IN_RECYCLE_BIN: Final = (
+    "SELECT recycled_at IS NOT NULL FROM aliak_keys WHERE account_id = %s AND user_name = %s"
 )
 _INSERT_KEY: Final = (
     f"INSERT INTO aliak_keys ({_KEY_COLUMNS}) "  # noqa: S608
@@ -234,12 +230,12 @@ _INSERT_KEY: Final = (
 _LOCK_OWNER: Final = "SELECT pg_advisory_xact_lock(%s)"
 # The key to recycle and its owner's recycle bin, locked together in id order.
 _LOCK_KEY_AND_BIN: Final = (
-    "SELECT access_key_id, account_id, user_name, status, recycled_at FROM aliak_keys "
+    f"SELECT {_KEY_COLUMNS} FROM aliak_keys "  # noqa: S608
     "WHERE access_key_id = %(id)s OR (account_id = %(account)s AND user_name = %(user)s "
     "AND recycled_at IS NOT NULL) ORDER BY access_key_id FOR UPDATE"
 )
 _LOCK_EXPIRED: Final = (
-    "SELECT access_key_id, account_id, user_name FROM aliak_keys "
+    f"SELECT {_KEY_COLUMNS} FROM aliak_keys "  # noqa: S608
     "WHERE recycled_at IS NOT NULL AND recycled_at <= %s ORDER BY access_key_id FOR UPDATE"
 )
 # Replay guard (spec §5): add-if-absent in one statement; an expired claim is taken over.
@@ -276,10 +272,7 @@ _INSERT_AUDIT: Final = (
 )
 _SECRETS_PAGE: Final = 500
 _KEYS_PAGE: Final = 500
-_RETENTION_SECONDS: Final = int(RECYCLE_BIN_RETENTION.total_seconds())
 _EARLIEST: Final = -(2**63)
-_EVICTED: Final = "evicted: the recycle bin is full"
-_EXPIRED: Final = "the retention period ended"
 # Deadlock and serialisation failures: the server rolled the transaction back, so
 # nothing of it was written and running it again is safe.
 _ROLLED_BACK: Final = frozenset({"40001", "40P01"})
@@ -339,7 +332,8 @@ def _op_add_key(
     )
     if exists.rows:
         raise AccessKeyAlreadyExists(detail=record.access_key_id)
-    yield from _check_owner_limit(owner, record.owner, max_keys_per_owner)
+    in_recycle_bin = yield from _owner_keys_in_recycle_bin(owner)
+    lifecycle.check_owner_limit(record.owner, in_recycle_bin, limit=max_keys_per_owner)
     try:
         yield _Query(_INSERT_KEY, row_from_record(record, _owner_columns))
     except psycopg.errors.UniqueViolation:
@@ -409,29 +403,25 @@ def _op_recycle_key(
             break
         # Purged and stored again under another owner since the first read: lock that
         # owner too and look again.
-    _, _, _, status, recycled_at = target
-    if recycled_at is not None:
-        raise AccessKeyNotFound(detail=access_key_id)
-    if status != KeyStatus.INACTIVE.value:
-        raise AccessKeyNotInactive(detail=access_key_id)
-    recycled_now = seconds(now)
+    deleted = lifecycle.recycled(
+        record_from_row(target, _owner_from_columns), access_key_id, now=now
+    )
     yield _Query(
         "UPDATE aliak_keys SET recycled_at = %s WHERE access_key_id = %s",
-        (recycled_now, access_key_id),
+        (seconds(deleted.recycled_at), access_key_id),
     )
     yield from _append_audit(audit)
-    # The owner and the whole bin are locked, so it cannot fill up behind this count.
-    in_bin = sorted(
-        [(row[4], row[0]) for row in answer.rows if row[0] != access_key_id]
-        + [(recycled_now, access_key_id)]
+    # The owner and the whole bin are locked, so it cannot fill up behind this read.
+    evicted = lifecycle.evictions(
+        deleted,
+        (record_from_row(row, _owner_from_columns) for row in answer.rows),
+        max_in_recycle_bin=max_in_recycle_bin,
     )
-    evicted = [key_id for _, key_id in in_bin[: max(0, len(in_bin) - max_in_recycle_bin)]]
     if evicted:
         yield from _destroy_keys(evicted)
         if audit is not None:
-            purged_owner = _owner_from_columns(*owner)
             yield from _append_audits(
-                [audit.purge_of(key_id, purged_owner, _EVICTED) for key_id in evicted]
+                [audit.purge_of(key_id, deleted.owner, lifecycle.EVICTED) for key_id in evicted]
             )
     return evicted
 
@@ -443,55 +433,51 @@ def _op_restore_key(
     max_keys_per_owner: int,
     audit: AuditEvent | None,
 ) -> _Op[KeyRecord]:
-    record = yield from _lock_key(locks, access_key_id)
-    if record is None or record.purge_at is None:
-        raise AccessKeyNotInRecycleBin(detail=access_key_id)
-    if now >= record.purge_at:
-        raise AccessKeyNotInRecycleBin(detail=f"{access_key_id}: retention ended")
-    yield from _check_owner_limit(_owner_columns(record.owner), record.owner, max_keys_per_owner)
+    found = yield from _lock_key(locks, access_key_id)
+    record = lifecycle.restorable(found, access_key_id, now=now)
+    owner_keys = yield from _owner_keys_in_recycle_bin(_owner_columns(record.owner))
+    restored = lifecycle.restored(record, owner_keys, max_keys_per_owner=max_keys_per_owner)
     yield _Query(
-        "UPDATE aliak_keys SET recycled_at = NULL, status = %s WHERE access_key_id = %s",
-        (KeyStatus.INACTIVE.value, access_key_id),
+        "UPDATE aliak_keys SET recycled_at = %s, status = %s WHERE access_key_id = %s",
+        (seconds(restored.recycled_at), restored.status.value, access_key_id),
     )
     yield from _append_audit(audit)
-    return attrs.evolve(record, recycled_at=None, status=KeyStatus.INACTIVE)
+    return restored
 
 
 def _op_purge_key(
     locks: str,
     access_key_id: str,
-    only_if: Literal["in_recycle_bin", "inactive"],
+    only_if: lifecycle.PurgeCondition,
     audit: AuditEvent | None,
 ) -> _Op[KeyRecord]:
-    record = yield from _lock_key(locks, access_key_id)
-    if only_if == "in_recycle_bin":
-        if record is None or not record.in_recycle_bin:
-            raise AccessKeyNotInRecycleBin(detail=access_key_id)
-    else:
-        if record is None or record.in_recycle_bin:
-            raise AccessKeyNotFound(detail=access_key_id)
-        if record.status is not KeyStatus.INACTIVE:
-            raise AccessKeyNotInactive(detail=access_key_id)
+    found = yield from _lock_key(locks, access_key_id)
+    record = lifecycle.check_purgeable(found, access_key_id, only_if=only_if)
     yield from _destroy_keys([access_key_id])
     yield from _append_audit(audit)
     return record
 
 
 def _op_purge_expired(now: datetime, audit: AuditEvent | None) -> _Op[list[str]]:
-    # recycled_at + retention <= now; recycled_at is whole seconds and now may carry a
-    # fraction, so compare with the whole second at or before the cut-off.
-    cutoff = math.floor(now.timestamp()) - _RETENTION_SECONDS
+    # recycled_at is whole seconds and the cut-off may carry a fraction: the whole
+    # second at or before it finds the same candidates, as a bigint the index serves.
+    cutoff = math.floor(lifecycle.retention_cutoff(now).timestamp())
     # Locked in id order: a restore holding one of these rows either wins (the row no
     # longer matches once it commits) or loses (it finds the key gone).
     answer = yield _Query(_LOCK_EXPIRED, (cutoff,))
-    expired = [(row[0], _owner_from_columns(row[1], row[2])) for row in answer.rows]
+    expired = lifecycle.expired(
+        (record_from_row(row, _owner_from_columns) for row in answer.rows), now
+    )
     if expired:
-        yield from _destroy_keys([key_id for key_id, _ in expired])
+        yield from _destroy_keys([record.access_key_id for record in expired])
         if audit is not None:
             yield from _append_audits(
-                [audit.purge_of(key_id, owner, _EXPIRED) for key_id, owner in expired]
+                [
+                    audit.purge_of(record.access_key_id, record.owner, lifecycle.EXPIRED)
+                    for record in expired
+                ]
             )
-    return [key_id for key_id, _ in expired]
+    return [record.access_key_id for record in expired]
 
 
 def _op_keys_page(after: str) -> _Op[list[KeyRecord]]:
@@ -685,13 +671,11 @@ def _lock_key(locks: str, access_key_id: str) -> _Op[KeyRecord | None]:
             return record_from_row(row, _owner_from_columns)
 
 
-def _check_owner_limit(columns: tuple[str, str], owner: Owner, limit: int) -> _Op[None]:
-    """Refuse one more key outside the recycle bin; the owner's lock must be held."""
-    answer = yield _Query(_COUNT_LIVE_KEYS, columns)
-    row = answer.first()
-    live = 0 if row is None else int(row[0])
-    if live >= limit:
-        raise AccessKeyLimitExceeded(detail=f"{owner.principal_name} has {live} keys")
+def _owner_keys_in_recycle_bin(columns: tuple[str, str]) -> _Op[list[bool]]:
+    """For each of the owner's keys, whether it is in the bin; what the owner limit
+    counts, so the owner's lock must be held."""
+    answer = yield _Query(_OWNER_KEYS_IN_RECYCLE_BIN, columns)
+    return [bool(binned) for (binned,) in answer.rows]
 
 
 def _destroy_keys(access_key_ids: list[str]) -> _Op[None]:
@@ -1062,11 +1046,6 @@ def _policy_from_json(value: Any) -> NetworkPolicy:
         raise InternalError(detail="a stored network policy is corrupt") from error
 
 
-def _check_only_if(only_if: str) -> None:
-    if only_if not in ("in_recycle_bin", "inactive"):
-        raise InvalidParameter("only_if", detail="'in_recycle_bin' or 'inactive'")
-
-
 # -- the stores --------------------------------------------------------------------------------
 
 
@@ -1281,10 +1260,10 @@ class PostgresStore:
         only_if: Literal["in_recycle_bin", "inactive"],
         audit: AuditEvent | None = None,
     ) -> KeyRecord:
-        _check_only_if(only_if)
+        condition = lifecycle.check_purge_condition(only_if)
         locks = self._settings.locks
         return self._run(
-            lambda: _op_purge_key(locks, access_key_id, only_if, audit), transaction=True
+            lambda: _op_purge_key(locks, access_key_id, condition, audit), transaction=True
         )
 
     def purge_expired(self, *, now: datetime, audit: AuditEvent | None = None) -> list[str]:

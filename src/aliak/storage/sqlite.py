@@ -35,21 +35,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
-import attrs
-
 from aliak.acl import NetworkPolicy
 from aliak.errors import (
     AccessKeyAlreadyExists,
-    AccessKeyLimitExceeded,
     AccessKeyNotFound,
-    AccessKeyNotInactive,
-    AccessKeyNotInRecycleBin,
     AliakError,
     InternalError,
     InvalidParameter,
 )
 from aliak.model import (
-    RECYCLE_BIN_RETENTION,
     Account,
     AuditEvent,
     KeyRecord,
@@ -62,6 +56,7 @@ from aliak.model import (
     utc_from_timestamp,
 )
 from aliak.sealing import ENV_MASTER_KEY, KeyFile, MasterKeyring, load_master_keyring
+from aliak.storage import lifecycle
 from aliak.storage.async_adapter import AsyncStoreAdapter
 from aliak.storage.protocols import PolicyTarget
 from aliak.storage.rows import (
@@ -186,9 +181,8 @@ _SELECT_KEYS_PAGE: Final = (
     f"SELECT {_KEY_COLUMNS} FROM aliak_keys "  # noqa: S608
     "WHERE access_key_id > ? ORDER BY access_key_id LIMIT ?"
 )
-_COUNT_LIVE_KEYS: Final = (
-    "SELECT count(*) FROM aliak_keys "
-    "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NULL"
+_OWNER_KEYS_IN_RECYCLE_BIN: Final = (
+    "SELECT recycled_at IS NOT NULL FROM aliak_keys WHERE account_id = ? AND user_name IS ?"
 )
 _INSERT_KEY: Final = (
     f"INSERT INTO aliak_keys ({_KEY_COLUMNS}) "  # noqa: S608
@@ -218,7 +212,6 @@ _MERGE_SOURCE_IP: Final = (
 )
 _SECRETS_PAGE: Final = 500
 _KEYS_PAGE: Final = 500
-_RETENTION_SECONDS: Final = int(RECYCLE_BIN_RETENTION.total_seconds())
 _AUDIT_COLUMNS: Final = "at, actor, action, access_key_id, account_id, user_name, detail"
 _INSERT_AUDIT: Final = f"INSERT INTO aliak_audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
@@ -519,7 +512,11 @@ class SQLiteStore:
             ).fetchone()
             if exists is not None:
                 raise AccessKeyAlreadyExists(detail=record.access_key_id)
-            _check_owner_limit(connection, record.owner, max_keys_per_owner)
+            lifecycle.check_owner_limit(
+                record.owner,
+                _owner_keys_in_recycle_bin(connection, record.owner),
+                limit=max_keys_per_owner,
+            )
             connection.execute(_INSERT_KEY, row_from_record(record, _owner_columns))
             _append_audit(connection, audit)
 
@@ -555,37 +552,27 @@ class SQLiteStore:
         audit: AuditEvent | None = None,
     ) -> list[str]:
         with self._write_transaction() as connection:
-            row = connection.execute(
-                "SELECT account_id, user_name, status, recycled_at FROM aliak_keys "
-                "WHERE access_key_id = ?",
-                (access_key_id,),
-            ).fetchone()
-            if row is None or row[3] is not None:
-                raise AccessKeyNotFound(detail=access_key_id)
-            account_id, user_name, status, _ = row
-            if status != KeyStatus.INACTIVE.value:
-                raise AccessKeyNotInactive(detail=access_key_id)
+            deleted = lifecycle.recycled(_key(connection, access_key_id), access_key_id, now=now)
             connection.execute(
                 "UPDATE aliak_keys SET recycled_at = ? WHERE access_key_id = ?",
-                (seconds(now), access_key_id),
+                (seconds(deleted.recycled_at), access_key_id),
             )
             _append_audit(connection, audit)
-            # The write lock is held, so the bin cannot fill up behind this count.
-            # The key just deleted is the newest in the bin, whatever the clock says: only
-            # the others can make room (times are whole seconds and may tie).
-            others = connection.execute(
-                "SELECT access_key_id FROM aliak_keys "
-                "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NOT NULL "
-                "AND access_key_id != ? ORDER BY recycled_at, access_key_id",
-                (account_id, user_name, access_key_id),
+            # The write lock is held, so the bin cannot fill up behind this read.
+            recycle_bin = connection.execute(
+                _SELECT_OWNER_RECYCLE_BIN, _owner_columns(deleted.owner)
             ).fetchall()
-            room = max(0, len(others) + 1 - max_in_recycle_bin)
-            evicted = [key_id for (key_id,) in others[:room]]
-            owner = _owner_from_columns(account_id, user_name)
+            evicted = lifecycle.evictions(
+                deleted,
+                (record_from_row(row, _owner_from_columns) for row in recycle_bin),
+                max_in_recycle_bin=max_in_recycle_bin,
+            )
             for key_id in evicted:
                 _destroy_key(connection, key_id)
                 if audit is not None:
-                    _append_audit(connection, audit.purge_of(key_id, owner, _EVICTED))
+                    _append_audit(
+                        connection, audit.purge_of(key_id, deleted.owner, lifecycle.EVICTED)
+                    )
         return evicted
 
     @_fail_closed
@@ -598,19 +585,18 @@ class SQLiteStore:
         audit: AuditEvent | None = None,
     ) -> KeyRecord:
         with self._write_transaction() as connection:
-            row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
-            record = None if row is None else record_from_row(row, _owner_from_columns)
-            if record is None or record.purge_at is None:
-                raise AccessKeyNotInRecycleBin(detail=access_key_id)
-            if now >= record.purge_at:
-                raise AccessKeyNotInRecycleBin(detail=f"{access_key_id}: retention ended")
-            _check_owner_limit(connection, record.owner, max_keys_per_owner)
+            record = lifecycle.restorable(_key(connection, access_key_id), access_key_id, now=now)
+            restored = lifecycle.restored(
+                record,
+                _owner_keys_in_recycle_bin(connection, record.owner),
+                max_keys_per_owner=max_keys_per_owner,
+            )
             connection.execute(
-                "UPDATE aliak_keys SET recycled_at = NULL, status = ? WHERE access_key_id = ?",
-                (KeyStatus.INACTIVE.value, access_key_id),
+                "UPDATE aliak_keys SET recycled_at = ?, status = ? WHERE access_key_id = ?",
+                (seconds(restored.recycled_at), restored.status.value, access_key_id),
             )
             _append_audit(connection, audit)
-        return attrs.evolve(record, recycled_at=None, status=KeyStatus.INACTIVE)
+        return restored
 
     @_fail_closed
     def purge_key(
@@ -620,40 +606,37 @@ class SQLiteStore:
         only_if: Literal["in_recycle_bin", "inactive"],
         audit: AuditEvent | None = None,
     ) -> KeyRecord:
-        if only_if not in ("in_recycle_bin", "inactive"):
-            raise InvalidParameter("only_if", detail="'in_recycle_bin' or 'inactive'")
+        condition = lifecycle.check_purge_condition(only_if)
         with self._write_transaction() as connection:
-            row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
-            record = None if row is None else record_from_row(row, _owner_from_columns)
-            if only_if == "in_recycle_bin":
-                if record is None or not record.in_recycle_bin:
-                    raise AccessKeyNotInRecycleBin(detail=access_key_id)
-            else:
-                if record is None or record.in_recycle_bin:
-                    raise AccessKeyNotFound(detail=access_key_id)
-                if record.status is not KeyStatus.INACTIVE:
-                    raise AccessKeyNotInactive(detail=access_key_id)
+            record = lifecycle.check_purgeable(
+                _key(connection, access_key_id), access_key_id, only_if=condition
+            )
             _destroy_key(connection, access_key_id)
             _append_audit(connection, audit)
         return record
 
     @_fail_closed
     def purge_expired(self, *, now: datetime, audit: AuditEvent | None = None) -> list[str]:
-        # recycled_at + retention <= now, kept in this form so the index on recycled_at
-        # serves it; recycled_at is whole seconds and now may carry a fraction.
-        cutoff = now.timestamp() - _RETENTION_SECONDS
+        # The cut-off in this form lets the index on recycled_at find the candidates;
+        # recycled_at is whole seconds and the cut-off may carry a fraction.
+        cutoff = lifecycle.retention_cutoff(now).timestamp()
         with self._write_transaction() as connection:
-            expired = connection.execute(
-                "SELECT access_key_id, account_id, user_name FROM aliak_keys "
+            rows = connection.execute(
+                f"SELECT {_KEY_COLUMNS} FROM aliak_keys "  # noqa: S608
                 "WHERE recycled_at IS NOT NULL AND recycled_at <= ? ORDER BY access_key_id",
                 (cutoff,),
             ).fetchall()
-            for key_id, account_id, user_name in expired:
-                _destroy_key(connection, key_id)
+            expired = lifecycle.expired(
+                (record_from_row(row, _owner_from_columns) for row in rows), now
+            )
+            for record in expired:
+                _destroy_key(connection, record.access_key_id)
                 if audit is not None:
-                    owner = _owner_from_columns(account_id, user_name)
-                    _append_audit(connection, audit.purge_of(key_id, owner, _EXPIRED))
-        return [key_id for key_id, _, _ in expired]
+                    _append_audit(
+                        connection,
+                        audit.purge_of(record.access_key_id, record.owner, lifecycle.EXPIRED),
+                    )
+        return [record.access_key_id for record in expired]
 
     @_fail_closed
     def list_recycle_bin(self, owner: Owner) -> list[KeyRecord]:
@@ -1011,15 +994,15 @@ def _policy_from_json(text: str) -> NetworkPolicy:
 
 # -- the key lifecycle ------------------------------------------------------------------
 
-_EVICTED: Final = "evicted: the recycle bin is full"
-_EXPIRED: Final = "the retention period ended"
+
+def _key(connection: sqlite3.Connection, access_key_id: str) -> KeyRecord | None:
+    row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
+    return None if row is None else record_from_row(row, _owner_from_columns)
 
 
-def _check_owner_limit(connection: sqlite3.Connection, owner: Owner, limit: int) -> None:
-    """Refuse one more key outside the recycle bin; run it inside the write transaction."""
-    (live,) = connection.execute(_COUNT_LIVE_KEYS, _owner_columns(owner)).fetchone()
-    if live >= limit:
-        raise AccessKeyLimitExceeded(detail=f"{owner.principal_name} has {live} keys")
+def _owner_keys_in_recycle_bin(connection: sqlite3.Connection, owner: Owner) -> list[bool]:
+    rows = connection.execute(_OWNER_KEYS_IN_RECYCLE_BIN, _owner_columns(owner)).fetchall()
+    return [bool(binned) for (binned,) in rows]
 
 
 def _destroy_key(connection: sqlite3.Connection, access_key_id: str) -> None:
