@@ -1,15 +1,29 @@
-"""Shared fixtures: the golden vectors (copied from shared/spec/vectors/acs3.json)."""
+"""Shared fixtures: the golden vectors (copied from shared/spec/vectors/acs3.json), and
+``make_verifier``, which runs a verifier test against both shells (sync and async)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import functools
 import json
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from aliak import AccessKey, Request, Secret, Signer
+from aliak import (
+    AccessKey,
+    AsyncVerifier,
+    Request,
+    Secret,
+    Signer,
+    Verified,
+    Verifier,
+    VerifierSettings,
+)
 from aliak.errors import InvalidSecurityTokenMalformed
 from aliak.model import AssumedRole, RamRole
 from aliak.sts import StsClaims
@@ -96,3 +110,90 @@ class VectorStsValidator:
             issued_at=0,
             expiration=2**40,
         )
+
+
+# -- both verifier shells -------------------------------------------------------------------
+
+SHELLS = ("sync", "async")
+T = TypeVar("T")
+
+
+class AsyncShellFacade:
+    """Test-only: the sync :class:`Verifier` interface over an :class:`AsyncVerifier` on
+    ``store.as_async()``, each call run to completion on ``loop``. Nothing is translated:
+    results and exceptions (code, message, ``__cause__``) come back exactly as the async
+    shell produced them, so any drift between the shells shows up in the test."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, store: Any, **options: Any) -> None:
+        self._loop = loop
+        self.shell = AsyncVerifier(store.as_async(), **options)
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run_until_complete(coroutine)
+
+    @property
+    def settings(self) -> VerifierSettings:
+        return self.shell.settings
+
+    def __repr__(self) -> str:
+        return repr(self.shell)
+
+    def verify(self, request: Request, **options: Any) -> Verified:
+        return self._run(self.shell.verify(request, **options))
+
+    def invalidate(self, access_key_id: str | None = None) -> None:
+        self.shell.invalidate(access_key_id)
+
+    def flush(self) -> None:
+        self._run(self.shell.flush())
+
+    def close(self) -> None:
+        self._run(self.shell.aclose())
+
+    def __enter__(self) -> AsyncShellFacade:
+        entered = self._run(self.shell.__aenter__())
+        assert entered is self.shell, "async with AsyncVerifier(...) must give the verifier"
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._run(self.shell.__aexit__(*exc_info))
+
+
+# What a test holds, whichever the shell; and how it makes one: make(store, **options).
+ShellVerifier = Verifier | AsyncShellFacade
+MakeVerifier = Callable[..., ShellVerifier]
+
+
+@contextlib.contextmanager
+def verifier_factory(shell: str) -> Iterator[MakeVerifier]:
+    """``make(store, **options)`` for one shell: the sync :class:`Verifier` itself, or an
+    :class:`AsyncShellFacade` on an event loop of its own, closed on leaving."""
+    if shell == "sync":
+        yield Verifier
+        return
+    assert shell == "async", shell
+    loop = asyncio.new_event_loop()
+    try:
+        yield functools.partial(AsyncShellFacade, loop)
+    finally:
+        # Let background usage writes started by a verify finish before the loop goes.
+        pending = asyncio.all_tasks(loop)
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+@pytest.fixture(params=SHELLS)
+def shell(request: pytest.FixtureRequest) -> str:
+    """The verifier shell under test: "sync" (Verifier) or "async" (AsyncVerifier)."""
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def make_verifier(shell: str) -> Iterator[MakeVerifier]:
+    """``make_verifier(store, **options)``: a verifier of the shell under test, with the
+    sync :class:`Verifier`'s interface (``verify``, ``flush``, ``close``, ``with``,
+    ``invalidate``, ``settings``)."""
+    with verifier_factory(shell) as make:
+        yield make

@@ -1,5 +1,6 @@
 """Random lifecycles against a simple model: after every step, the verifier's answer for
-every key ever created matches the model (hypothesis.stateful), on both backends."""
+every key ever created matches the model (hypothesis.stateful), on both backends and
+through both verifier shells (sync Verifier, AsyncVerifier)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ from aliak import (
     Request,
     Signer,
     SQLiteStore,
-    Verifier,
 )
 from aliak.keys import NewAccessKey
+from conftest import verifier_factory
 
 DAY = 86400
 OWNERS = [RamUser("1234567890123456", "alice"), RamUser("1234567890123456", "bob"), Account("42")]
@@ -73,6 +74,7 @@ class KeyModel:
 
 class Lifecycle(RuleBasedStateMachine):
     backend = "memory"
+    shell = "sync"
 
     keys = Bundle("keys")
 
@@ -219,19 +221,20 @@ class Lifecycle(RuleBasedStateMachine):
 
     @invariant()
     def the_verifier_agrees_with_the_model(self) -> None:
-        verifier = Verifier(self.store, clock=self.clock, freshness=0)
-        for key_id, new in self.created.items():
-            signed = Signer(new.access_key, clock=self.clock).sign(
-                Request("GET", host="ecs.cn-hangzhou.aliyuncs.com"),
-                action="DescribeInstances",
-                version="2014-05-26",
-            )
-            try:
-                verifier.verify(signed)
-                answer = ACCEPTED
-            except AliakError as error:
-                answer = error.code
-            assert answer == self.model[key_id].expected(), key_id
+        with verifier_factory(self.shell) as make:
+            verifier = make(self.store, clock=self.clock, freshness=0)
+            for key_id, new in self.created.items():
+                signed = Signer(new.access_key, clock=self.clock).sign(
+                    Request("GET", host="ecs.cn-hangzhou.aliyuncs.com"),
+                    action="DescribeInstances",
+                    version="2014-05-26",
+                )
+                try:
+                    verifier.verify(signed)
+                    answer = ACCEPTED
+                except AliakError as error:
+                    answer = error.code
+                assert answer == self.model[key_id].expected(), key_id
 
     @invariant()
     def a_purged_key_never_comes_back(self) -> None:
@@ -244,7 +247,19 @@ class SQLiteLifecycle(Lifecycle):
     backend = "sqlite"
 
 
+class AsyncMemoryLifecycle(Lifecycle):
+    shell = "async"
+
+
+class AsyncSQLiteLifecycle(SQLiteLifecycle):
+    shell = "async"
+
+
 TestMemoryLifecycle = Lifecycle.TestCase
 TestMemoryLifecycle.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 TestSQLiteLifecycle = SQLiteLifecycle.TestCase
 TestSQLiteLifecycle.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
+TestAsyncMemoryLifecycle = AsyncMemoryLifecycle.TestCase
+TestAsyncMemoryLifecycle.settings = TestMemoryLifecycle.settings
+TestAsyncSQLiteLifecycle = AsyncSQLiteLifecycle.TestCase
+TestAsyncSQLiteLifecycle.settings = TestSQLiteLifecycle.settings

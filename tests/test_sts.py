@@ -1,14 +1,14 @@
 """STS temporary credentials (spec verification.md §2 step 8, §3, §6, §7.5): AssumeRole,
 the self-contained sealed security token, and how verifiers (sync and async) accept and
-refuse STS-signed requests."""
+refuse STS-signed requests. Every verifier test runs against both shells (``make_verifier``)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import string
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +19,6 @@ from aliak import (
     AccessKey,
     AliakError,
     AssumedRole,
-    AsyncVerifier,
     KeyManager,
     MemoryStore,
     NetworkPolicy,
@@ -27,9 +26,9 @@ from aliak import (
     RamUser,
     Request,
     Signer,
+    SQLiteStore,
     StsCredential,
     Verified,
-    Verifier,
 )
 from aliak.errors import InvalidParameter
 from aliak.sealing import MasterKeyring, UnknownMasterKeyVersion
@@ -39,6 +38,7 @@ from aliak.sts import (
     StsClaims,
     open_security_token,
 )
+from conftest import MakeVerifier
 
 T = 1_700_000_000  # whole seconds: 2023-11-14T22:13:20Z
 ACCOUNT = "1234567890123456"
@@ -103,13 +103,15 @@ def assert_no_credential_in(error: BaseException, credential: StsCredential) -> 
 class World:
     """A store, an STS credential for ROLE issued at T, and a verifier on a settable clock."""
 
-    def __init__(self, duration: int = 3600, **verifier_options: Any) -> None:
+    def __init__(
+        self, make_verifier: MakeVerifier, duration: int = 3600, **verifier_options: Any
+    ) -> None:
         self.now = float(T)
         self.store = MemoryStore()
         self.keys = KeyManager(self.store, clock=self.clock)
         self.credential = self.keys.assume_role(ROLE, session_name=SESSION, duration=duration)
         self.expiration = T + duration
-        self.verifier = Verifier(self.store, clock=self.clock, **verifier_options)
+        self.verifier = make_verifier(self.store, clock=self.clock, **verifier_options)
 
     def clock(self) -> float:
         return self.now
@@ -132,7 +134,7 @@ class World:
         credential = self.credential
         return self.sign(StsCredential(credential.access_key_id, credential.secret, token))
 
-    def refusal(self, request: Request, verifier: Verifier | None = None, **options: Any) -> Any:
+    def refusal(self, request: Request, verifier: Any = None, **options: Any) -> Any:
         with pytest.raises(AliakError) as caught:
             (verifier or self.verifier).verify(request, **options)
         return caught.value
@@ -463,8 +465,10 @@ def test_token_sealed_under_another_stores_keyring_is_malformed() -> None:
     assert_spec_error(caught.value, MALFORMED)
 
 
-def test_tokens_issued_before_a_master_key_rotation_still_open_and_verify() -> None:
-    world = World()
+def test_tokens_issued_before_a_master_key_rotation_still_open_and_verify(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
     old = world.credential
     assert world.store.keyring.current_version == 1
     world.verifier.verify(world.sign(old))
@@ -477,15 +481,34 @@ def test_tokens_issued_before_a_master_key_rotation_still_open_and_verify() -> N
     # The same verifier (cache dropped), a fresh one, and a token sealed under version 2.
     world.verifier.invalidate()
     assert world.verifier.verify(world.sign(old)).key_type == "sts"
-    fresh = Verifier(world.store, clock=world.clock)
+    fresh = make_verifier(world.store, clock=world.clock)
     assert fresh.verify(world.sign(old)).access_key_id == old.access_key_id
     new = world.keys.assume_role(ROLE, session_name="bob")
     assert fresh.verify(world.sign(new)).principal == AssumedRole(ROLE, "bob")
     # A verifier still holding only version 1 cannot open a version-2 token.
     version_one_only = MasterKeyring({1: _key_bytes(keyring, 1)})
-    behind = Verifier(MemoryStore(master_key=version_one_only), clock=world.clock)
+    behind = make_verifier(MemoryStore(master_key=version_one_only), clock=world.clock)
     assert behind.verify(world.sign(old)).key_type == "sts"
     assert_spec_error(world.refusal(world.sign(new), behind), MALFORMED)
+
+
+def test_a_token_sealed_under_a_master_key_another_process_rotated_in_is_accepted(
+    tmp_path: Path, make_verifier: MakeVerifier
+) -> None:
+    # Two stores on one SQLite file stand for two processes: the issuing one rotates the
+    # master key; the verifying one still holds the old keyring until it reloads the file.
+    db = str(tmp_path / "aliak.db")
+    issuing, verifying = SQLiteStore(db), SQLiteStore(db)
+    keys = KeyManager(issuing, clock=lambda: float(T))
+    keys.rotate_master_key()
+    assert verifying.keyring.versions == (1,)
+    credential = keys.assume_role(ROLE, session_name=SESSION)
+    world = World(make_verifier)
+    verifier = make_verifier(verifying, clock=world.clock)
+    verified = verifier.verify(world.sign(credential))
+    assert verified.principal == AssumedRole(ROLE, SESSION)
+    issuing.close()
+    verifying.close()
 
 
 def _key_bytes(keyring: MasterKeyring, version: int) -> bytes:
@@ -501,8 +524,8 @@ def _key_bytes(keyring: MasterKeyring, version: int) -> bytes:
 # ---------------------------------------------------------------------------------------
 
 
-def test_sts_signed_request_is_verified_as_the_assumed_role() -> None:
-    world = World()
+def test_sts_signed_request_is_verified_as_the_assumed_role(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     request = world.sign()
     assert request.headers["x-acs-security-token"] == token_of(world.credential)
     assert request.headers["x-acs-accesskey-id"] == world.credential.access_key_id
@@ -527,8 +550,10 @@ def test_sts_signed_request_is_verified_as_the_assumed_role() -> None:
     assert token_of(world.credential) not in text
 
 
-def test_sts_credential_ignores_network_acl_that_denies_a_permanent_key() -> None:
-    world = World()
+def test_sts_credential_ignores_network_acl_that_denies_a_permanent_key(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
     world.keys.set_network_policy(NetworkPolicy(public=["198.51.100.0/24"]), account_id=ACCOUNT)
     permanent = world.keys.create_access_key(RamUser(ACCOUNT, "app"))
     error = world.refusal(world.sign(permanent.access_key), source_ip="203.0.113.7")
@@ -542,8 +567,8 @@ def test_sts_credential_ignores_network_acl_that_denies_a_permanent_key() -> Non
     assert inside_vpc.key_type == "sts"
 
 
-def test_no_last_used_is_recorded_for_sts() -> None:
-    world = World()
+def test_no_last_used_is_recorded_for_sts(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     permanent = world.keys.create_access_key(RamUser(ACCOUNT, "app"))
     world.verifier.verify(world.sign())
     world.verifier.verify(world.sign(permanent.access_key))
@@ -554,26 +579,28 @@ def test_no_last_used_is_recorded_for_sts() -> None:
     assert world.store.get_key(world.credential.access_key_id) is None  # nothing stored
 
 
-def test_replayed_sts_request_is_refused_as_nonce_used() -> None:
-    world = World()
+def test_replayed_sts_request_is_refused_as_nonce_used(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     request = world.sign()
     world.verifier.verify(request)
     assert_spec_error(world.refusal(request), "SignatureNonceUsed")
     # Another verifier sharing the store agrees (the nonce is in the store).
-    other = Verifier(world.store, clock=world.clock)
+    other = make_verifier(world.store, clock=world.clock)
     assert_spec_error(world.refusal(request, other), "SignatureNonceUsed")
 
 
-def test_sts_credential_is_accepted_until_the_second_before_expiration() -> None:
-    world = World(duration=900)
+def test_sts_credential_is_accepted_until_the_second_before_expiration(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier, duration=900)
     world.now = world.expiration - 1
     assert world.verifier.verify(world.sign()).key_type == "sts"
     world.now = world.expiration - 0.001
     assert world.verifier.verify(world.sign()).key_type == "sts"
 
 
-def test_sts_credential_at_expiration_is_expired() -> None:
-    world = World(duration=900)
+def test_sts_credential_at_expiration_is_expired(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier, duration=900)
     world.now = world.expiration - 1
     world.verifier.verify(world.sign())  # cached claims must not outlive the expiry
     world.now = world.expiration
@@ -582,12 +609,14 @@ def test_sts_credential_at_expiration_is_expired() -> None:
     assert_no_credential_in(error, world.credential)
     world.now = world.expiration + 3600
     assert_spec_error(world.refusal(world.sign()), EXPIRED)
-    fresh = Verifier(world.store, clock=world.clock)
+    fresh = make_verifier(world.store, clock=world.clock)
     assert_spec_error(world.refusal(world.sign(), fresh), EXPIRED)
 
 
-def test_bad_signature_with_expired_token_reports_signature_mismatch_first() -> None:
-    world = World(duration=900)
+def test_bad_signature_with_expired_token_reports_signature_mismatch_first(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier, duration=900)
     world.now = world.expiration + 60
     credential = world.credential
     wrong = StsCredential(credential.access_key_id, "W" * 30, credential.security_token)
@@ -596,8 +625,8 @@ def test_bad_signature_with_expired_token_reports_signature_mismatch_first() -> 
     assert_no_credential_in(error, credential)
 
 
-def test_wrong_secret_with_a_valid_token_is_signature_mismatch() -> None:
-    world = World()
+def test_wrong_secret_with_a_valid_token_is_signature_mismatch(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     credential = world.credential
     wrong = StsCredential(credential.access_key_id, "W" * 30, credential.security_token)
     assert_spec_error(world.refusal(world.sign(wrong)), "SignatureDoesNotMatch")
@@ -605,14 +634,16 @@ def test_wrong_secret_with_a_valid_token_is_signature_mismatch() -> None:
     assert world.verifier.verify(world.sign()).key_type == "sts"
 
 
-def test_stripping_the_signed_token_header_is_incomplete_signature() -> None:
-    world = World()
+def test_stripping_the_signed_token_header_is_incomplete_signature(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
     stripped = without_header(world.sign(), "x-acs-security-token")
     assert_spec_error(world.refusal(stripped), "IncompleteSignature")
 
 
-def test_sts_id_without_a_token_is_missing_security_token() -> None:
-    world = World()
+def test_sts_id_without_a_token_is_missing_security_token(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     credential = world.credential
     request = world.sign(AccessKey(credential.access_key_id, credential.secret))
     assert "x-acs-security-token" not in request.headers
@@ -624,16 +655,18 @@ def test_sts_id_without_a_token_is_missing_security_token() -> None:
     )
 
 
-def test_unsigned_token_header_is_refused() -> None:
-    world = World()
+def test_unsigned_token_header_is_refused(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     credential = world.credential
     request = world.sign(AccessKey(credential.access_key_id, credential.secret))
     added = with_header(request, "x-acs-security-token", token_of(credential))
     assert_spec_error(world.refusal(added), "IncompleteSignature")
 
 
-def test_token_with_a_permanent_key_is_mismatch_with_access_key() -> None:
-    world = World()
+def test_token_with_a_permanent_key_is_mismatch_with_access_key(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
     permanent = world.keys.create_access_key(RamUser(ACCOUNT, "app"))
     for token in ("some-token", token_of(world.credential)):
         credential = StsCredential(permanent.access_key_id, permanent.secret, token)
@@ -645,8 +678,10 @@ def test_token_with_a_permanent_key_is_mismatch_with_access_key() -> None:
 
 
 @pytest.mark.parametrize("state", ["inactive", "acl-denied"])
-def test_token_with_a_refused_permanent_key_reports_the_earlier_step(state: str) -> None:
-    world = World()
+def test_token_with_a_refused_permanent_key_reports_the_earlier_step(
+    state: str, make_verifier: MakeVerifier
+) -> None:
+    world = World(make_verifier)
     permanent = world.keys.create_access_key(RamUser(ACCOUNT, "app"))
     if state == "inactive":
         world.keys.disable_access_key(permanent.access_key_id)
@@ -660,8 +695,10 @@ def test_token_with_a_refused_permanent_key_reports_the_earlier_step(state: str)
     assert_spec_error(error, expected)
 
 
-def test_token_of_another_sts_credential_is_mismatch_with_access_key() -> None:
-    world = World()
+def test_token_of_another_sts_credential_is_mismatch_with_access_key(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
     other = world.keys.assume_role(ROLE, session_name="bob")
     error = world.refusal(world.resigned_with_token(token_of(other)))
     assert_spec_error(error, MISMATCH)
@@ -679,13 +716,13 @@ def test_token_of_another_sts_credential_is_mismatch_with_access_key() -> None:
     ],
     ids=["garbage", "no-prefix", "9KiB", "alibaba-like"],
 )
-def test_malformed_token_is_refused_as_malformed(token: str) -> None:
-    world = World()
+def test_malformed_token_is_refused_as_malformed(token: str, make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     assert_spec_error(world.refusal(world.resigned_with_token(token)), MALFORMED)
 
 
-def test_altered_token_is_refused_as_malformed() -> None:
-    world = World()
+def test_altered_token_is_refused_as_malformed(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     token = token_of(world.credential)
     middle = len(token) // 2 + 20  # well past the key id, inside the sealed claims
     altered = token[:middle] + ("A" if token[middle] != "A" else "B") + token[middle + 1 :]
@@ -693,22 +730,24 @@ def test_altered_token_is_refused_as_malformed() -> None:
     assert_spec_error(world.refusal(world.resigned_with_token(token[:-10])), MALFORMED)
 
 
-def test_a_valid_request_after_a_malformed_one_is_still_accepted() -> None:
-    world = World()
+def test_a_valid_request_after_a_malformed_one_is_still_accepted(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
     world.refusal(world.resigned_with_token("v1.garbage"))
     assert world.verifier.verify(world.sign()).key_type == "sts"
     world.refusal(world.resigned_with_token("v1.garbage"))  # with the good one now cached
     assert world.verifier.verify(world.sign()).key_type == "sts"
 
 
-def test_revocation_hook_reports_the_credential_as_expired() -> None:
+def test_revocation_hook_reports_the_credential_as_expired(make_verifier: MakeVerifier) -> None:
     seen: list[StsClaims] = []
 
     def revoked(claims: StsClaims) -> bool:
         seen.append(claims)
         return True
 
-    world = World(sts_revoked=revoked)
+    world = World(make_verifier, sts_revoked=revoked)
     error = world.refusal(world.sign())
     assert_spec_error(error, EXPIRED)
     assert seen
@@ -716,18 +755,20 @@ def test_revocation_hook_reports_the_credential_as_expired() -> None:
     assert seen[0].access_key_id == world.credential.access_key_id
 
 
-def test_revoked_request_does_not_consume_its_nonce() -> None:
+def test_revoked_request_does_not_consume_its_nonce(make_verifier: MakeVerifier) -> None:
     revoked = [True]
-    world = World(sts_revoked=lambda claims: revoked[0])
+    world = World(make_verifier, sts_revoked=lambda claims: revoked[0])
     request = world.sign()
     assert_spec_error(world.refusal(request), EXPIRED)
     revoked[0] = False
     assert world.verifier.verify(request).key_type == "sts"
 
 
-def test_revoked_request_consumes_its_nonce_when_claimed_early() -> None:
+def test_revoked_request_consumes_its_nonce_when_claimed_early(make_verifier: MakeVerifier) -> None:
     revoked = [True]
-    world = World(sts_revoked=lambda claims: revoked[0], claim_nonce_before_state_checks=True)
+    world = World(
+        make_verifier, sts_revoked=lambda claims: revoked[0], claim_nonce_before_state_checks=True
+    )
     request = world.sign()
     assert_spec_error(world.refusal(request), EXPIRED)
     revoked[0] = False
@@ -739,67 +780,62 @@ class _NoLookupStore(MemoryStore):
         raise AssertionError(f"an STS credential needs no key lookup ({access_key_id})")
 
 
-def test_verifier_on_another_store_with_the_same_master_key_accepts_without_lookup() -> None:
-    world = World()
-    elsewhere = Verifier(_NoLookupStore(master_key=world.store.keyring), clock=world.clock)
+def test_verifier_on_another_store_with_the_same_master_key_accepts_without_lookup(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
+    elsewhere = make_verifier(_NoLookupStore(master_key=world.store.keyring), clock=world.clock)
     verified = elsewhere.verify(world.sign())
     assert verified.key_type == "sts"
     assert verified.principal == AssumedRole(ROLE, SESSION)
-    text_keyring = Verifier(
+    text_keyring = make_verifier(
         MemoryStore(master_key=world.store.keyring.to_text()), clock=world.clock
     )
     assert text_keyring.verify(world.sign()).key_type == "sts"
 
 
-def test_verifier_on_a_store_with_another_master_key_refuses_as_malformed() -> None:
-    world = World()
-    elsewhere = Verifier(MemoryStore(), clock=world.clock)
+def test_verifier_on_a_store_with_another_master_key_refuses_as_malformed(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
+    elsewhere = make_verifier(MemoryStore(), clock=world.clock)
     error = world.refusal(world.sign(), elsewhere)
     assert_spec_error(error, MALFORMED)
     assert_no_credential_in(error, world.credential)
 
 
-def test_async_verifier_accepts_and_refuses_like_the_sync_one() -> None:
-    def scenarios(world: World) -> list[tuple[str, Request, str]]:
-        credential = world.credential
-        other = world.keys.assume_role(ROLE, session_name="bob")
-        permanent = world.keys.create_access_key(RamUser(ACCOUNT, "app"))
-        replayed = world.sign()
-        return [
-            ("accepted", world.sign(), "accepted"),
-            ("replay-first", replayed, "accepted"),
-            ("replay", replayed, "SignatureNonceUsed"),
-            ("malformed", world.resigned_with_token("v1.garbage"), MALFORMED),
-            ("mismatch", world.resigned_with_token(token_of(other)), MISMATCH),
-            (
-                "wrong-secret",
-                world.sign(StsCredential(credential.access_key_id, "W" * 30, token_of(credential))),
-                "SignatureDoesNotMatch",
-            ),
-            (
-                "missing",
-                world.sign(AccessKey(credential.access_key_id, credential.secret)),
-                MISSING,
-            ),
-            (
-                # Step 7 (the account's ACL) answers before step 8 (the token).
-                "permanent-with-token",
-                world.sign(StsCredential(permanent.access_key_id, permanent.secret, "tok")),
-                "InvalidAccessKeyId.AccessPolicyDenied",
-            ),
-        ]
+def test_a_run_of_sts_requests_through_one_verifier_gets_each_expected_answer(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
+    world.keys.set_network_policy(NetworkPolicy(public=["198.51.100.0/24"]), account_id=ACCOUNT)
+    credential = world.credential
+    other = world.keys.assume_role(ROLE, session_name="bob")
+    permanent = world.keys.create_access_key(RamUser(ACCOUNT, "app"))
+    replayed = world.sign()
+    cases = [
+        ("accepted", world.sign(), "accepted"),
+        ("replay-first", replayed, "accepted"),
+        ("replay", replayed, "SignatureNonceUsed"),
+        ("malformed", world.resigned_with_token("v1.garbage"), MALFORMED),
+        ("mismatch", world.resigned_with_token(token_of(other)), MISMATCH),
+        (
+            "wrong-secret",
+            world.sign(StsCredential(credential.access_key_id, "W" * 30, token_of(credential))),
+            "SignatureDoesNotMatch",
+        ),
+        ("missing", world.sign(AccessKey(credential.access_key_id, credential.secret)), MISSING),
+        (
+            # Step 7 (the account's ACL) answers before step 8 (the token); STS ignores it.
+            "permanent-with-token",
+            world.sign(StsCredential(permanent.access_key_id, permanent.secret, "tok")),
+            "InvalidAccessKeyId.AccessPolicyDenied",
+        ),
+    ]
 
-    def sync_outcome(verifier: Verifier, request: Request) -> str:
+    def outcome(verifier: Any, request: Request) -> str:
         try:
             verified = verifier.verify(request, source_ip="203.0.113.7")
-        except AliakError as error:
-            return str(error.code)
-        assert verified.key_type == "sts"
-        return "accepted"
-
-    async def async_outcome(verifier: AsyncVerifier, request: Request) -> str:
-        try:
-            verified = await verifier.verify(request, source_ip="203.0.113.7")
         except AliakError as error:
             assert_spec_error(error, error.code)
             return str(error.code)
@@ -807,35 +843,16 @@ def test_async_verifier_accepts_and_refuses_like_the_sync_one() -> None:
         assert verified.principal == AssumedRole(ROLE, SESSION)
         return "accepted"
 
-    sync_world, async_world = World(), World()
-    for world in (sync_world, async_world):
-        policy = NetworkPolicy(public=["198.51.100.0/24"])  # STS ignores it (§6)
-        world.keys.set_network_policy(policy, account_id=ACCOUNT)
-    async_verifier = AsyncVerifier(async_world.store.as_async(), clock=async_world.clock)
+    answers = [(name, outcome(world.verifier, request)) for name, request, _ in cases]
+    assert answers == [(name, expected) for name, _, expected in cases]
 
-    sync_cases = scenarios(sync_world)
-    expected = [(name, outcome) for name, _, outcome in sync_cases]
-    assert [(name, sync_outcome(sync_world.verifier, r)) for name, r, _ in sync_cases] == expected
-
-    async def run_all() -> list[tuple[str, str]]:
-        return [
-            (name, await async_outcome(async_verifier, request))
-            for name, request, _ in scenarios(async_world)
-        ]
-
-    assert asyncio.run(run_all()) == expected
-
-    # Expiry and revocation, async.
-    async_world.now = async_world.expiration
-    expired = async_world.sign()
-    assert asyncio.run(async_outcome(async_verifier, expired)) == EXPIRED
-    revoking = AsyncVerifier(
-        async_world.store.as_async(), clock=lambda: float(T), sts_revoked=lambda claims: True
-    )
-    async_world.now = float(T)
-    assert asyncio.run(async_outcome(revoking, async_world.sign())) == EXPIRED
-    foreign = AsyncVerifier(MemoryStore().as_async(), clock=async_world.clock)
-    assert asyncio.run(async_outcome(foreign, async_world.sign())) == MALFORMED
+    world.now = world.expiration
+    assert outcome(world.verifier, world.sign()) == EXPIRED
+    world.now = float(T)
+    revoking = make_verifier(world.store, clock=world.clock, sts_revoked=lambda claims: True)
+    assert outcome(revoking, world.sign()) == EXPIRED
+    foreign = make_verifier(MemoryStore(), clock=world.clock)
+    assert outcome(foreign, world.sign()) == MALFORMED
 
 
 # ---------------------------------------------------------------------------------------
@@ -876,8 +893,10 @@ def test_token_with_other_padding_bits_in_its_last_character_is_refused() -> Non
     assert_spec_error(caught.value, MALFORMED)
 
 
-def test_token_with_a_lone_surrogate_is_refused_as_malformed_after_a_cached_success() -> None:
-    world = World()
+def test_token_with_a_lone_surrogate_is_refused_as_malformed_after_a_cached_success(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
     world.verifier.verify(world.sign())  # caches the claims for this STS id
     request = world.sign()
     with pytest.raises(AliakError) as caught:

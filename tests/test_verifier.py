@@ -1,5 +1,6 @@
 """Verifier: every check of spec verification.md §2, refusals with the §3 codes, no state
-touched by a refusal, and the async shell agreeing with the sync one."""
+touched by a refusal. Each test runs against both shells (``make_verifier``: Verifier and
+AsyncVerifier), so the two cannot drift apart."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,6 +28,7 @@ from aliak import (
     RamUser,
     Request,
     Signer,
+    SQLiteStore,
     Verified,
     Verifier,
 )
@@ -34,6 +38,7 @@ from aliak.model import KeyStatus
 from aliak.timestamps import parse_acs_date
 from conftest import (
     VECTORS,
+    MakeVerifier,
     VectorStsValidator,
     vector_expected_outcome,
     vector_is_sts,
@@ -48,13 +53,13 @@ ALL_ALGORITHMS = frozenset({"ACS3-HMAC-SHA256", "ACS3-HMAC-SM3", "ACS3-RSA-SHA25
 class World:
     """A store with one RAM-user key, a signer for it, and a verifier, on a fixed clock."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, make_verifier: MakeVerifier, **settings: Any) -> None:
         self.now = NOW
         self.store = MemoryStore()
         self.keys = KeyManager(self.store, clock=self.clock)
         self.new = self.keys.create_access_key(OWNER)
         self.signer = Signer(self.new.access_key, clock=self.clock)
-        self.verifier = Verifier(self.store, clock=self.clock, **settings)
+        self.verifier = make_verifier(self.store, clock=self.clock, **settings)
 
     def clock(self) -> float:
         return self.now
@@ -91,8 +96,8 @@ def add_header(request: Request, name: str, value: str) -> Request:
 
 
 @pytest.fixture
-def world() -> World:
-    return World()
+def world(make_verifier: MakeVerifier) -> World:
+    return World(make_verifier)
 
 
 # -- acceptance ------------------------------------------------------------------------
@@ -119,7 +124,9 @@ def test_a_signed_request_is_verified_with_principal_action_and_signed_headers(
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
-def test_every_golden_vector_verifies_with_its_key_registered(vector: dict[str, Any]) -> None:
+def test_every_golden_vector_verifies_with_its_key_registered(
+    vector: dict[str, Any], make_verifier: MakeVerifier
+) -> None:
     store = MemoryStore()
     keys = KeyManager(store)
     if vector["algorithm"] == "ACS3-RSA-SHA256":
@@ -132,7 +139,7 @@ def test_every_golden_vector_verifies_with_its_key_registered(vector: dict[str, 
         vector_request(vector), "Authorization", vector["expected"]["authorization"]
     )
     when = float(parse_acs_date(vector["headers"]["x-acs-date"]))
-    verifier = Verifier(
+    verifier = make_verifier(
         store,
         clock=lambda: when,
         allowed_algorithms=ALL_ALGORITHMS,
@@ -150,13 +157,13 @@ def test_every_golden_vector_verifies_with_its_key_registered(vector: dict[str, 
     assert verified.key_type == ("sts" if vector_is_sts(vector) else "permanent")
 
 
-def test_sm3_signed_request_is_verified() -> None:
-    world = World()
+def test_sm3_signed_request_is_verified(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     world.signer = Signer(world.new.access_key, algorithm="ACS3-HMAC-SM3", clock=world.clock)
     assert world.verifier.verify(world.signed()).algorithm == "ACS3-HMAC-SM3"
 
 
-def test_rsa_needs_to_be_allowed_explicitly() -> None:
+def test_rsa_needs_to_be_allowed_explicitly(make_verifier: MakeVerifier) -> None:
     vector = next(v for v in VECTORS if v["algorithm"] == "ACS3-RSA-SHA256")
     store = MemoryStore()
     KeyManager(store).register_public_key(
@@ -167,7 +174,7 @@ def test_rsa_needs_to_be_allowed_explicitly() -> None:
     )
     when = float(parse_acs_date(vector["headers"]["x-acs-date"]))
     with pytest.raises(AliakError) as caught:
-        Verifier(store, clock=lambda: when).verify(request)
+        make_verifier(store, clock=lambda: when).verify(request)
     assert caught.value.code == "InvalidSignatureMethod"
 
 
@@ -218,8 +225,8 @@ def test_row_required_header_absent_is_missing_parameter(world: World, header: s
     )
 
 
-def test_action_headers_can_be_made_optional() -> None:
-    world = World(require_action=False)
+def test_action_headers_can_be_made_optional(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier, require_action=False)
     signed = world.signer.sign(world.request())
     assert world.verifier.verify(signed).action is None
 
@@ -229,8 +236,8 @@ def test_row_unsigned_x_acs_header_is_incomplete_signature(world: World) -> None
     check_error(error, "IncompleteSignature", 400)
 
 
-def test_unsigned_header_from_a_trusted_proxy_can_be_allowed() -> None:
-    world = World(unsigned_headers_allowed=frozenset({"x-acs-proxy-trace"}))
+def test_unsigned_header_from_a_trusted_proxy_can_be_allowed(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier, unsigned_headers_allowed=frozenset({"x-acs-proxy-trace"}))
     assert world.verifier.verify(add_header(world.signed(), "x-acs-proxy-trace", "t1"))
 
 
@@ -287,10 +294,10 @@ def test_row_date_outside_the_window_is_expired_in_both_directions(
     check_error(world.refusal(signed), "InvalidTimeStamp.Expired", 400)
 
 
-def test_the_window_is_configurable() -> None:
+def test_the_window_is_configurable(make_verifier: MakeVerifier) -> None:
     from datetime import timedelta
 
-    world = World(max_skew=timedelta(seconds=60))
+    world = World(make_verifier, max_skew=timedelta(seconds=60))
     signed = world.signed()
     world.now = NOW + 61
     check_error(world.refusal(signed), "InvalidTimeStamp.Expired", 400)
@@ -311,8 +318,8 @@ def test_row_wrong_secret_is_signature_does_not_match_with_the_string_to_sign(
     assert world.new.secret.reveal() not in str(error)
 
 
-def test_string_to_sign_echo_can_be_turned_off() -> None:
-    world = World(echo_string_to_sign=False)
+def test_string_to_sign_echo_can_be_turned_off(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier, echo_string_to_sign=False)
     signed = world.signed()
     tampered = replace_header(signed, "x-acs-action", "RunInstances")
     error = world.refusal(tampered)
@@ -379,10 +386,12 @@ def test_leak_restricted_key_may_still_call_low_risk_actions(world: World) -> No
     assert world.verifier.verify(world.signed(action="DescribeInstances"))
 
 
-def test_the_high_risk_list_is_configuration() -> None:
+def test_the_high_risk_list_is_configuration(make_verifier: MakeVerifier) -> None:
     from aliak.verifier import HighRiskActions
 
-    world = World(high_risk_actions=HighRiskActions([("*", "*", "DescribeInstances")]))
+    world = World(
+        make_verifier, high_risk_actions=HighRiskActions([("*", "*", "DescribeInstances")])
+    )
     leak_restrict(world)
     assert world.refusal(world.signed(action="DescribeInstances")).code == "Forbidden"
     assert world.verifier.verify(world.signed(action="RunInstances"))
@@ -425,8 +434,8 @@ def test_row_replayed_nonce_is_signature_nonce_used(world: World) -> None:
     assert error.message == "Specified signature nonce was used already."
 
 
-def test_a_nonce_is_per_key_id() -> None:
-    world = World()
+def test_a_nonce_is_per_key_id(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier)
     other = world.keys.create_access_key(RamUser(OWNER.account_id, "other-app"))
     nonce = lambda: "same-nonce"  # noqa: E731
     first = Signer(world.new.access_key, clock=world.clock, nonce_factory=nonce)
@@ -450,9 +459,26 @@ class FailingStore(MemoryStore):
             raise ConnectionError("nonce store down")
         return super().claim_nonce(access_key_id, nonce, now=now, expires_at=expires_at)
 
+    def get_network_policy(self, target: Any) -> Any:
+        if self.fail == "get_network_policy":
+            raise TimeoutError("policy read timed out")
+        if self.fail == "unreadable_policy":
+            return "a row the backend mapped wrongly"
+        return super().get_network_policy(target)
 
-@pytest.mark.parametrize("fail", ["get_key", "claim_nonce"])
-def test_row_store_failure_is_internal_error_and_fails_closed(fail: str) -> None:
+
+STORE_FAILURE_CAUSES: dict[str, type[Exception] | None] = {
+    "get_key": OSError,
+    "claim_nonce": ConnectionError,
+    "get_network_policy": TimeoutError,
+    "unreadable_policy": None,  # whatever compiling it raised
+}
+
+
+@pytest.mark.parametrize("fail", list(STORE_FAILURE_CAUSES))
+def test_row_store_failure_is_internal_error_and_fails_closed(
+    fail: str, make_verifier: MakeVerifier
+) -> None:
     store = FailingStore("none")
     new = KeyManager(store).create_access_key(OWNER)
     store.fail = fail
@@ -460,9 +486,14 @@ def test_row_store_failure_is_internal_error_and_fails_closed(fail: str) -> None
         Request("GET", host="h.example.com"), action="A", version="V"
     )
     with pytest.raises(InternalError) as caught:
-        Verifier(store, clock=lambda: NOW).verify(signed)
+        make_verifier(store, clock=lambda: NOW).verify(signed)
     check_error(caught.value, "InternalError", 500)
     assert caught.value.message == "The request processing has failed due to some unknown error."
+    cause = caught.value.__cause__  # the store's own error, kept for the logs
+    assert cause is not None
+    assert not isinstance(cause, AliakError)
+    if STORE_FAILURE_CAUSES[fail] is not None:
+        assert type(cause) is STORE_FAILURE_CAUSES[fail]
 
 
 # -- tampering: any single change to a signed request is refused --------------------------
@@ -545,8 +576,10 @@ def test_refusals_burn_no_nonce_and_write_no_last_use(world: World) -> None:
     assert world.verifier.verify(signed)  # its nonce was never consumed
 
 
-def test_a_state_refusal_does_not_consume_the_nonce_unless_configured() -> None:
-    world = World()
+def test_a_state_refusal_does_not_consume_the_nonce_unless_configured(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier)
     world.keys.disable_access_key(world.new.access_key_id)
     signed = world.signed()
     assert world.refusal(signed).code == "InvalidAccessKeyId.Inactive"
@@ -554,7 +587,7 @@ def test_a_state_refusal_does_not_consume_the_nonce_unless_configured() -> None:
     world.verifier.invalidate()
     assert world.verifier.verify(signed)
 
-    strict = World(claim_nonce_before_state_checks=True)
+    strict = World(make_verifier, claim_nonce_before_state_checks=True)
     strict.keys.disable_access_key(strict.new.access_key_id)
     signed = strict.signed()
     assert strict.refusal(signed).code == "InvalidAccessKeyId.Inactive"
@@ -635,8 +668,8 @@ def test_a_tampered_stream_is_refused(world: World) -> None:
     assert world.refusal(tampered).code == "SignatureDoesNotMatch"
 
 
-def test_a_stream_longer_than_the_limit_is_refused_while_read() -> None:
-    world = World(max_body_size=1000)
+def test_a_stream_longer_than_the_limit_is_refused_while_read(make_verifier: MakeVerifier) -> None:
+    world = World(make_verifier, max_body_size=1000)
     signed = world.signed(body=b"x" * 5000)
     streamed = attrs.evolve(signed, body=io.BytesIO(b"x" * 5000))
     error = world.refusal(streamed)
@@ -649,8 +682,10 @@ def test_a_stream_longer_than_the_limit_is_refused_while_read() -> None:
 # -- profiles ----------------------------------------------------------------------------------
 
 
-def test_the_opaque_profile_answers_one_code_and_keeps_the_reason() -> None:
-    world = World(error_profile="opaque")
+def test_the_opaque_profile_answers_one_code_and_keeps_the_reason(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier, error_profile="opaque")
     world.keys.disable_access_key(world.new.access_key_id)
     error = world.refusal(world.signed())
     assert (error.code, error.http_status) == ("AccessDenied", 403)
@@ -679,8 +714,10 @@ def test_last_use_is_batched_and_written_on_flush(world: World) -> None:
     assert ips == ["203.0.113.8", "203.0.113.7"]
 
 
-def test_last_use_is_flushed_in_the_background_after_the_interval() -> None:
-    world = World(usage_flush_interval=10)
+def test_last_use_is_flushed_in_the_background_after_the_interval(
+    make_verifier: MakeVerifier,
+) -> None:
+    world = World(make_verifier, usage_flush_interval=10)
     world.verifier.verify(world.signed())
     world.now += 11
     world.verifier.verify(world.signed())
@@ -688,7 +725,30 @@ def test_last_use_is_flushed_in_the_background_after_the_interval() -> None:
     assert world.store.get_last_used(world.new.access_key_id) is not None
 
 
-def test_a_failing_usage_write_never_fails_a_request() -> None:
+def test_flush_returns_after_a_background_usage_write_has_landed(
+    tmp_path: Path, make_verifier: MakeVerifier
+) -> None:
+    class SlowUsageWrites(SQLiteStore):
+        def record_usage(self, records: Any) -> None:
+            time.sleep(0.2)  # a busy database: the write lands well after it started
+            super().record_usage(records)
+
+    store = SlowUsageWrites(str(tmp_path / "aliak.db"))
+    new = KeyManager(store).create_access_key(OWNER)
+    now = [NOW]
+    signer = Signer(new.access_key, clock=lambda: now[0])
+    verifier = make_verifier(store, clock=lambda: now[0], usage_flush_interval=10)
+    now[0] += 11
+    verifier.verify(signer.sign(Request("GET", host="h.example.com"), action="A", version="V"))
+    verifier.flush()  # the write the interval started in the background is in the store now
+    last = store.get_last_used(new.access_key_id)
+    assert last is not None
+    assert last.used_at == datetime.fromtimestamp(NOW + 11, timezone.utc)
+    verifier.close()
+    store.close()
+
+
+def test_a_failing_usage_write_never_fails_a_request(make_verifier: MakeVerifier) -> None:
     class BrokenUsage(MemoryStore):
         def record_usage(self, records: Any) -> None:
             raise OSError("disk full")
@@ -697,7 +757,7 @@ def test_a_failing_usage_write_never_fails_a_request() -> None:
     new = KeyManager(store).create_access_key(OWNER)
     now = [NOW]
     signer = Signer(new.access_key, clock=lambda: now[0])
-    verifier = Verifier(store, clock=lambda: now[0], usage_flush_interval=1)
+    verifier = make_verifier(store, clock=lambda: now[0], usage_flush_interval=1)
     for _ in range(3):
         now[0] += 2
         verifier.verify(signer.sign(Request("GET", host="h.example.com"), action="A", version="V"))
@@ -720,7 +780,9 @@ def test_freshness_defaults_to_one_second_or_less(world: World) -> None:
 # -- concurrency ------------------------------------------------------------------------------
 
 
-def test_the_same_request_from_8_threads_is_accepted_exactly_once(world: World) -> None:
+def test_the_same_request_from_8_threads_is_accepted_exactly_once() -> None:
+    # Sync shell only: threads sharing one Verifier (the async shell has the test below).
+    world = World(Verifier)
     signed = world.signed()
     barrier = threading.Barrier(8)
     outcomes: list[str] = []
@@ -744,24 +806,43 @@ def test_the_same_request_from_8_threads_is_accepted_exactly_once(world: World) 
 # -- async ----------------------------------------------------------------------------------------
 
 
-def test_the_async_verifier_agrees_with_the_sync_one(world: World) -> None:
-    async def scenario() -> list[str]:
-        verifier = AsyncVerifier(world.store.as_async(), clock=world.clock)
-        signed = world.signed()
-        outcomes = [(await verifier.verify(signed, source_ip="203.0.113.7")).access_key_id]
-        for request in (signed, replace_header(world.signed(), "x-acs-action", "X")):
-            try:
-                await verifier.verify(request)
-            except AliakError as error:
-                outcomes.append(error.code)
+def test_the_same_request_from_8_concurrent_tasks_is_accepted_exactly_once(
+    tmp_path: Path,
+) -> None:
+    # Async shell only: tasks on one event loop, each store call in a worker thread.
+    store = SQLiteStore(str(tmp_path / "aliak.db"))
+    new = KeyManager(store).create_access_key(OWNER)
+    verifier = AsyncVerifier(store.as_async(), clock=lambda: NOW)
+    signed = Signer(new.access_key, clock=lambda: NOW).sign(
+        Request("GET", host="h.example.com"), action="A", version="V"
+    )
+
+    async def attempt() -> str:
+        try:
+            await verifier.verify(signed)
+        except AliakError as error:
+            return error.code
+        return "accepted"
+
+    async def attempts() -> list[str]:
+        outcomes = await asyncio.gather(*(attempt() for _ in range(8)))
         await verifier.aclose()
         return outcomes
 
-    assert asyncio.run(scenario()) == [
-        world.new.access_key_id,
-        "SignatureNonceUsed",
-        "SignatureDoesNotMatch",
-    ]
+    assert sorted(asyncio.run(attempts())) == ["SignatureNonceUsed"] * 7 + ["accepted"]
+    store.close()
+
+
+def test_accepted_then_replayed_then_forged_and_closing_writes_the_last_use(
+    world: World,
+) -> None:
+    signed = world.signed()
+    outcomes = [world.verifier.verify(signed, source_ip="203.0.113.7").access_key_id]
+    for request in (signed, replace_header(world.signed(), "x-acs-action", "X")):
+        outcomes.append(world.refusal(request).code)
+    assert outcomes == [world.new.access_key_id, "SignatureNonceUsed", "SignatureDoesNotMatch"]
+    assert world.store.get_last_used(world.new.access_key_id) is None
+    world.verifier.close()
     assert world.store.get_last_used(world.new.access_key_id) is not None
 
 

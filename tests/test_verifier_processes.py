@@ -1,4 +1,5 @@
-"""The embedded default across processes: one SQLite file shared by several verifiers."""
+"""The embedded default across processes: one SQLite file shared by several verifiers, of
+either shell (sync Verifier or AsyncVerifier; a worker process is told which to build)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from aliak import (
     Request,
     Signer,
     SQLiteStore,
-    Verifier,
 )
 from aliak.sealing import sealed_version
+from conftest import MakeVerifier, verifier_factory
 
 OWNER = RamUser("1234567890123456", "fleet-app")
 SPAWN = multiprocessing.get_context("spawn")
+VERIFY_SECONDS = 2.0  # how long verify_continuously keeps verifying
 
 
 def request_parts(request: Request) -> tuple[Any, ...]:
@@ -32,19 +34,20 @@ def rebuild(parts: tuple[Any, ...]) -> Request:
     return Request(method, path=path, query=query, headers=headers, body=body)
 
 
-def verify_once(db: str, parts: tuple[Any, ...], barrier: Any, results: Any) -> None:
+def verify_once(shell: str, db: str, parts: tuple[Any, ...], barrier: Any, results: Any) -> None:
     store = SQLiteStore(db)
-    verifier = Verifier(store)
-    request = rebuild(parts)
-    barrier.wait(timeout=30)
-    try:
-        verifier.verify(request)
-        results.put("accepted")
-    except AliakError as error:
-        results.put(error.code)
-    finally:
-        verifier.close()
-        store.close()
+    with verifier_factory(shell) as make:
+        verifier = make(store)
+        request = rebuild(parts)
+        barrier.wait(timeout=30)
+        try:
+            verifier.verify(request)
+            results.put("accepted")
+        except AliakError as error:
+            results.put(error.code)
+        finally:
+            verifier.close()
+            store.close()
 
 
 def signed_request(access_key: AccessKey) -> Request:
@@ -55,7 +58,9 @@ def signed_request(access_key: AccessKey) -> Request:
     )
 
 
-def test_the_same_request_from_4_processes_is_accepted_exactly_once(tmp_path: Path) -> None:
+def test_the_same_request_from_4_processes_is_accepted_exactly_once(
+    tmp_path: Path, shell: str
+) -> None:
     db = str(tmp_path / "aliak.db")
     store = SQLiteStore(db)
     new = KeyManager(store).create_access_key(OWNER)
@@ -64,7 +69,8 @@ def test_the_same_request_from_4_processes_is_accepted_exactly_once(tmp_path: Pa
     barrier = SPAWN.Barrier(4)
     results = SPAWN.Queue()
     workers = [
-        SPAWN.Process(target=verify_once, args=(db, parts, barrier, results)) for _ in range(4)
+        SPAWN.Process(target=verify_once, args=(shell, db, parts, barrier, results))
+        for _ in range(4)
     ]
     for worker in workers:
         worker.start()
@@ -81,12 +87,12 @@ def disable_in_another_process(db: str, access_key_id: str) -> None:
 
 
 def test_a_key_disabled_in_another_process_is_refused_within_the_freshness(
-    tmp_path: Path,
+    tmp_path: Path, make_verifier: MakeVerifier
 ) -> None:
     db = str(tmp_path / "aliak.db")
     store = SQLiteStore(db)
     new = KeyManager(store).create_access_key(OWNER)
-    verifier = Verifier(store)
+    verifier = make_verifier(store)
     assert verifier.settings.freshness <= 1.0
     verifier.verify(signed_request(new.access_key))  # the record is now cached as Active
 
@@ -112,32 +118,33 @@ def test_a_key_disabled_in_another_process_is_refused_within_the_freshness(
 
 
 def verify_continuously(
-    db: str, keys: list[tuple[str, str]], seconds: float, results: Any, started: Any
+    shell: str, db: str, keys: list[tuple[str, str]], results: Any, started: Any
 ) -> None:
     store = SQLiteStore(db)
-    verifier = Verifier(store, freshness=0.05)
-    signers = [Signer(AccessKey(key_id, secret)) for key_id, secret in keys]
-    accepted = refused = 0
-    failures: list[str] = []
-    started.set()
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for signer in signers:
-            try:
-                verifier.verify(
-                    signer.sign(Request("GET", host="api.example.com"), action="A", version="V")
-                )
-                accepted += 1
-            except AliakError as error:
-                refused += 1
-                failures.append(f"{error.code}: {error.detail}")
-    verifier.close()
+    with verifier_factory(shell) as make:
+        verifier = make(store, freshness=0.05)
+        signers = [Signer(AccessKey(key_id, secret)) for key_id, secret in keys]
+        accepted = refused = 0
+        failures: list[str] = []
+        started.set()
+        end = time.monotonic() + VERIFY_SECONDS
+        while time.monotonic() < end:
+            for signer in signers:
+                try:
+                    verifier.verify(
+                        signer.sign(Request("GET", host="api.example.com"), action="A", version="V")
+                    )
+                    accepted += 1
+                except AliakError as error:
+                    refused += 1
+                    failures.append(f"{error.code}: {error.detail}")
+        verifier.close()
     store.close()
     results.put((accepted, refused, failures[:5]))
 
 
 def test_master_key_rotation_reseals_every_secret_while_other_processes_verify(
-    tmp_path: Path,
+    tmp_path: Path, shell: str
 ) -> None:
     db = str(tmp_path / "aliak.db")
     store = SQLiteStore(db)
@@ -148,7 +155,7 @@ def test_master_key_rotation_reseals_every_secret_while_other_processes_verify(
 
     results = SPAWN.Queue()
     started = SPAWN.Event()
-    worker = SPAWN.Process(target=verify_continuously, args=(db, keys, 2.0, results, started))
+    worker = SPAWN.Process(target=verify_continuously, args=(shell, db, keys, results, started))
     worker.start()
     assert started.wait(timeout=60)
     time.sleep(0.3)
@@ -175,11 +182,13 @@ def test_master_key_rotation_reseals_every_secret_while_other_processes_verify(
     reopened.close()
 
 
-def test_verifying_against_sqlite_records_last_use_durably(tmp_path: Path) -> None:
+def test_verifying_against_sqlite_records_last_use_durably(
+    tmp_path: Path, make_verifier: MakeVerifier
+) -> None:
     db = str(tmp_path / "aliak.db")
     store = SQLiteStore(db)
     new = KeyManager(store).create_access_key(OWNER)
-    with Verifier(store) as verifier:
+    with make_verifier(store) as verifier:
         verifier.verify(signed_request(new.access_key), source_ip="203.0.113.9")
     store.close()
     reopened = SQLiteStore(db)

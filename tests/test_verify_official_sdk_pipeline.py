@@ -3,7 +3,9 @@
 ``alibabacloud_tea_openapi.client.Client.call_api`` (tea-openapi 0.4.6) builds, signs and
 sends a real HTTP request to a capturing server on 127.0.0.1. The capture -- method, raw
 request target, header list as received, body bytes -- becomes an :class:`aliak.Request`
-the way a server integration builds one, and :class:`aliak.Verifier` must accept it.
+the way a server integration builds one, and :class:`aliak.Verifier` and
+:class:`aliak.AsyncVerifier` must both accept it (the ``verifier`` fixture runs each test
+against both shells).
 
 What the SDK does on the wire (and what makes this more than the signer interop test):
 
@@ -35,8 +37,9 @@ from alibabacloud_tea_openapi.client import Client as OpenApiClient
 from alibabacloud_tea_openapi.utils import Utils
 from darabonba.runtime import RuntimeOptions
 
-from aliak import AliakError, KeyManager, MemoryStore, RamUser, Request, Verified, Verifier
+from aliak import AliakError, KeyManager, MemoryStore, RamUser, Request, Verified
 from aliak.encoding import parse_query_string
+from conftest import MakeVerifier, ShellVerifier
 
 ACCESS_KEY_ID = "LTAI5tSdkPipelineTest01"
 SECRET = "kX9pQ2mV7tR4wZ8yB3nC6hJ1sD5fG0"  # 30 characters, as Alibaba issues them
@@ -260,16 +263,16 @@ def call(
 
 
 @pytest.fixture
-def verifier() -> Iterator[Verifier]:
+def verifier(make_verifier: MakeVerifier) -> Iterator[ShellVerifier]:
     store = MemoryStore()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a RAM user's key is imported without a warning
         KeyManager(store).import_access_key(OWNER, ACCESS_KEY_ID, SECRET)
-    with Verifier(store) as verifier:
+    with make_verifier(store) as verifier:
         yield verifier
 
 
-def verify(verifier: Verifier, captured: Captured) -> Verified:
+def verify(verifier: ShellVerifier, captured: Captured) -> Verified:
     """Verify, and on a refusal show the capture (the string-to-sign is in the error)."""
     try:
         return verifier.verify(captured.to_request(), source_ip="127.0.0.1")
@@ -330,7 +333,7 @@ RPC_QUERY: dict[str, str] = {
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_rpc_post_with_quote_plus_encoded_unsorted_query_is_accepted(
-    server: ThreadingHTTPServer, verifier: Verifier, algorithm: str
+    server: ThreadingHTTPServer, verifier: ShellVerifier, algorithm: str
 ) -> None:
     client = sdk_client(server, algorithm=algorithm)
     params = sdk_params(
@@ -374,7 +377,7 @@ ROA_BODY: dict[str, Any] = {
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_roa_post_with_encoded_slash_and_space_in_path_and_json_body_is_accepted(
-    server: ThreadingHTTPServer, verifier: Verifier, algorithm: str
+    server: ThreadingHTTPServer, verifier: ShellVerifier, algorithm: str
 ) -> None:
     client = sdk_client(server, algorithm=algorithm)
     params = sdk_params(
@@ -404,7 +407,7 @@ def test_roa_post_with_encoded_slash_and_space_in_path_and_json_body_is_accepted
 
 
 def test_get_without_body_and_with_a_caller_header_is_accepted(
-    server: ThreadingHTTPServer, verifier: Verifier
+    server: ThreadingHTTPServer, verifier: ShellVerifier
 ) -> None:
     client = sdk_client(server)
     params = sdk_params(
@@ -433,7 +436,7 @@ def test_get_without_body_and_with_a_caller_header_is_accepted(
     assert "x-trace-tag" in verified.signed_headers
 
 
-def test_form_body_is_accepted(server: ThreadingHTTPServer, verifier: Verifier) -> None:
+def test_form_body_is_accepted(server: ThreadingHTTPServer, verifier: ShellVerifier) -> None:
     client = sdk_client(server)
     params = sdk_params(
         action="CreateSecurityGroup",
@@ -473,7 +476,9 @@ def test_form_body_is_accepted(server: ThreadingHTTPServer, verifier: Verifier) 
     assert "content-type" in verified.signed_headers
 
 
-def test_binary_stream_body_is_accepted(server: ThreadingHTTPServer, verifier: Verifier) -> None:
+def test_binary_stream_body_is_accepted(
+    server: ThreadingHTTPServer, verifier: ShellVerifier
+) -> None:
     client = sdk_client(server)
     params = sdk_params(
         action="PutObjectLike",
@@ -508,7 +513,7 @@ def test_binary_stream_body_is_accepted(server: ThreadingHTTPServer, verifier: V
 
 
 def test_wrong_secret_in_the_sdk_config_is_refused_with_signature_does_not_match(
-    server: ThreadingHTTPServer, verifier: Verifier
+    server: ThreadingHTTPServer, verifier: ShellVerifier
 ) -> None:
     client = sdk_client(server, secret=WRONG_SECRET)
     params = sdk_params(
@@ -527,7 +532,7 @@ def test_wrong_secret_in_the_sdk_config_is_refused_with_signature_does_not_match
 
 
 def test_replayed_capture_is_refused_with_signature_nonce_used(
-    server: ThreadingHTTPServer, verifier: Verifier
+    server: ThreadingHTTPServer, verifier: ShellVerifier
 ) -> None:
     client = sdk_client(server)
     params = sdk_params(
@@ -568,7 +573,7 @@ def _with_target(captured: Captured, target: str) -> Captured:
 
 @pytest.mark.parametrize("tamper", [_tamper_query, _tamper_path, _tamper_body, _tamper_user_agent])
 def test_a_changed_byte_anywhere_signed_is_refused_with_signature_does_not_match(
-    server: ThreadingHTTPServer, verifier: Verifier, tamper: Any
+    server: ThreadingHTTPServer, verifier: ShellVerifier, tamper: Any
 ) -> None:
     # A negative control: the accepted cases above pass because aliak checks what the
     # SDK signed (query as decoded, raw path, body, every signed header), not by luck.
