@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Iterator
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from aliak import (
@@ -22,8 +31,9 @@ from aliak import (
     SQLiteStore,
     Verifier,
 )
+from aliak.errors import InternalError, ServiceUnavailable
 from aliak.keys import RootAccessKeyWarning
-from aliak.model import KeyStatus
+from aliak.model import KeyStatus, RamRole
 
 ACCOUNT = "1234567890123456"
 ALICE = RamUser(ACCOUNT, "alice")
@@ -542,3 +552,239 @@ def test_deleting_in_the_same_second_never_evicts_the_key_just_deleted(keys: Key
     in_bin = {info.access_key_id for info in keys.list_recycle_bin(ALICE)}
     assert len(in_bin) == 3
     assert deleted[-1] in in_bin
+
+
+# -- failures: an engine that cannot answer reaches the caller as an AliakError -------------
+#
+# protocols.py's failure contract, seen from KeyManager: engine down -> ServiceUnavailable
+# (503), any other engine error -> InternalError (500), and never a driver exception.
+
+
+@attrs.frozen
+class Subjects:
+    live: str
+    inactive: str
+    in_bin: str
+
+
+def populate(keys: KeyManager, clock: Clock) -> Subjects:
+    """Keys in every state, and one whose retention has ended, so that each write below
+    has something to change."""
+    now, clock.now = clock.now, clock.now - 31 * DAY
+    expired = keys.create_access_key(RamUser(ACCOUNT, "dave")).access_key_id
+    keys.disable_access_key(expired)
+    keys.delete_access_key(expired)
+    clock.now = now
+    live = keys.create_access_key(ALICE).access_key_id
+    inactive = keys.create_access_key(ALICE).access_key_id
+    keys.disable_access_key(inactive)
+    in_bin = keys.create_access_key(BOB).access_key_id
+    keys.disable_access_key(in_bin)
+    keys.delete_access_key(in_bin)
+    return Subjects(live, inactive, in_bin)
+
+
+Operation = Callable[[KeyManager, Subjects], object]
+READS: dict[str, Operation] = {
+    "get_access_key": lambda k, s: k.get_access_key(s.live),
+    "list_access_keys": lambda k, s: k.list_access_keys(ALICE),
+    "list_recycle_bin": lambda k, s: k.list_recycle_bin(BOB),
+    "get_last_used": lambda k, s: k.get_last_used(s.live),
+    "source_ip_history": lambda k, s: k.source_ip_history(s.live),
+    "get_network_policy": lambda k, s: k.get_network_policy(account_id=ACCOUNT),
+    "audit_events": lambda k, s: k.audit_events(),
+    "rotation_report": lambda k, s: k.rotation_report(),
+    "find_owner": lambda k, s: k.find_owner(s.live),
+}
+WRITES: dict[str, Operation] = {
+    "create_access_key": lambda k, s: k.create_access_key(RamUser(ACCOUNT, "carol")),
+    "disable_access_key": lambda k, s: k.disable_access_key(s.live),
+    "enable_access_key": lambda k, s: k.enable_access_key(s.inactive),
+    "delete_access_key": lambda k, s: k.delete_access_key(s.inactive),
+    "restore_access_key": lambda k, s: k.restore_access_key(s.in_bin),
+    "purge_access_key": lambda k, s: k.purge_access_key(s.in_bin),
+    "purge_expired": lambda k, s: k.purge_expired(),
+    "mark_leaked": lambda k, s: k.mark_leaked(s.live),
+    "set_network_policy": lambda k, s: k.set_network_policy(
+        NetworkPolicy(public=["203.0.113.0/24"]), access_key_id=s.live
+    ),
+    "set_root_keys_allowed": lambda k, s: k.set_root_keys_allowed(False),
+    "assume_role": lambda k, s: k.assume_role(RamRole(ACCOUNT, "ops"), session_name="s1"),
+    "rotate_master_key": lambda k, s: k.rotate_master_key(),
+}
+
+
+def outcomes(
+    keys: KeyManager, subjects: Subjects, operations: dict[str, Operation], *, thread: bool
+) -> dict[str, object]:
+    """Each operation's result or exception; on a fresh thread if asked (a SQLite store
+    opens a thread's connection on its first call, so it meets the file as it is now)."""
+    results: dict[str, object] = {}
+
+    def run_all() -> None:
+        for name, operation in operations.items():
+            try:
+                results[name] = operation(keys, subjects)
+            except Exception as error:
+                results[name] = error
+
+    if thread:
+        worker = threading.Thread(target=run_all)
+        worker.start()
+        worker.join(timeout=120)
+    else:
+        run_all()
+    return results
+
+
+def assert_refused_as(results: dict[str, object], error: type[AliakError], code: str) -> None:
+    wrong = {
+        name: f"{type(result).__name__}: {result}"
+        for name, result in results.items()
+        if not (isinstance(result, error) and result.code == code)
+    }
+    assert wrong == {}, f"expected {code} from every operation"
+    for result in results.values():
+        assert isinstance(result, AliakError)
+        assert result.http_status == error.http_status
+
+
+def assert_answered(results: dict[str, object]) -> None:
+    failed = {
+        name: repr(result) for name, result in results.items() if isinstance(result, Exception)
+    }
+    assert failed == {}
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """The file made unwritable for connections opened from now on. Root ignores mode
+    bits, so as root the file is made immutable instead (where the filesystem can)."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    if shutil.which("chattr") is None:
+        pytest.skip("running as root without chattr: cannot make a file read-only")
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i is not supported here: {made.stderr.decode().strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.fixture
+def sqlite_keys(tmp_path: Path, clock: Clock) -> Iterator[tuple[SQLiteStore, KeyManager, Path]]:
+    db = tmp_path / "aliak.db"
+    store = SQLiteStore(db, busy_timeout=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RootAccessKeyWarning)
+        yield store, KeyManager(store, clock=clock), db
+    store.close()
+
+
+def test_a_read_only_sqlite_file_refuses_every_change_as_internal_error(
+    sqlite_keys: tuple[SQLiteStore, KeyManager, Path], clock: Clock
+) -> None:
+    _, keys, db = sqlite_keys
+    subjects = populate(keys, clock)
+    with read_only(db):
+        writes = outcomes(keys, subjects, WRITES, thread=True)
+        reads = outcomes(keys, subjects, READS, thread=True)
+    assert_refused_as(writes, InternalError, "InternalError")
+    assert all(isinstance(result.__cause__, sqlite3.Error) for result in writes.values())  # type: ignore[union-attr]
+    assert_answered(reads)
+
+
+def test_a_corrupted_sqlite_file_refuses_everything_as_internal_error(
+    sqlite_keys: tuple[SQLiteStore, KeyManager, Path], clock: Clock
+) -> None:
+    _, keys, db = sqlite_keys
+    subjects = populate(keys, clock)
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file
+    with db.open("r+b") as file:
+        file.write(secrets.token_bytes(4096))  # the header and the schema page
+    results = outcomes(keys, subjects, READS | WRITES, thread=True)
+    assert_refused_as(results, InternalError, "InternalError")
+
+
+def test_a_sqlite_file_locked_by_another_writer_refuses_changes_as_internal_error(
+    sqlite_keys: tuple[SQLiteStore, KeyManager, Path], clock: Clock
+) -> None:
+    _, keys, db = sqlite_keys
+    subjects = populate(keys, clock)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        writes = outcomes(keys, subjects, WRITES, thread=False)
+        reads = outcomes(keys, subjects, READS, thread=False)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert_refused_as(writes, InternalError, "InternalError")
+    assert_answered(reads)  # WAL: readers never wait for the writer
+
+
+POSTGRES_DSN = "ALIAK_TEST_POSTGRES_DSN"
+POSTGRES_CTL = "ALIAK_TEST_POSTGRES_CTL"
+
+
+@pytest.fixture
+def postgres_keys(clock: Clock) -> Iterator[tuple[KeyManager, str]]:
+    dsn = os.environ.get(POSTGRES_DSN)
+    if not dsn:
+        pytest.skip(f"set {POSTGRES_DSN} to test against a server")
+    psycopg = pytest.importorskip("psycopg")
+    from aliak.sealing import MasterKeyring
+    from aliak.storage.postgres import PostgresStore
+
+    schema = f"aliak_keys_test_{secrets.token_hex(6)}"
+    store = PostgresStore(
+        dsn, schema=schema, master_key=MasterKeyring.generate(), connect_timeout=0.5
+    )
+    try:
+        yield KeyManager(store, clock=clock), schema
+    finally:
+        store.close()
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_a_stopped_postgres_server_refuses_everything_as_service_unavailable(
+    postgres_keys: tuple[KeyManager, str], clock: Clock
+) -> None:
+    if not os.environ.get(POSTGRES_CTL):
+        pytest.skip(f"set {POSTGRES_CTL} to stop and restart the server")
+    import psycopg
+
+    keys, _ = postgres_keys
+    subjects = populate(keys, clock)
+    subprocess.run([os.environ[POSTGRES_CTL], "stop"], check=True, timeout=60)
+    try:
+        results = outcomes(keys, subjects, READS | WRITES, thread=False)
+    finally:
+        subprocess.run([os.environ[POSTGRES_CTL], "start"], check=False, timeout=60)
+    assert_refused_as(results, ServiceUnavailable, "ServiceUnavailable")
+    assert all(isinstance(result.__cause__, psycopg.Error) for result in results.values())  # type: ignore[union-attr]
+
+
+def test_a_postgres_error_that_is_not_an_outage_is_an_internal_error(
+    postgres_keys: tuple[KeyManager, str], clock: Clock
+) -> None:
+    import psycopg
+
+    keys, schema = postgres_keys
+    subjects = populate(keys, clock)
+    with psycopg.connect(os.environ[POSTGRES_DSN], autocommit=True) as connection:
+        # Every table gone from under the store: the server answers, with an error.
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    results = outcomes(keys, subjects, READS | WRITES, thread=False)
+    assert_refused_as(results, InternalError, "InternalError")
+    assert not any(isinstance(result, ServiceUnavailable) for result in results.values())
