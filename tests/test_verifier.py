@@ -673,10 +673,8 @@ def test_a_stream_longer_than_the_limit_is_refused_while_read(make_verifier: Mak
     signed = world.signed(body=b"x" * 5000)
     streamed = attrs.evolve(signed, body=io.BytesIO(b"x" * 5000))
     error = world.refusal(streamed)
-    assert (error.code, error.message) == (
-        "InvalidParameter",
-        'The specified parameter "body" is not valid.',
-    )
+    # The same code and status the middlewares give a body over their limit.
+    assert (error.code, error.http_status) == ("PayloadTooLarge", 413)
 
 
 # -- profiles ----------------------------------------------------------------------------------

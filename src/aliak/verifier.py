@@ -31,10 +31,10 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import IO, Any, Generic, Literal, TypeVar
+from typing import IO, Any, Generic, Literal, TypeVar, cast
 
 import attrs
 from cryptography.hazmat.primitives import serialization
@@ -77,6 +77,7 @@ from aliak.errors import (
     InvalidTimeStampExpired,
     MissingParameter,
     MissingSecurityToken,
+    PayloadTooLarge,
     SignatureDoesNotMatch,
     SignatureNonceUsed,
 )
@@ -356,41 +357,38 @@ class _Flow:
         self.hash_body(pending)
         key_id = pending.authorization.access_key_id
         claim = ClaimNonce(key_id, pending.nonce, now, self.nonce_expiry(now))
-        if pending.token is not None and is_sts_access_key_id(key_id):
-            entry = self.keys.get(key_id, now)
-            if isinstance(entry, _Missing) or not _same_token(entry, pending):
-                entry = yield from self._sts_entry(pending)
-                self.keys.put(key_id, entry, now)
-            self.authenticate(pending, entry)
-            claims = entry.claims
-            assert claims is not None
-            if self._early_claim:
-                self.check_claimed(pending, (yield claim))
-            self.check_sts(claims, now)
-            if not self._early_claim:
-                self.check_claimed(pending, (yield claim))
-            return self.verified(pending, claims.principal, _NOT_APPLIED)  # §6: no ACL for STS
+        sts = pending.token is not None and is_sts_access_key_id(key_id)
         entry = self.keys.get(key_id, now)
-        if isinstance(entry, _Missing):
-            entry = yield from self._key_entry(key_id)
+        if isinstance(entry, _Missing) or (sts and not _same_token(entry, pending)):
+            entry = yield from (self._sts_entry(pending) if sts else self._key_entry(key_id))
             self.keys.put(key_id, entry, now)
         self.authenticate(pending, entry)
-        record = entry.record
-        assert record is not None
         if self._early_claim:
             self.check_claimed(pending, (yield claim))
-        self.check_key_state(pending, record)
-        if entry.policies is None:
-            entry.policies = yield LoadPolicies(record)
-        decision = self.check_network(pending, *entry.policies)
-        self.check_no_token(pending)
+        record = entry.record
+        if record is None:  # past authenticate, only an STS credential has no record
+            claims = entry.claims
+            assert claims is not None
+            self.check_sts(claims, now)
+            principal: Owner | AssumedRole = claims.principal
+            decision = _NOT_APPLIED  # §6: no ACL for STS
+        else:
+            self.check_key_state(pending, record)
+            if entry.policies is None:
+                entry.policies = yield LoadPolicies(record)
+            decision = self.check_network(pending, *entry.policies)
+            self.check_no_token(pending)
+            principal = record.owner
         if not self._early_claim:
             self.check_claimed(pending, (yield claim))
-        self.usage.add(key_id, now, pending.service, pending.source_ip)
-        if now >= self._next_flush:
-            self._next_flush = now + self.settings.usage_flush_interval
-            yield _FLUSH_USAGE
-        return self.verified(pending, record.owner, decision)
+        if record is not None:
+            self.usage.add(key_id, now, pending.service, pending.source_ip)
+            if now >= self._next_flush:
+                self._next_flush = now + self.settings.usage_flush_interval
+                records = self.usage.drain()
+                if records:
+                    yield FlushUsage(records)
+        return self.verified(pending, principal, decision)
 
     def _key_entry(self, access_key_id: str) -> Generator[_Step, Any, _KeyEntry]:
         record = yield LookUpKey(access_key_id)
@@ -688,7 +686,7 @@ class _LimitedSink:
     def write(self, data: bytes) -> int:
         self._size += len(data)
         if self._size > self._limit:
-            raise InvalidParameter("body", detail=f"longer than {self._limit} bytes")
+            raise PayloadTooLarge(detail=f"more than {self._limit} bytes")
         return self._spool.write(data)
 
 
@@ -888,36 +886,47 @@ class FlushUsage(_Step):
     """Step 10: a batch of last-use records is due. Written in the background: a usage
     write never delays or fails the request that happened to make it due."""
 
-    __slots__ = ()
+    __slots__ = ("records",)
+
+    def __init__(self, records: list[UsageRecord]) -> None:
+        self.records = records
 
     def perform(self, verifier: Verifier) -> None:
-        verifier._flush_in_background()
+        verifier._flush_in_background(self.records)
 
     async def aperform(self, verifier: AsyncVerifier) -> None:
-        verifier._flush_in_background()
+        verifier._flush_in_background(self.records)
 
 
 _RELOAD_KEYRING = ReloadKeyring()
-_FLUSH_USAGE = FlushUsage()
 
 
 # -- the two shells -----------------------------------------------------------------
 
 
-class _Shell:
-    """What both shells share: settings, the flow, cache invalidation, refusals."""
+S = TypeVar("S", Store, AsyncStore)
+R = TypeVar("R")
+
+
+class _Shell(Generic[S, R]):
+    """What both shells share: construction, settings, the flow, ``verify`` itself, and
+    cache invalidation. A shell says only how it performs the flow's steps
+    (``_drive``: the sync one returns the :class:`Verified`, the async one a coroutine
+    of it) and how it writes last-use batches."""
 
     def __init__(
         self,
-        store: Store | AsyncStore,
-        settings: VerifierSettings | None,
-        clock: Clock,
-        sts_validator: StsValidator | None,
-        options: dict[str, Any],
+        store: S,
+        *,
+        settings: VerifierSettings | None = None,
+        clock: Clock = system_clock,
+        sts_validator: StsValidator | None = None,
+        **options: Any,
     ) -> None:
         if options:
             settings = attrs.evolve(settings or VerifierSettings(), **options)
         self.settings = settings or VerifierSettings()
+        self._store: S = store
         self._flow = _Flow(self.settings, clock, lambda: store.keyring, sts_validator)
         self._refusals = _Refusals(self._flow)
         # Drop cached records when the store's invalidation channel says they changed.
@@ -925,6 +934,30 @@ class _Shell:
         self._unsubscribe: Callable[[], None] | None = None
         if isinstance(channel, InvalidationChannel):
             self._unsubscribe = channel.subscribe(self.invalidate)
+
+    def __repr__(self) -> str:
+        profile = self.settings.error_profile
+        return f"{type(self).__name__}({self._store!r}, profile={profile!r})"
+
+    def verify(
+        self,
+        request: Request,
+        *,
+        source_ip: str | None = None,
+        vpc_id: str | None = None,
+    ) -> R:
+        """Run every check; ``source_ip`` is the client's address (after trusted proxies).
+
+        Returns :class:`Verified` (awaited, for :class:`AsyncVerifier`) or raises the
+        matching :class:`AliakError`; a request that is not an :class:`aliak.Request`
+        raises ``TypeError`` at once."""
+        return self._drive(self._flow.steps(request, source_ip, vpc_id))
+
+    def _drive(self, steps: Generator[_Step, Any, Verified]) -> R:
+        raise NotImplementedError
+
+    def _flush_in_background(self, records: list[UsageRecord]) -> None:
+        raise NotImplementedError
 
     def invalidate(self, access_key_id: str | None = None) -> None:
         """Forget a key's cached record and policies now (``None``: everything)."""
@@ -965,7 +998,7 @@ class _Refusals:
             raise refusal from error
 
 
-class Verifier(_Shell):
+class Verifier(_Shell[Store, Verified]):
     """Verifies requests against a :class:`~aliak.storage.protocols.Store`.
 
     ``verify`` returns :class:`Verified` or raises the matching :class:`AliakError`.
@@ -974,22 +1007,8 @@ class Verifier(_Shell):
     leaving a ``with`` block).
     """
 
-    def __init__(
-        self,
-        store: Store,
-        *,
-        settings: VerifierSettings | None = None,
-        clock: Clock = system_clock,
-        sts_validator: StsValidator | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(store, settings, clock, sts_validator, options)
-        self._store = store
-        self._writer: ThreadPoolExecutor | None = None
-        self._writes: list[Future[None]] = []
-
-    def __repr__(self) -> str:
-        return f"Verifier({self._store!r}, profile={self.settings.error_profile!r})"
+    _writer: ThreadPoolExecutor | None = None
+    _writes: tuple[Future[None], ...] = ()
 
     def __enter__(self) -> Verifier:
         return self
@@ -997,42 +1016,31 @@ class Verifier(_Shell):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def verify(
-        self,
-        request: Request,
-        *,
-        source_ip: str | None = None,
-        vpc_id: str | None = None,
-    ) -> Verified:
-        """Run every check; ``source_ip`` is the client's address (after trusted proxies)."""
-        steps = self._flow.steps(request, source_ip, vpc_id)
+    def _drive(self, steps: Generator[_Step, Any, Verified]) -> Verified:
         with self._refusals:
             try:
                 step = next(steps)
                 while True:
                     step = steps.send(step.perform(self))
             except StopIteration as done:
-                verified: Verified = done.value
-                return verified
+                return cast(Verified, done.value)
 
-    def _flush_in_background(self) -> None:
-        records = self._flow.usage.drain()
-        if not records:
-            return
+    def _flush_in_background(self, records: list[UsageRecord]) -> None:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aliak-usage")
-        self._writes = [w for w in self._writes if not w.done()]
-        self._writes.append(self._writer.submit(self._write_usage, records))
+        writes = tuple(write for write in self._writes if not write.done())
+        self._writes = (*writes, self._writer.submit(self._write_quietly, records))
 
-    def _write_usage(self, records: list[UsageRecord]) -> None:
+    def _write_quietly(self, records: list[UsageRecord]) -> None:
         with contextlib.suppress(Exception):  # a usage write must never fail a request
             self._store.record_usage(records)
 
     def flush(self) -> None:
-        """Write the batched last-use records now (and wait for background writes)."""
-        for write in self._writes:
+        """Write the batched last-use records now, after the background writes already
+        under way. A failed background write was dropped; this write raises."""
+        writes, self._writes = self._writes, ()
+        for write in writes:
             write.result()
-        self._writes = []
         records = self._flow.usage.drain()
         if records:
             self._store.record_usage(records)
@@ -1048,28 +1056,14 @@ class Verifier(_Shell):
                 self._writer = None
 
 
-class AsyncVerifier(_Shell):
+class AsyncVerifier(_Shell[AsyncStore, Coroutine[Any, Any, Verified]]):
     """The same checks over an :class:`~aliak.storage.protocols.AsyncStore`.
 
     A body given as bytes is the norm here (the ASGI integration reads it); a sync file
-    stream is read in place.
+    stream is read in place. Last-use batches are written by tasks on the running loop.
     """
 
-    def __init__(
-        self,
-        store: AsyncStore,
-        *,
-        settings: VerifierSettings | None = None,
-        clock: Clock = system_clock,
-        sts_validator: StsValidator | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(store, settings, clock, sts_validator, options)
-        self._store = store
-        self._flushes: set[asyncio.Task[None]] = set()
-
-    def __repr__(self) -> str:
-        return f"AsyncVerifier({self._store!r}, profile={self.settings.error_profile!r})"
+    _flushes: frozenset[asyncio.Task[None]] = frozenset()
 
     async def __aenter__(self) -> AsyncVerifier:
         return self
@@ -1077,43 +1071,37 @@ class AsyncVerifier(_Shell):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def verify(
-        self,
-        request: Request,
-        *,
-        source_ip: str | None = None,
-        vpc_id: str | None = None,
-    ) -> Verified:
-        """Run every check; ``source_ip`` is the client's address (after trusted proxies)."""
-        steps = self._flow.steps(request, source_ip, vpc_id)
+    async def _drive(self, steps: Generator[_Step, Any, Verified]) -> Verified:
         with self._refusals:
             try:
                 step = next(steps)
                 while True:
                     step = steps.send(await step.aperform(self))
             except StopIteration as done:
-                verified: Verified = done.value
-                return verified
+                return cast(Verified, done.value)
 
-    def _flush_in_background(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush_quietly())
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+    def _flush_in_background(self, records: list[UsageRecord]) -> None:
+        task = asyncio.get_running_loop().create_task(self._write_quietly(records))
+        self._flushes = self._flushes | {task}
+        task.add_done_callback(self._forget)
 
-    async def _flush_quietly(self) -> None:
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._flushes = self._flushes - {task}
+
+    async def _write_quietly(self, records: list[UsageRecord]) -> None:
         with contextlib.suppress(Exception):  # a failed usage write must not surface
-            await self.flush()
+            await self._store.record_usage(records)
 
     async def flush(self) -> None:
-        """Write the batched last-use records now. A failed write is dropped, not raised
-        into a request; call this directly to see failures."""
+        """Write the batched last-use records now, after the background writes already
+        under way. A failed background write was dropped; this write raises."""
+        if self._flushes:
+            await asyncio.gather(*self._flushes)
         records = self._flow.usage.drain()
         if records:
             await self._store.record_usage(records)
 
     async def aclose(self) -> None:
-        """Wait for background writes, then flush what is left."""
+        """Wait for background writes, then flush what is left. The store stays open."""
         self._stop_following()
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
         await self.flush()
