@@ -39,7 +39,7 @@ from aliak.model import (
     SourceIpUse,
     UsageRecord,
 )
-from aliak.storage.protocols import AsyncStore, PolicyTarget
+from aliak.storage.protocols import AsyncStore, InvalidationChannel, PolicyTarget
 
 from .conftest import (
     ACCOUNT,
@@ -1589,6 +1589,15 @@ def test_audit_events_match_every_filter_given(store: BackendStore) -> None:
 def test_close_can_be_called_twice(store: BackendStore) -> None:
     store.close()
     store.close()
+
+
+def test_store_and_its_async_face_declare_the_same_invalidation_channel(
+    store: BackendStore, async_store: AsyncStore
+) -> None:
+    # Verifiers read the attribute directly: a store without a channel says None.
+    channel = store.invalidations
+    assert channel is None or isinstance(channel, InvalidationChannel)
+    assert async_store.invalidations is channel
 
 
 # -- the async face ----------------------------------------------------------------------

@@ -731,6 +731,16 @@ def test_a_verifier_on_the_composite_follows_its_channel() -> None:
     assert channel.subscribers == []
 
 
+def test_a_composite_without_a_channel_exposes_its_base_stores_own() -> None:
+    channel = RecordingChannel()
+    inner = CompositeStore(MemoryStore(), invalidations=channel)
+    outer = CompositeStore(inner, nonces=RecordingNonces())
+    assert outer.invalidations is channel
+    assert outer.as_async().invalidations is channel
+    assert CompositeStore(MemoryStore()).invalidations is None
+    assert CompositeStore(MemoryStore()).as_async().invalidations is None
+
+
 def test_the_async_composite_routes_nonces_and_announces_changes() -> None:
     channel = RecordingChannel()
     nonces = RecordingNonces()  # a nonce store without an async face: run in a thread

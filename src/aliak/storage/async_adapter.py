@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from aliak.acl import NetworkPolicy
 from aliak.model import AuditEvent, KeyRecord, KeyStatus, LastUsed, Owner, SourceIpUse, UsageRecord
 from aliak.sealing import MasterKeyring
-from aliak.storage.protocols import PolicyTarget, Store
+from aliak.storage.protocols import InvalidationChannel, PolicyTarget, Store
 
 __all__ = ["AsyncStoreAdapter"]
 
@@ -39,6 +39,10 @@ class AsyncStoreAdapter:
     @property
     def keyring(self) -> MasterKeyring:
         return self.sync.keyring
+
+    @property
+    def invalidations(self) -> InvalidationChannel | None:
+        return self.sync.invalidations
 
     async def reload_keyring(self) -> MasterKeyring:
         return await self._call(self.sync.reload_keyring)

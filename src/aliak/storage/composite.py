@@ -443,13 +443,10 @@ class AsyncCompositeStore:
 
 
 def _channel_of(
-    base: object, invalidations: InvalidationChannel | None
+    base: Store | AsyncStore, invalidations: InvalidationChannel | None
 ) -> InvalidationChannel | None:
     """The channel verifiers follow: the one given, else the base store's own, if any."""
-    if invalidations is not None:
-        return invalidations
-    inherited = getattr(base, "invalidations", None)
-    return inherited if isinstance(inherited, InvalidationChannel) else None
+    return base.invalidations if invalidations is None else invalidations
 
 
 def _describe(store: CompositeStore | AsyncCompositeStore) -> str:

@@ -93,7 +93,7 @@ from aliak.model import (
 )
 from aliak.sealing import ENV_MASTER_KEY, MasterKeyring, load_master_keyring
 from aliak.storage import lifecycle
-from aliak.storage.protocols import PolicyTarget
+from aliak.storage.protocols import InvalidationChannel, PolicyTarget
 from aliak.storage.rows import (
     coalesce_usage,
     event_from_row,
@@ -1100,6 +1100,10 @@ class PostgresStore:
         """The schema versions this construction applied; empty when already current."""
         self._pool = self._open_pool()
 
+    invalidations: InvalidationChannel | None = None
+    """None: fleet members see a change within their freshness (compose with a channel,
+    :class:`~aliak.storage.composite.CompositeStore`, for at once)."""
+
     def __repr__(self) -> str:
         return f"PostgresStore({self._settings.where}, schema={self._settings.schema!r})"
 
@@ -1581,6 +1585,10 @@ class AsyncPostgresStore:
     @property
     def keyring(self) -> MasterKeyring:
         return self.sync.keyring
+
+    @property
+    def invalidations(self) -> InvalidationChannel | None:
+        return self.sync.invalidations
 
     async def reload_keyring(self) -> MasterKeyring:
         return self.sync.reload_keyring()

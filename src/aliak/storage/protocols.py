@@ -8,12 +8,72 @@ Five small ports, each in a sync and an async variant with the same method names
 - :class:`UsageLog` -- last use and source-IP history, written in batches;
 - :class:`AuditLog` -- the append-only trail of every state change.
 
-Every method that changes state takes ``audit``: the :class:`AuditEvent` to append in
-the same transaction, so the trail never misses a change and never records one that did
-not happen. Times are whole seconds: backends may drop fractions.
+:class:`Store` is all five behind one object, plus the keyring and the optional
+:class:`InvalidationChannel`; :class:`AsyncStore` is its async face.
 
-A backend is done when the conformance suite in ``tests/storage/`` passes against the
-real engine. Only ``typing.Protocol`` definitions live here.
+Writing a backend
+-----------------
+
+**Atomic where it must be.** Every method that changes state takes ``audit``: the
+:class:`AuditEvent` to append in the same transaction, so the trail never misses a
+change and never records one that did not happen. A check and the write it guards (the
+owner limit and the insert, the bin's size and the eviction) happen in one transaction
+or under one lock; ``claim_nonce`` is one atomic add-if-absent, never a read-then-write.
+
+**Lifecycle rules are not yours to write.** Which key a full recycle bin evicts, which
+instant ends retention, what counts toward the owner limit, what a restore or purge may
+touch: :mod:`aliak.storage.lifecycle` decides, from the rows you read inside your
+transaction. Fetch the candidates (an index may narrow them, e.g. with
+:func:`~aliak.storage.lifecycle.retention_cutoff`), pass them in, write what it answers.
+
+**Times.** Record times (``created_at``, ``recycled_at``, last use, audit ``at``) are
+whole seconds: a backend may drop their fractions, and the SQL backends store UNIX
+seconds. A nonce's ``expires_at`` is the exception: it is kept as given, or rounded *up*
+(Redis keeps its TTL in whole milliseconds, rounded up), never down, because a claim
+forgotten a fraction early lets a replay through in that fraction.
+
+**Failures.** Every method either answers or raises an :class:`~aliak.errors.AliakError`;
+no driver exception (``sqlite3.Error``, psycopg's, redis's, ``OSError``) ever escapes,
+for :class:`~aliak.KeyManager` as well as for the verifier, which fails closed on any:
+
+- the engine cannot be reached, is restarting, or has no connection to give within its
+  timeout: :class:`~aliak.errors.ServiceUnavailable` (503, retry later);
+- any other engine failure (a constraint, a corrupt or read-only file, a lock held
+  beyond the busy timeout of an embedded engine, a missing table):
+  :class:`~aliak.errors.InternalError` (500);
+- the refusals each method documents (:class:`~aliak.errors.AccessKeyNotFound`, ...) are
+  answers, not failures: the store is unchanged after one.
+
+Chain the driver's exception as ``__cause__`` (logs need it) and keep passwords out of
+every message.
+
+**Keyring.** :attr:`KeyStore.keyring` is the :class:`~aliak.sealing.MasterKeyring` in
+force in this process. :meth:`KeyStore.reload_keyring` re-reads it from where it lives
+outside the process (the SQLite store's key file, which another process may have
+rotated) and returns it; a store whose keyring came from the caller or the environment
+has nothing to re-read and returns the one it has. :meth:`Store.set_keyring` writes the
+new keyring where it lives *before* returning, so that secrets sealed under it survive a
+restart; a fleet's keyring lives in each server's configuration, so there it changes
+this process only.
+
+**Invalidations.** :attr:`Store.invalidations` is the channel on which changes of a key
+are announced to every verifier, or ``None`` when the store has none (verifiers then
+rely on their cache freshness alone). Every store has the attribute.
+
+**The async face.** :meth:`Store.as_async` returns an :class:`AsyncStore` over the same
+data with the same guarantees and failures: real async I/O where the driver has it
+(PostgreSQL), else each call in a worker thread (SQLite), or inline where calls never
+block (memory). Its ``invalidations`` and ``keyring`` are the sync store's;
+:meth:`AsyncStore.aclose` closes the sync store too.
+
+**Rows.** The SQL engines share one row mapping, :mod:`aliak.storage.rows` (a
+:class:`KeyRecord` or :class:`AuditEvent` to a row and back, usage coalescing); each
+passes its own owner-column functions, since engines store a root key's user name
+differently (``NULL`` or ``''``).
+
+**Done** is when the conformance suite in ``tests/storage/`` passes against the real
+engine: add the backend to ``BACKENDS`` in ``tests/storage/conftest.py``. Only
+``typing.Protocol`` definitions live here.
 """
 
 from __future__ import annotations
@@ -232,7 +292,8 @@ class NonceStore(Protocol):
         True if this call claimed it: absent, or present but expired at ``now`` (the
         verifier's clock, so an injected clock means the same thing everywhere). False if
         a live claim exists. Atomic across threads and processes sharing the store. An
-        entry is never forgotten before ``expires_at``.
+        entry is never forgotten before ``expires_at``: its fraction of a second is kept
+        or rounded up, never dropped.
         """
         ...
 
@@ -326,6 +387,12 @@ class InvalidationChannel(Protocol):
 class Store(KeyStore, NonceStore, PolicyStore, UsageLog, AuditLog, Protocol):
     """A backend that holds everything (the embedded default does)."""
 
+    @property
+    def invalidations(self) -> InvalidationChannel | None:
+        """The channel this store announces key changes on, which verifiers built on it
+        follow; ``None`` when it has none. An attribute or a property."""
+        ...
+
     def set_keyring(self, keyring: MasterKeyring) -> None:
         """Make ``keyring`` the one in force, saving it where the keyring lives (the key
         file) *before* returning, so secrets sealed under it survive a restart."""
@@ -398,5 +465,10 @@ class AsyncStore(
     AsyncKeyStore, AsyncNonceStore, AsyncPolicyStore, AsyncUsageLog, AsyncAuditLog, Protocol
 ):
     """The async face of a :class:`Store`; each method keeps the sync guarantee."""
+
+    @property
+    def invalidations(self) -> InvalidationChannel | None:
+        """As :attr:`Store.invalidations` (the sync store's channel)."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -58,7 +58,7 @@ from aliak.model import (
 from aliak.sealing import ENV_MASTER_KEY, KeyFile, MasterKeyring, load_master_keyring
 from aliak.storage import lifecycle
 from aliak.storage.async_adapter import AsyncStoreAdapter
-from aliak.storage.protocols import PolicyTarget
+from aliak.storage.protocols import InvalidationChannel, PolicyTarget
 from aliak.storage.rows import (
     LatestUse,
     SourceIpSpans,
@@ -312,6 +312,10 @@ class SQLiteStore:
         except BaseException:
             self.close()
             raise
+
+    invalidations: InvalidationChannel | None = None
+    """None: verifiers on the file see another process's change within their freshness
+    (compose with a channel, :class:`~aliak.storage.composite.CompositeStore`, for at once)."""
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._database!r})"
