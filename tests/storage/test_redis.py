@@ -363,6 +363,18 @@ def test_claims_fail_closed_while_redis_is_down_and_work_again_after_it_restarts
     assert nonces.claim_nonce("LTAIkey", "after", now=now, expires_at=now + 60) is False
 
 
+def test_an_os_error_from_below_the_client_fails_closed_as_service_unavailable(
+    nonces: RedisNonceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_socket(**_: object) -> object:
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(nonces, "_claim_script", broken_socket)
+    with pytest.raises(ServiceUnavailable) as raised:
+        nonces.claim_nonce("LTAIkey", "n", now=NOW, expires_at=LATER)
+    assert isinstance(raised.value.__cause__, OSError)
+
+
 def test_a_verifier_refuses_a_valid_request_while_the_nonce_store_is_down(
     redis_url: str, prefix: str, redis_ctl: Callable[[str], None]
 ) -> None:

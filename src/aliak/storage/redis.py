@@ -282,7 +282,7 @@ class RedisNonceStore:
         arguments = _claim_arguments(now, expires_at)
         try:
             claimed = self._claim_script(keys=[self._key(access_key_id, nonce)], args=arguments)
-        except RedisError as error:
+        except (RedisError, OSError) as error:  # an OSError redis-py let through, too
             _raise_failure(error, self._where, self._password)
         return bool(claimed == 1)
 
@@ -303,7 +303,7 @@ class RedisNonceStore:
                     batch = []
             if batch:
                 removed += int(self._prune_script(keys=batch, args=[repr(float(now))]))
-        except RedisError as error:
+        except (RedisError, OSError) as error:  # an OSError redis-py let through, too
             _raise_failure(error, self._where, self._password)
         return removed
 
@@ -399,7 +399,7 @@ class AsyncRedisNonceStore:
         opened = await self._client()
         try:
             claimed = await opened.claim(keys=[self._key(access_key_id, nonce)], args=arguments)
-        except RedisError as error:
+        except (RedisError, OSError) as error:  # an OSError redis-py let through, too
             _raise_failure(error, self._where, self._password)
         return bool(claimed == 1)
 
@@ -417,7 +417,7 @@ class AsyncRedisNonceStore:
                     batch = []
             if batch:
                 removed += int(await opened.prune(keys=batch, args=[repr(float(now))]))
-        except RedisError as error:
+        except (RedisError, OSError) as error:  # an OSError redis-py let through, too
             _raise_failure(error, self._where, self._password)
         return removed
 
