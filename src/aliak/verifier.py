@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import IO, Any, Generic, Literal, TypeVar, cast
+from typing import IO, Any, Generic, Literal, TypeVar
 
 import attrs
 from cryptography.hazmat.primitives import serialization
@@ -342,15 +342,6 @@ class _Flow:
     def steps(
         self, request: Request, source_ip: str | None, vpc_id: str | None
     ) -> Generator[_Step, Any, Verified]:
-        """The flow for one request. A wrong Python type is the caller's bug, raised here
-        as ``TypeError``; everything else is raised by the flow as it runs."""
-        if not isinstance(request, Request):
-            raise TypeError(f"verify() takes an aliak.Request, not {type(request).__name__}")
-        return self._steps(request, source_ip, vpc_id)
-
-    def _steps(
-        self, request: Request, source_ip: str | None, vpc_id: str | None
-    ) -> Generator[_Step, Any, Verified]:
         """Every check in the spec's order; yields a step wherever the store is needed."""
         now = self.clock()
         pending = self.prepare(request, now, source_ip, vpc_id)
@@ -651,26 +642,35 @@ class _Flow:
     def verified(
         self, pending: _Pending, principal: Owner | AssumedRole, decision: AclDecision
     ) -> Verified:
+        authorization = pending.authorization
+        # Positional: the fields in their declared order (cheaper than keywords).
         return Verified(
-            access_key_id=pending.authorization.access_key_id,
-            principal=principal,
-            key_type="sts" if isinstance(principal, AssumedRole) else "permanent",
-            algorithm=pending.authorization.algorithm,
-            signed_headers=pending.authorization.signed_headers,
-            action=pending.action,
-            version=pending.version,
-            nonce=pending.nonce,
-            timestamp=utc_from_timestamp(pending.timestamp),
-            source_ip=pending.source_ip,
-            acl_rule=decision.rule,
-            body=pending.body,
+            authorization.access_key_id,
+            principal,
+            "sts" if isinstance(principal, AssumedRole) else "permanent",
+            authorization.algorithm,
+            authorization.signed_headers,
+            pending.action,
+            pending.version,
+            pending.nonce,
+            utc_from_timestamp(pending.timestamp),
+            pending.source_ip,
+            decision.rule,
+            pending.body,
         )
 
-    def refusal(self, error: AliakError) -> AliakError:
-        """What the client is told: the error itself, or the opaque profile's one code."""
+    def refuse(self, error: Exception) -> None:
+        """What the client is told of an exception out of the flow or its I/O. Returns
+        when ``error`` stands as it is (the caller re-raises it), else raises what
+        replaces it, with ``error`` as ``__cause__``: a refusal under the opaque
+        profile becomes its one code; anything that is not an :class:`AliakError` -- a
+        driver's exception, a stored row that does not parse -- becomes
+        ``InternalError`` (fail closed). A store's own refusal (``ServiceUnavailable``,
+        an ``InternalError``) stands in every profile."""
+        if not isinstance(error, AliakError):
+            raise _failure(error) from error
         if self.settings.error_profile == "opaque" and not isinstance(error, InternalError):
-            return AccessDenied(error)
-        return error
+            raise AccessDenied(error) from error
 
 
 class _LimitedSink:
@@ -928,7 +928,6 @@ class _Shell(Generic[S, R]):
         self.settings = settings or VerifierSettings()
         self._store: S = store
         self._flow = _Flow(self.settings, clock, lambda: store.keyring, sts_validator)
-        self._refusals = _Refusals(self._flow)
         # Drop cached records when the store's invalidation channel says they changed.
         channel = getattr(store, "invalidations", None)
         self._unsubscribe: Callable[[], None] | None = None
@@ -951,6 +950,8 @@ class _Shell(Generic[S, R]):
         Returns :class:`Verified` (awaited, for :class:`AsyncVerifier`) or raises the
         matching :class:`AliakError`; a request that is not an :class:`aliak.Request`
         raises ``TypeError`` at once."""
+        if not isinstance(request, Request):
+            raise TypeError(f"verify() takes an aliak.Request, not {type(request).__name__}")
         return self._drive(self._flow.steps(request, source_ip, vpc_id))
 
     def _drive(self, steps: Generator[_Step, Any, Verified]) -> R:
@@ -972,32 +973,6 @@ class _Shell(Generic[S, R]):
             self._unsubscribe = None
 
 
-class _Refusals:
-    """The ``with`` block around a verify: a refusal becomes what the client is told
-    (the error profile), and anything else that escapes the flow or its I/O -- a
-    driver's exception, a stored row that does not parse -- becomes ``InternalError``
-    (fail closed); the original stays as ``__cause__``. A store's own refusal
-    (``ServiceUnavailable``, ...) stands as it is. A class, not ``contextmanager``: it
-    is on every request."""
-
-    __slots__ = ("_flow",)
-
-    def __init__(self, flow: _Flow) -> None:
-        self._flow = flow
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, error: BaseException | None, _tb: object) -> None:
-        if error is None or not isinstance(error, Exception):
-            return
-        if not isinstance(error, AliakError):
-            raise _failure(error) from error
-        refusal = self._flow.refusal(error)
-        if refusal is not error:
-            raise refusal from error
-
-
 class Verifier(_Shell[Store, Verified]):
     """Verifies requests against a :class:`~aliak.storage.protocols.Store`.
 
@@ -1017,13 +992,15 @@ class Verifier(_Shell[Store, Verified]):
         self.close()
 
     def _drive(self, steps: Generator[_Step, Any, Verified]) -> Verified:
-        with self._refusals:
-            try:
-                step = next(steps)
-                while True:
-                    step = steps.send(step.perform(self))
-            except StopIteration as done:
-                return cast(Verified, done.value)
+        try:
+            step = next(steps)
+            while True:
+                step = steps.send(step.perform(self))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        except Exception as error:
+            self._flow.refuse(error)
+            raise
 
     def _flush_in_background(self, records: list[UsageRecord]) -> None:
         if self._writer is None:
@@ -1071,15 +1048,6 @@ class AsyncVerifier(_Shell[AsyncStore, Coroutine[Any, Any, Verified]]):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _drive(self, steps: Generator[_Step, Any, Verified]) -> Verified:
-        with self._refusals:
-            try:
-                step = next(steps)
-                while True:
-                    step = steps.send(await step.aperform(self))
-            except StopIteration as done:
-                return cast(Verified, done.value)
-
     def _flush_in_background(self, records: list[UsageRecord]) -> None:
         task = asyncio.get_running_loop().create_task(self._write_quietly(records))
         self._flushes = self._flushes | {task}
@@ -1105,3 +1073,14 @@ class AsyncVerifier(_Shell[AsyncStore, Coroutine[Any, Any, Verified]]):
         """Wait for background writes, then flush what is left. The store stays open."""
         self._stop_following()
         await self.flush()
+
+    async def _drive(self, steps: Generator[_Step, Any, Verified]) -> Verified:
+        try:
+            step = next(steps)
+            while True:
+                step = steps.send(await step.aperform(self))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        except Exception as error:
+            self._flow.refuse(error)
+            raise
