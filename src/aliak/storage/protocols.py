@@ -196,9 +196,11 @@ class KeyStore(Protocol):
 
         Raises :class:`~aliak.errors.AccessKeyNotFound` (unknown, purged, or already in the
         bin) and :class:`~aliak.errors.AccessKeyNotInactive` (still Active). If the owner's
-        bin then holds more than ``max_in_recycle_bin`` keys, the oldest (by
-        ``recycled_at``, then id) are purged in the same transaction; their ids are
-        returned, and each gets a ``PurgeAccessKey`` audit event derived from ``audit``.
+        bin then holds more than ``max_in_recycle_bin`` keys, the oldest *others* (by
+        ``recycled_at``, then id; never this key, whatever the clocks say) are purged in
+        the same transaction, as :func:`~aliak.storage.lifecycle.evictions` picks them;
+        their ids are returned, and each gets a ``PurgeAccessKey`` audit event derived
+        from ``audit``.
         """
         ...
 
