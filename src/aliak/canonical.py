@@ -12,7 +12,7 @@ from typing import IO
 
 from aliak.algorithms import Algorithm, Hasher
 from aliak.encoding import percent_encode
-from aliak.errors import InvalidParameter
+from aliak.errors import AliakError, InvalidParameter
 
 __all__ = [
     "STREAM_CHUNK_SIZE",
@@ -130,8 +130,8 @@ def hash_stream(
         else:
             for chunk_bytes in stream:  # no read(): an iterable of chunks
                 _update(hasher, sink, chunk_bytes)
-    except InvalidParameter:
-        raise
+    except AliakError:
+        raise  # a refusal from the sink (over the size limit) stands as it is
     except Exception as exc:
         raise InvalidParameter(
             "body", detail=f"reading the body stream failed: {type(exc).__name__}"

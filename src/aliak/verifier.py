@@ -53,6 +53,7 @@ from aliak.authorization import Authorization, parse_authorization
 from aliak.canonical import (
     STREAM_CHUNK_SIZE,
     canonical_headers,
+    canonical_method,
     canonical_query_string,
     canonical_request,
     canonical_uri,
@@ -60,7 +61,7 @@ from aliak.canonical import (
     hashed_payload,
     string_to_sign,
 )
-from aliak.credentials import Secret
+from aliak.credentials import Secret, is_sts_access_key_id
 from aliak.errors import (
     AccessDenied,
     AliakError,
@@ -99,8 +100,8 @@ from aliak.storage.protocols import (
     PolicyTarget,
     Store,
 )
-from aliak.sts import StsClaims, StsValidator, is_sts_access_key_id, open_security_token
-from aliak.timestamps import Clock, parse_acs_date, system_clock
+from aliak.sts import StsClaims, StsValidator, open_security_token
+from aliak.timestamps import ACS_DATE_FORMAT, Clock, parse_acs_date, system_clock
 
 __all__ = [
     "DEFAULT_ALLOWED_ALGORITHMS",
@@ -221,7 +222,7 @@ class Verified:
             "Action": self.action,
             "Version": self.version,
             "Nonce": self.nonce,
-            "Timestamp": self.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "Timestamp": self.timestamp.strftime(ACS_DATE_FORMAT),
             "SourceIp": self.source_ip,
             "AclRule": self.acl_rule,
         }
@@ -561,7 +562,7 @@ class _Flow:
         request = pending.request
         names = authorization.signed_headers
         canonical = canonical_request(
-            request.method,
+            canonical_method(request.method),
             canonical_uri(request.path),
             canonical_query_string(request.query),
             canonical_headers(pending.index, names),
