@@ -47,7 +47,9 @@ from aliak.errors import (
     SignatureDoesNotMatch,
     SignatureNonceUsed,
 )
-from aliak.keys import AccessKeyInfo, KeyManager, NewAccessKey
+from aliak.highrisk import DEFAULT_HIGH_RISK_ACTIONS, HighRiskActions
+from aliak.keyring import MasterKeyring, SealingError, UnknownMasterKeyVersion
+from aliak.keys import AccessKeyInfo, KeyManager, NewAccessKey, RootAccessKeyWarning
 from aliak.model import (
     Account,
     AssumedRole,
@@ -59,7 +61,6 @@ from aliak.model import (
     RamUser,
 )
 from aliak.request import BodyInput, Headers, HeadersInput, Request
-from aliak.sealing import MasterKeyring
 from aliak.signer import Signer, SigningResult
 from aliak.storage.memory import MemoryStore
 from aliak.storage.protocols import (
@@ -79,11 +80,13 @@ from aliak.storage.protocols import (
     UsageLog,
 )
 from aliak.storage.sqlite import SQLiteStore
+from aliak.sts import StsClaims, StsValidator
 from aliak.timestamps import Clock
 from aliak.verifier import AsyncVerifier, Verified, Verifier, VerifierSettings
 
 __all__ = [
     "ALGORITHM_NAMES",
+    "DEFAULT_HIGH_RISK_ACTIONS",
     "AccessDenied",
     "AccessKey",
     "AccessKeyAlreadyExists",
@@ -113,6 +116,7 @@ __all__ = [
     "Forbidden",
     "Headers",
     "HeadersInput",
+    "HighRiskActions",
     "IncompleteBody",
     "IncompleteSignature",
     "InternalError",
@@ -148,7 +152,9 @@ __all__ = [
     "RamUser",
     "Request",
     "RootAccessKeyForbidden",
+    "RootAccessKeyWarning",
     "SQLiteStore",
+    "SealingError",
     "Secret",
     "ServiceUnavailable",
     "SignatureDoesNotMatch",
@@ -156,7 +162,10 @@ __all__ = [
     "Signer",
     "SigningResult",
     "Store",
+    "StsClaims",
     "StsCredential",
+    "StsValidator",
+    "UnknownMasterKeyVersion",
     "UsageLog",
     "Verified",
     "Verifier",

@@ -22,7 +22,13 @@ import attrs
 
 from aliak.acl import NetworkPolicy
 from aliak.algorithms import load_rsa_public_key
-from aliak.credentials import AccessKey, Secret, StsCredential, is_valid_access_key_id
+from aliak.credentials import (
+    AccessKey,
+    Secret,
+    StsCredential,
+    check_access_key_id,
+    is_sts_access_key_id,
+)
 from aliak.errors import (
     AccessKeyLimitExceeded,
     AccessKeyNotFound,
@@ -30,6 +36,7 @@ from aliak.errors import (
     OwnerNotFound,
     RootAccessKeyForbidden,
 )
+from aliak.keyring import MasterKeyring, SealingError, sealed_version
 from aliak.model import (
     MAX_KEYS_IN_RECYCLE_BIN,
     RECYCLE_BIN_RETENTION,
@@ -45,11 +52,10 @@ from aliak.model import (
     SourceIpUse,
     utc_from_timestamp,
 )
-from aliak.sealing import MasterKeyring, SealingError, sealed_version
 from aliak.storage import lifecycle
 from aliak.storage.protocols import KeyStore, PolicyTarget, Store
 from aliak.sts import DEFAULT_DURATION, StsIssuer
-from aliak.timestamps import Clock, system_clock
+from aliak.timestamps import ACS_DATE_FORMAT, Clock, system_clock
 
 __all__ = [
     "ACCESS_KEY_ID_PREFIX",
@@ -89,7 +95,7 @@ class RootAccessKeyWarning(UserWarning):
 
 
 def _date(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if value is None else value.strftime(ACS_DATE_FORMAT)
 
 
 @attrs.frozen
@@ -113,7 +119,7 @@ class NewAccessKey:
             "AccessKeyId": self.access_key_id,
             "AccessKeySecret": self.secret.reveal(),
             "Status": self.status.value,
-            "CreateDate": self.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "CreateDate": self.created_at.strftime(ACS_DATE_FORMAT),
         }
 
 
@@ -291,10 +297,7 @@ class KeyManager:
     ) -> AccessKeyInfo:
         """Store an existing id and secret (a migration from elsewhere, test vectors)."""
         owner = self._check_new_owner(owner)
-        if not is_valid_access_key_id(access_key_id):
-            raise InvalidParameter("AccessKeyId", detail="1-128 characters of [A-Za-z0-9._-]")
-        if access_key_id.startswith("STS."):
-            raise InvalidParameter("AccessKeyId", detail="STS. ids are temporary credentials")
+        _check_permanent_key_id(access_key_id)
         return AccessKeyInfo.of(
             self._add_hmac_key(owner, access_key_id, Secret(secret), KeyStatus(status))
         )
@@ -310,8 +313,7 @@ class KeyManager:
         owner = self._check_new_owner(owner)
         load_rsa_public_key(public_key)  # refuse what will not verify, now
         key_id = access_key_id or generate_access_key_id()
-        if not is_valid_access_key_id(key_id) or key_id.startswith("STS."):
-            raise InvalidParameter("AccessKeyId", detail="1-128 characters of [A-Za-z0-9._-]")
+        _check_permanent_key_id(key_id)
         record = KeyRecord(
             access_key_id=key_id,
             owner=owner,
@@ -682,3 +684,11 @@ def find_owner(access_key_id: str, stores: Iterable[KeyStore]) -> OwnerLookup:
                 access_key_id, record.owner, record.status, record.in_recycle_bin, index
             )
     raise AccessKeyNotFound(detail=access_key_id)
+
+
+def _check_permanent_key_id(access_key_id: str) -> None:
+    """An id a stored (permanent) key may have: the one id format, and not ``STS.``,
+    which names temporary credentials."""
+    check_access_key_id(access_key_id)
+    if is_sts_access_key_id(access_key_id):
+        raise InvalidParameter("AccessKeyId", detail="STS. ids are temporary credentials")

@@ -35,7 +35,7 @@ from aliak.errors import (
     InvalidSecurityTokenMismatch,
 )
 from aliak.model import AssumedRole, RamRole, utc_from_timestamp
-from aliak.sealing import MasterKeyring, SealingError, UnknownMasterKeyVersion
+from aliak.keyring import MasterKeyring, SealingError, UnknownMasterKeyVersion
 from aliak.timestamps import Clock, system_clock
 
 __all__ = [

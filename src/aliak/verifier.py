@@ -83,6 +83,7 @@ from aliak.errors import (
     SignatureNonceUsed,
 )
 from aliak.highrisk import DEFAULT_HIGH_RISK_ACTIONS, HighRiskActions
+from aliak.keyring import MasterKeyring, UnknownMasterKeyVersion
 from aliak.model import (
     AssumedRole,
     KeyAlgorithm,
@@ -93,10 +94,8 @@ from aliak.model import (
     utc_from_timestamp,
 )
 from aliak.request import Body, Request
-from aliak.sealing import MasterKeyring, UnknownMasterKeyVersion
 from aliak.storage.protocols import (
     AsyncStore,
-    InvalidationChannel,
     PolicyTarget,
     Store,
 )
@@ -930,9 +929,9 @@ class _Shell(Generic[S, R]):
         self._store: S = store
         self._flow = _Flow(self.settings, clock, lambda: store.keyring, sts_validator)
         # Drop cached records when the store's invalidation channel says they changed.
-        channel = getattr(store, "invalidations", None)
+        channel = store.invalidations
         self._unsubscribe: Callable[[], None] | None = None
-        if isinstance(channel, InvalidationChannel):
+        if channel is not None:
             self._unsubscribe = channel.subscribe(self.invalidate)
 
     def __repr__(self) -> str:

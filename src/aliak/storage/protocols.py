@@ -47,7 +47,7 @@ for :class:`~aliak.KeyManager` as well as for the verifier, which fails closed o
 Chain the driver's exception as ``__cause__`` (logs need it) and keep passwords out of
 every message.
 
-**Keyring.** :attr:`KeyStore.keyring` is the :class:`~aliak.sealing.MasterKeyring` in
+**Keyring.** :attr:`KeyStore.keyring` is the :class:`~aliak.keyring.MasterKeyring` in
 force in this process. :meth:`KeyStore.reload_keyring` re-reads it from where it lives
 outside the process (the SQLite store's key file, which another process may have
 rotated) and returns it; a store whose keyring came from the caller or the environment
@@ -85,6 +85,7 @@ from typing import Literal, Protocol, runtime_checkable
 import attrs
 
 from aliak.acl import NetworkPolicy
+from aliak.keyring import MasterKeyring
 from aliak.model import (
     AuditEvent,
     KeyRecord,
@@ -94,7 +95,6 @@ from aliak.model import (
     SourceIpUse,
     UsageRecord,
 )
-from aliak.sealing import MasterKeyring
 
 __all__ = [
     "AsyncAuditLog",
