@@ -79,29 +79,23 @@ def store() -> WatchedStore:
     return WatchedStore()
 
 
-def test_a_cold_request_reads_key_and_policies_then_claims(
+COLD = ["get_key", "get_network_policy:key", "get_network_policy:account", "claim_nonce"]
+
+
+def test_a_cold_request_reads_key_and_policies_then_a_warm_one_only_claims(
     store: WatchedStore, make_verifier: MakeVerifier
 ) -> None:
     key = KeyManager(store, clock=lambda: NOW).create_access_key(OWNER)
     verifier = make_verifier(store, clock=lambda: NOW)
     verifier.verify(signed(key.access_key, "nonce-1"))
-    assert store.calls == [
-        "get_key",
-        "get_network_policy:key",
-        "get_network_policy:account",
-        "claim_nonce",
-    ]
-
-
-def test_a_warm_cache_hit_asks_only_for_the_nonce_claim(
-    store: WatchedStore, make_verifier: MakeVerifier
-) -> None:
-    key = KeyManager(store, clock=lambda: NOW).create_access_key(OWNER)
-    verifier = make_verifier(store, clock=lambda: NOW)
-    verifier.verify(signed(key.access_key, "nonce-1"))
+    assert store.calls == COLD
     store.calls.clear()
     verifier.verify(signed(key.access_key, "nonce-2"))
     assert store.calls == ["claim_nonce"]
+    verifier.invalidate(key.access_key_id)  # a change announced: the next one is cold
+    store.calls.clear()
+    verifier.verify(signed(key.access_key, "nonce-3"))
+    assert store.calls == COLD
 
 
 def test_a_refusal_before_the_lookup_asks_for_nothing(

@@ -717,37 +717,30 @@ def test_recycle_of_a_fourth_key_evicts_the_oldest_and_returns_its_id(
     assert ids(store.list_recycle_bin(ALICE)) == [third, first, fourth]
 
 
-def test_recycle_eviction_breaks_a_tie_in_deletion_time_by_id(store: BackendStore) -> None:
-    for key_id in (
-        "LTAIbin0000000000000000C",
-        "LTAIbin0000000000000000A",
-        "LTAIbin0000000000000000B",
-    ):
-        recycled(store, when=10, access_key_id=key_id)
-    last = add(store, status=KeyStatus.INACTIVE, access_key_id="LTAIbin0000000000000000D")
-    evicted = store.recycle_key(last.access_key_id, now=at(10), max_in_recycle_bin=BIN)
-    assert evicted == ["LTAIbin0000000000000000A"]
-
-
-def test_recycle_never_evicts_the_key_it_deletes_when_its_id_sorts_first_in_a_tie(
-    store: BackendStore,
+@pytest.mark.parametrize(
+    ("in_bin", "deleted", "evicted"),
+    [
+        # A tie in deletion time is broken by id among the keys already in the bin ...
+        ("CAB", "D", "A"),
+        # ... and the deleted key is never one of them, even when its id sorts first: a
+        # backend that orders it with the others by (time, id) evicts the key it deletes.
+        ("CDB", "A", "B"),
+    ],
+)
+def test_recycle_eviction_in_a_same_second_tie_takes_the_lowest_id_of_the_others(
+    store: BackendStore, in_bin: str, deleted: str, evicted: str
 ) -> None:
-    # The deleted key's id sorts before those already in the bin, all in one second: a
-    # backend that orders the deleted key with the others by (time, id) evicts it.
-    for key_id in (
-        "LTAIbin0000000000000000C",
-        "LTAIbin0000000000000000D",
-        "LTAIbin0000000000000000B",
-    ):
-        recycled(store, when=10, access_key_id=key_id)
-    first = add(store, status=KeyStatus.INACTIVE, access_key_id="LTAIbin0000000000000000A")
-    evicted = store.recycle_key(first.access_key_id, now=at(10), max_in_recycle_bin=BIN)
-    assert evicted == ["LTAIbin0000000000000000B"]
-    assert ids(store.list_recycle_bin(ALICE)) == [
-        "LTAIbin0000000000000000A",
-        "LTAIbin0000000000000000C",
-        "LTAIbin0000000000000000D",
+    def key_id(letter: str) -> str:
+        return "LTAIbin0000000000000000" + letter
+
+    for letter in in_bin:
+        recycled(store, when=10, access_key_id=key_id(letter))
+    last = add(store, status=KeyStatus.INACTIVE, access_key_id=key_id(deleted))
+    assert store.recycle_key(last.access_key_id, now=at(10), max_in_recycle_bin=BIN) == [
+        key_id(evicted)
     ]
+    kept = sorted({*in_bin, deleted} - {evicted})
+    assert sorted(ids(store.list_recycle_bin(ALICE))) == [key_id(letter) for letter in kept]
 
 
 def test_recycle_never_evicts_the_key_it_deletes_when_the_bin_holds_later_times(
