@@ -18,8 +18,9 @@ The flow is a generator: where it needs the store it yields a step (:class:`Look
 :class:`ReloadKeyring`, :class:`LoadPolicies`, :class:`ClaimNonce`, :class:`FlushUsage`)
 and receives the answer. The sync shell performs a step with a plain call, the async
 shell with ``await``; nothing else differs. A warm cache hit yields only the nonce
-claim. A step maps any engine error it meets to ``InternalError`` (fail closed) unless
-the store already raised an :class:`AliakError` such as ``ServiceUnavailable``.
+claim. Whatever escapes the flow or its I/O and is not an :class:`AliakError` (a
+driver's exception) becomes ``InternalError``: the verifier fails closed; a store's own
+refusal such as ``ServiceUnavailable`` stands as it is.
 """
 
 from __future__ import annotations
@@ -347,15 +348,15 @@ class _Flow:
         pending = self.prepare(request, now, source_ip, vpc_id)
         self.hash_body(pending)
         key_id = pending.authorization.access_key_id
-        claim = ClaimNonce(key_id, pending.nonce, now, self.nonce_expiry(now))
+        claim = ClaimNonce(key_id, pending.nonce, now, now + self._nonce_ttl)
         sts = pending.token is not None and is_sts_access_key_id(key_id)
         entry = self.keys.get(key_id, now)
         if isinstance(entry, _Missing) or (sts and not _same_token(entry, pending)):
             entry = yield from (self._sts_entry(pending) if sts else self._key_entry(key_id))
             self.keys.put(key_id, entry, now)
         self.authenticate(pending, entry)
-        if self._early_claim:
-            self.check_claimed(pending, (yield claim))
+        if self._early_claim and not (yield claim):  # claimed here, or after step 8
+            raise _nonce_used(pending)
         record = entry.record
         if record is None:  # past authenticate, only an STS credential has no record
             claims = entry.claims
@@ -370,8 +371,8 @@ class _Flow:
             decision = self.check_network(pending, *entry.policies)
             self.check_no_token(pending)
             principal = record.owner
-        if not self._early_claim:
-            self.check_claimed(pending, (yield claim))
+        if not self._early_claim and not (yield claim):
+            raise _nonce_used(pending)
         if record is not None:
             self.usage.add(key_id, now, pending.service, pending.source_ip)
             if now >= self._next_flush:
@@ -414,11 +415,6 @@ class _Flow:
             for name in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3")
         }
         return _KeyEntry(None, keys, claims, token)
-
-    def check_claimed(self, pending: _Pending, claimed: bool) -> None:
-        """Step 9: the store's atomic add-if-absent said whether the nonce was new."""
-        if not claimed:
-            raise SignatureNonceUsed(detail=f"nonce {pending.nonce[:16]!r} was seen")
 
     # -- steps 1-3: no store, no secret ---------------------------------------------
 
@@ -636,9 +632,6 @@ class _Flow:
 
     # -- steps 9-10 -------------------------------------------------------------------
 
-    def nonce_expiry(self, now: float) -> float:
-        return now + self._nonce_ttl
-
     def verified(
         self, pending: _Pending, principal: Owner | AssumedRole, decision: AclDecision
     ) -> Verified:
@@ -782,6 +775,11 @@ def _same_token(entry: _KeyEntry, pending: _Pending) -> bool:
     return entry.claims is not None and hmac.compare_digest(
         entry.token.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
     )
+
+
+def _nonce_used(pending: _Pending) -> SignatureNonceUsed:
+    """Step 9's refusal: the store's atomic add-if-absent found the nonce already there."""
+    return SignatureNonceUsed(detail=f"nonce {pending.nonce[:16]!r} was seen")
 
 
 def _failure(error: Exception) -> InternalError:
