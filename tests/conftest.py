@@ -144,6 +144,9 @@ class AsyncShellFacade:
     def invalidate(self, access_key_id: str | None = None) -> None:
         self.shell.invalidate(access_key_id)
 
+    def precheck(self, request: Request) -> None:
+        self.shell.precheck(request)  # no I/O: a plain call on both shells
+
     def flush(self) -> None:
         self._run(self.shell.flush())
 

@@ -188,3 +188,42 @@ def test_a_wrong_python_type_is_a_type_error(
     with pytest.raises(TypeError, match=r"aliak\.Request"):
         verifier.verify(attrs.asdict)  # type: ignore[arg-type]
     assert store.calls == []
+
+
+class UnreadableBody:
+    """A body stream that fails the test if anything reads it."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise AssertionError("precheck read the body")
+
+
+def test_precheck_refuses_what_verify_would_without_the_store_or_the_body(
+    store: WatchedStore, make_verifier: MakeVerifier
+) -> None:
+    key = KeyManager(store, clock=lambda: NOW).create_access_key(OWNER)
+    signed_request = attrs.evolve(signed(key.access_key, "nonce-1"), body=UnreadableBody())
+    store.calls.clear()
+    late = make_verifier(store, clock=lambda: NOW + 3600)
+    unsigned = attrs.evolve(
+        signed_request,
+        headers=[(n, v) for n, v in signed_request.headers.items() if n != "Authorization"],
+    )
+    with pytest.raises(AliakError) as stale:
+        late.precheck(signed_request)
+    assert stale.value.code == "InvalidTimeStamp.Expired"
+    with pytest.raises(AliakError) as missing:
+        late.precheck(unsigned)
+    assert missing.value.code == "IncompleteSignature"
+    on_time = make_verifier(store, clock=lambda: NOW)
+    on_time.precheck(signed_request)
+    assert store.calls == []  # nothing claimed: verify() still runs every check
+
+
+def test_precheck_speaks_the_opaque_profile_too(
+    store: WatchedStore, make_verifier: MakeVerifier
+) -> None:
+    verifier = make_verifier(store, clock=lambda: NOW, error_profile="opaque")
+    with pytest.raises(AliakError) as caught:
+        verifier.precheck(Request("GET", host="api.example.com"))
+    assert caught.value.code == "AccessDenied"
+    assert caught.value.reason.code == "IncompleteSignature"  # type: ignore[attr-defined]

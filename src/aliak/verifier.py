@@ -337,6 +337,7 @@ class _Flow:
         self.keys: _TtlCache[str, _KeyEntry] = _TtlCache(settings.freshness, settings.cache_size)
         self.usage = _UsageBuffer()
         self._next_flush = clock() + settings.usage_flush_interval
+        self.refresh: Callable[[], None] | None = None  # the store's change check, if any
 
     # -- the order of checks --------------------------------------------------------
 
@@ -350,6 +351,8 @@ class _Flow:
         key_id = pending.authorization.access_key_id
         claim = ClaimNonce(key_id, pending.nonce, now, now + self._nonce_ttl)
         sts = pending.token is not None and is_sts_access_key_id(key_id)
+        if self.refresh is not None:
+            self.refresh()  # learn of changes made elsewhere before trusting the cache
         entry = self.keys.get(key_id, now)
         if isinstance(entry, _Missing) or (sts and not _same_token(entry, pending)):
             entry = yield from (self._sts_entry(pending) if sts else self._key_entry(key_id))
@@ -931,6 +934,7 @@ class _Shell(Generic[S, R]):
         self._unsubscribe: Callable[[], None] | None = None
         if channel is not None:
             self._unsubscribe = channel.subscribe(self.invalidate)
+            self._flow.refresh = channel.refresh
 
     def __repr__(self) -> str:
         profile = self.settings.error_profile
@@ -951,6 +955,20 @@ class _Shell(Generic[S, R]):
         if not isinstance(request, Request):
             raise TypeError(f"verify() takes an aliak.Request, not {type(request).__name__}")
         return self._drive(self._flow.steps(request, source_ip, vpc_id))
+
+    def precheck(self, request: Request) -> None:
+        """Steps 1-3 alone -- ``Authorization``, the required and signed headers, the
+        date window, the nonce's form -- with no store and no body: a server calls this
+        before it reads a body, so a forged or stale request costs no upload. Raises
+        what :meth:`verify` would; ``verify`` still runs every check."""
+        if not isinstance(request, Request):
+            raise TypeError(f"precheck() takes an aliak.Request, not {type(request).__name__}")
+        flow = self._flow
+        try:
+            flow.prepare(request, flow.clock(), None, None)
+        except Exception as error:
+            flow.refuse(error)
+            raise
 
     def _drive(self, steps: Generator[_Step, Any, Verified]) -> R:
         raise NotImplementedError

@@ -564,6 +564,9 @@ class ExplodingChannel:
     def subscribe(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         return lambda: None
 
+    def refresh(self) -> None:
+        raise RuntimeError("the channel is down")
+
 
 def test_a_channel_that_raises_never_fails_the_admin_call(caplog: Any) -> None:
     store = CompositeStore(MemoryStore(), invalidations=ExplodingChannel())
@@ -643,6 +646,9 @@ class RecordingChannel:
     def subscribe(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         self.subscribers.append(callback)
         return lambda: self.subscribers.remove(callback)
+
+    def refresh(self) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True

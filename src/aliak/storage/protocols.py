@@ -385,6 +385,14 @@ class InvalidationChannel(Protocol):
         function that unsubscribes."""
         ...
 
+    def refresh(self) -> None:
+        """Deliver now, to the subscribers, any change this channel learns of by looking
+        rather than by being told (e.g. a change counter another process bumped). A
+        verifier calls it before every request, so it must cost microseconds, never
+        block on a network, and never raise; a channel that is pushed its messages does
+        nothing here."""
+        ...
+
 
 class Store(KeyStore, NonceStore, PolicyStore, UsageLog, AuditLog, Protocol):
     """A backend that holds everything (the embedded default does)."""

@@ -530,6 +530,9 @@ class RedisInvalidation:
 
         return unsubscribe
 
+    def refresh(self) -> None:
+        """Nothing to look at: Redis pushes every announcement to the listener thread."""
+
     def close(self) -> None:
         """Stop the listener thread and close the connections. Idempotent."""
         with self._lock:
