@@ -116,6 +116,8 @@ __all__ = [
 DEFAULT_ALLOWED_ALGORITHMS = frozenset({"ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"})
 
 # §3 nonce (our choice): 1-128 characters in 0x21-0x7E.
+# Seconds a nonce is kept past the last instant its request's date is accepted.
+_NONCE_MARGIN = 60
 _is_nonce = re.compile(r"[\x21-\x7e]{1,128}").fullmatch
 # Headers that must be present (§2 step 2); action and version can be made optional.
 _ALWAYS_REQUIRED = ("host", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256")
@@ -325,7 +327,10 @@ class _Flow:
         self._keyring = keyring
         self._sts_validator = sts_validator
         self._skew = settings.max_skew.total_seconds()
-        self._nonce_ttl = 2 * self._skew  # §5: 2W from the claim always reaches past t + W
+        # §5: a request dated t passes step 3 up to t + W inclusive, so its nonce must
+        # outlive that instant. Kept until t + W + margin: the margin covers stores that
+        # round times and a fleet whose clocks differ by less than it.
+        self._nonce_lifetime = self._skew + _NONCE_MARGIN
         self._early_claim = settings.claim_nonce_before_state_checks
         # A random secret of a real secret's length: the unknown-id path does the same work.
         self._dummy_secret = os.urandom(15).hex()
@@ -349,7 +354,7 @@ class _Flow:
         pending = self.prepare(request, now, source_ip, vpc_id)
         self.hash_body(pending)
         key_id = pending.authorization.access_key_id
-        claim = ClaimNonce(key_id, pending.nonce, now, now + self._nonce_ttl)
+        claim = ClaimNonce(key_id, pending.nonce, now, pending.timestamp + self._nonce_lifetime)
         sts = pending.token is not None and is_sts_access_key_id(key_id)
         if self.refresh is not None:
             self.refresh()  # learn of changes made elsewhere before trusting the cache
@@ -583,6 +588,14 @@ class _Flow:
             raise SignatureDoesNotMatch(
                 to_sign if self.settings.echoes_string_to_sign else None,
                 detail=self._mismatch_reason(pending, usable),
+            )
+        # The signature covers the body's real hash (the last line), but an application
+        # may read the header: it must say the same, so all zeros or UNSIGNED-PAYLOAD
+        # cannot ride along on a valid signature.
+        if pending.index["x-acs-content-sha256"][0].lower() != pending.payload_hash:
+            raise SignatureDoesNotMatch(
+                to_sign if self.settings.echoes_string_to_sign else None,
+                detail="x-acs-content-sha256 does not match the body received",
             )
 
     def _mismatch_reason(self, pending: _Pending, usable: bool) -> str:
