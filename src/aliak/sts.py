@@ -34,8 +34,8 @@ from aliak.errors import (
     InvalidSecurityTokenMalformed,
     InvalidSecurityTokenMismatch,
 )
-from aliak.model import AssumedRole, RamRole, utc_from_timestamp
 from aliak.keyring import MasterKeyring, SealingError, UnknownMasterKeyVersion
+from aliak.model import AssumedRole, RamRole, utc_from_timestamp
 from aliak.timestamps import Clock, system_clock
 
 __all__ = [
