@@ -33,6 +33,7 @@ from aliak import (
     Verifier,
 )
 from aliak.errors import InternalError
+from aliak.highrisk import AlibabaEndpoints
 from aliak.keys import RootAccessKeyWarning
 from aliak.model import KeyStatus
 from aliak.timestamps import parse_acs_date
@@ -381,9 +382,25 @@ def test_row_leak_restricted_key_is_forbidden_for_a_high_risk_action(world: Worl
     assert error.message == "There is a risk of leakage of this AccessKey."
 
 
-def test_leak_restricted_key_may_still_call_low_risk_actions(world: World) -> None:
+@pytest.mark.parametrize(
+    "knows_the_service",
+    [{"service_name": "ecs"}, {"host_services": AlibabaEndpoints(["ecs"])}],
+    ids=["service_name", "host_services"],
+)
+def test_leak_restricted_key_may_still_call_low_risk_actions_of_a_known_service(
+    make_verifier: MakeVerifier, knows_the_service: dict[str, Any]
+) -> None:
+    world = World(make_verifier, **knows_the_service)
     leak_restrict(world)
     assert world.verifier.verify(world.signed(action="DescribeInstances"))
+    assert world.refusal(world.signed(action="RunInstances")).code == "Forbidden"
+
+
+def test_where_the_service_is_unknown_a_leak_restricted_key_calls_nothing(world: World) -> None:
+    # Fail safe: the table's service-wide rows (every RAM operation) apply to a request
+    # whose service the server cannot tell, so the key is refused whatever the action.
+    leak_restrict(world)
+    assert world.refusal(world.signed(action="DescribeInstances")).code == "Forbidden"
 
 
 def test_the_high_risk_list_is_configuration(make_verifier: MakeVerifier) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from aliak import AccessKey, AliakError, KeyManager, MemoryStore, RamUser, Request, Signer
@@ -21,6 +22,7 @@ from aliak.canonical import (
     hashed_payload,
     string_to_sign,
 )
+from aliak.highrisk import AlibabaEndpoints, HighRiskActions
 from aliak.timestamps import format_acs_date
 from conftest import MakeVerifier
 
@@ -172,3 +174,178 @@ def test_the_window_edges_are_inclusive_and_one_past_is_refused(
     for offset, nonce in ((WINDOW + 1, "too-early"), (-WINDOW - 1, "too-late")):
         verifier = make_verifier(store, clock=lambda offset=offset: NOW + offset)
         assert refusal(verifier, signed_at(key, NOW, nonce)).code == "InvalidTimeStamp.Expired"
+
+
+# -- item 2: a leak restriction the caller cannot steer -----------------------------
+
+
+def leak_restricted(store: MemoryStore, key: AccessKey) -> None:
+    KeyManager(store, clock=lambda: NOW).mark_leaked(key.access_key_id)
+
+
+def signed_for(key: AccessKey, host: str, action: str, nonce: str) -> Request:
+    signer = Signer(key, clock=lambda: NOW, nonce_factory=lambda: nonce)
+    request = Request("POST", host=host, path="/", body=b"{}")
+    return signer.sign(request, action=action, version="2014-05-26")
+
+
+STEERING_HOSTS = [
+    "ecs.cn-hangzhou.aliyuncs.com",
+    "ecs-vpc.cn-hangzhou.aliyuncs.com",
+    "ecs.cn-hangzhou-internal.aliyuncs.com",
+    "ECS.CN-HANGZHOU.ALIYUNCS.COM:443",
+    "ecs.cn-hangzhou.aliyuncs.com.",
+    "203.0.113.9",
+    "[2001:db8::1]:8443",
+    "billing.example.com",
+    "oss.aliyuncs.com",
+]
+
+
+@pytest.mark.parametrize(
+    "knows_the_service",
+    [
+        {"service_name": "ecs"},
+        {"host_services": AlibabaEndpoints(["ecs", "oss"])},
+        {"host_services": {"ecs.cn-hangzhou.aliyuncs.com": "ecs"}},
+        {},
+    ],
+    ids=["service_name", "alibaba-endpoints", "exact-table", "nothing-configured"],
+)
+def test_no_host_lets_a_leak_restricted_key_run_a_high_risk_action(
+    store: MemoryStore,
+    key: AccessKey,
+    make_verifier: MakeVerifier,
+    knows_the_service: dict[str, Any],
+) -> None:
+    leak_restricted(store, key)
+    verifier = make_verifier(store, clock=lambda: NOW, **knows_the_service)
+    for number, host in enumerate(STEERING_HOSTS):
+        if knows_the_service.get("host_services") is not None and host == "oss.aliyuncs.com":
+            continue  # the server routes oss.aliyuncs.com to OSS, which has no RunInstances
+        request = signed_for(key, host, "RunInstances", f"steer-{number}")
+        assert refusal(verifier, request).code == "Forbidden", host
+
+
+def test_alibaba_endpoint_forms_of_one_service_map_to_it() -> None:
+    endpoints = AlibabaEndpoints(["ecs"])
+    for host in (
+        "ecs.aliyuncs.com",
+        "ecs.cn-hangzhou.aliyuncs.com",
+        "ecs-vpc.cn-hangzhou.aliyuncs.com",
+        "ecs-internal.aliyuncs.com",
+        "ecs.vpc-proxy.aliyuncs.com",
+        "ecs-cn-hangzhou.aliyuncs.com",
+        "ecs.cn-hangzhou-internal.aliyuncs.com",
+    ):
+        assert endpoints(host) == "ecs", host
+    for host in ("ecsx.aliyuncs.com", "ecs.aliyuncs.com.evil.example", "ram.aliyuncs.com", "ecs"):
+        assert endpoints(host) is None, host
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["RunInstances ", " RunInstances", "RunInstances\t", "Run Instances", "RunInstancés", ""],
+)
+def test_an_action_with_whitespace_or_control_characters_is_refused(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier, action: str
+) -> None:
+    body = b"{}"
+    request = hand_signed(
+        key, body=body, header_hash=hashed_payload(body, _sha256()), action=action
+    )
+    error = refusal(make_verifier(store, clock=lambda: NOW), request)
+    assert (error.code, error.message) == (
+        "InvalidParameter",
+        'The specified parameter "x-acs-action" is not valid.',
+    )
+
+
+@pytest.mark.parametrize("action", ["Run\x00Instances", "RunInstances\r\n", "Run\x7fInstances"])
+def test_control_characters_cannot_even_make_a_request(action: str) -> None:
+    # Refused where the request is built (the servers build it the same way), before
+    # any verifier sees it.
+    with pytest.raises(AliakError) as caught:
+        Request("GET", host="api.example.com", headers={"x-acs-action": action})
+    assert caught.value.code == "InvalidParameter"
+
+
+def test_a_self_hosted_api_defines_its_own_high_risk_actions(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier
+) -> None:
+    leak_restricted(store, key)
+    verifier = make_verifier(
+        store, clock=lambda: NOW, high_risk_actions=HighRiskActions.of_actions({"Transfer"})
+    )
+    host = "payments.example.com"
+    assert refusal(verifier, signed_for(key, host, "Transfer", "own-1")).code == "Forbidden"
+    assert verifier.verify(signed_for(key, host, "GetBalance", "own-2")).action == "GetBalance"
+
+
+def test_a_server_may_decide_with_a_predicate(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier
+) -> None:
+    leak_restricted(store, key)
+    seen: list[tuple[str | None, str | None, str | None]] = []
+
+    def deletes(service: str | None, version: str | None, action: str | None) -> bool:
+        seen.append((service, version, action))
+        return action is not None and action.startswith("Delete")
+
+    verifier = make_verifier(
+        store, clock=lambda: NOW, high_risk_actions=deletes, service_name="files"
+    )
+    host = "files.example.com"
+    assert refusal(verifier, signed_for(key, host, "DeleteFile", "p-1")).code == "Forbidden"
+    verifier.verify(signed_for(key, host, "ReadFile", "p-2"))
+    assert seen == [("files", "2014-05-26", "DeleteFile"), ("files", "2014-05-26", "ReadFile")]
+
+
+def test_a_key_not_leak_restricted_is_never_asked_about(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier
+) -> None:
+    def never(service: str | None, version: str | None, action: str | None) -> bool:
+        raise AssertionError("the high-risk rule was consulted for a healthy key")
+
+    verifier = make_verifier(store, clock=lambda: NOW, high_risk_actions=never)
+    verifier.verify(signed_for(key, "api.example.com", "RunInstances", "healthy"))
+
+
+# -- item 12: repeated query names ----------------------------------------------------
+
+
+def signed_with_query(key: AccessKey, query: list[tuple[str, str]], nonce: str) -> Request:
+    # aliak's signer refuses a repeated name; a raw client (curl, a hand-built URL) can
+    # sign one, and the canonical query sorts the values, so this signature is valid.
+    body = b""
+    return hand_signed(
+        key, body=body, header_hash=hashed_payload(body, _sha256()), query=query, nonce=nonce
+    )
+
+
+def test_a_repeated_query_name_is_refused_by_default(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier
+) -> None:
+    request = signed_with_query(key, [("Amount", "1"), ("Amount", "1000")], "repeat-1")
+    error = refusal(make_verifier(store, clock=lambda: NOW), request)
+    assert (error.code, error.http_status) == ("InvalidParameter", 400)
+    assert '"Amount"' in error.message
+
+
+def test_allowing_repeated_names_leaves_their_order_unsigned(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier
+) -> None:
+    # The documented risk of the setting: the values can be swapped in transit.
+    request = signed_with_query(key, [("Amount", "1"), ("Amount", "1000")], "repeat-2")
+    swapped = attrs.evolve(request, query=[("Amount", "1000"), ("Amount", "1")])
+    verifier = make_verifier(store, clock=lambda: NOW, allow_repeated_query_names=True)
+    assert verifier.verify(swapped).action == "ListItems"
+
+
+def test_indexed_list_parameters_are_distinct_names(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier
+) -> None:
+    signer = Signer(key, clock=lambda: NOW, nonce_factory=lambda: "indexed")
+    request = Request("GET", host="api.example.com", query={"InstanceId": ["i-1", "i-2"]})
+    signed = signer.sign(request, action="DescribeInstances", version="2014-05-26")
+    make_verifier(store, clock=lambda: NOW).verify(signed)

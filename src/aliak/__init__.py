@@ -3,7 +3,7 @@
 The names in ``__all__`` are the public contract; everything else may change.
 """
 
-from aliak.acl import NetworkPolicy
+from aliak.acl import NetworkPolicy, normalize_ip, normalize_network
 from aliak.algorithms import ALGORITHM_NAMES, AlgorithmName
 from aliak.authorization import Authorization, format_authorization, parse_authorization
 from aliak.canonical import canonical_query_string
@@ -47,7 +47,13 @@ from aliak.errors import (
     SignatureDoesNotMatch,
     SignatureNonceUsed,
 )
-from aliak.highrisk import DEFAULT_HIGH_RISK_ACTIONS, HighRiskActions
+from aliak.highrisk import (
+    DEFAULT_HIGH_RISK_ACTIONS,
+    AlibabaEndpoints,
+    HighRiskActions,
+    HighRiskPredicate,
+    HostServices,
+)
 from aliak.keyring import MasterKeyring, SealingError, UnknownMasterKeyVersion
 from aliak.keys import AccessKeyInfo, KeyManager, NewAccessKey, RootAccessKeyWarning
 from aliak.model import (
@@ -98,6 +104,7 @@ __all__ = [
     "Account",
     "AlgorithmName",
     "AliakError",
+    "AlibabaEndpoints",
     "AssumedRole",
     "AsyncAuditLog",
     "AsyncKeyStore",
@@ -117,6 +124,8 @@ __all__ = [
     "Headers",
     "HeadersInput",
     "HighRiskActions",
+    "HighRiskPredicate",
+    "HostServices",
     "IncompleteBody",
     "IncompleteSignature",
     "InternalError",
@@ -172,6 +181,8 @@ __all__ = [
     "VerifierSettings",
     "canonical_query_string",
     "format_authorization",
+    "normalize_ip",
+    "normalize_network",
     "parse_authorization",
     "parse_query_string",
     "path_from_segments",

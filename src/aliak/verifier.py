@@ -83,7 +83,13 @@ from aliak.errors import (
     SignatureDoesNotMatch,
     SignatureNonceUsed,
 )
-from aliak.highrisk import DEFAULT_HIGH_RISK_ACTIONS, HighRiskActions
+from aliak.highrisk import (
+    DEFAULT_HIGH_RISK_ACTIONS,
+    HighRiskActions,
+    HighRiskPredicate,
+    HostServices,
+    service_of_host,
+)
 from aliak.keyring import MasterKeyring, UnknownMasterKeyVersion
 from aliak.model import (
     AssumedRole,
@@ -142,8 +148,18 @@ class VerifierSettings:
     - ``freshness``: seconds a key record or policy is cached; a state change made
       through any process sharing the store takes effect within it.
     - ``claim_nonce_before_state_checks``: consume the nonce right after the signature.
-    - ``service_name``: for last-used records and the high-risk list; ``None`` takes the
-      first label of the request's host (``ecs`` for ``ecs.cn-hangzhou.aliyuncs.com``).
+    - ``high_risk_actions``: what a leak-restricted key may not call: a
+      :class:`~aliak.highrisk.HighRiskActions` table (Alibaba's by default;
+      ``HighRiskActions.of_actions({...})`` for a self-hosted API's own), or a predicate
+      ``(service | None, version, action) -> bool``.
+    - ``service_name``: the service this verifier guards, for the high-risk list and
+      last-used records. Trusted, unlike the request's ``host``.
+    - ``host_services``: where one verifier guards several services, the server's own
+      host-to-service mapping (an exact table, or
+      :class:`~aliak.highrisk.AlibabaEndpoints`); a host it does not know names no
+      service. With neither setting, the action alone decides the leak restriction.
+    - ``allow_repeated_query_names``: accept ``?a=1&a=2``. Off by default: the spec
+      sorts repeated values, so their order is not signed and can be swapped in transit.
     - ``max_body_size``: a streamed body longer than this is refused while read.
     - ``sts_revoked``: a hook for emergency revocation of live STS credentials (by
       principal, issue time, ...); a revoked credential reads as expired.
@@ -155,11 +171,13 @@ class VerifierSettings:
     unsigned_headers_allowed: frozenset[str] = frozenset()
     error_profile: Literal["alibaba", "opaque"] = "alibaba"
     echo_string_to_sign: bool | None = None
-    high_risk_actions: HighRiskActions = attrs.field(factory=HighRiskActions)
+    high_risk_actions: HighRiskActions | HighRiskPredicate = attrs.field(factory=HighRiskActions)
     freshness: float = 1.0
     usage_flush_interval: float = 60.0
     claim_nonce_before_state_checks: bool = False
     service_name: str | None = None
+    host_services: HostServices | None = None
+    allow_repeated_query_names: bool = False
     lenient_authorization: bool = True
     max_body_size: int | None = None
     cache_size: int = 10_000
@@ -261,7 +279,7 @@ class _Pending:
     nonce: str
     action: str | None
     version: str | None
-    service: str
+    service: str | None
     source_ip: str | None
     source_address: IpAddress | None
     vpc_id: str | None
@@ -339,6 +357,10 @@ class _Flow:
         self._dummy_sealed = self._dummy_keyring.seal_secret("dummy", Secret(self._dummy_secret))
         self._required = _ALWAYS_REQUIRED + (_ACTION_HEADERS if settings.require_action else ())
         self._required_set = frozenset(self._required)
+        high_risk = settings.high_risk_actions
+        self._is_high_risk: HighRiskPredicate = (
+            high_risk.matches if isinstance(high_risk, HighRiskActions) else high_risk
+        )
         self.keys: _TtlCache[str, _KeyEntry] = _TtlCache(settings.freshness, settings.cache_size)
         self.usage = _UsageBuffer()
         self._next_flush = clock() + settings.usage_flush_interval
@@ -382,7 +404,8 @@ class _Flow:
         if not self._early_claim and not (yield claim):
             raise _nonce_used(pending)
         if record is not None:
-            self.usage.add(key_id, now, pending.service, pending.source_ip)
+            service = pending.service or _service_of(pending.index["host"][0])
+            self.usage.add(key_id, now, service, pending.source_ip)
             if now >= self._next_flush:
                 self._next_flush = now + self.settings.usage_flush_interval
                 records = self.usage.drain()
@@ -448,11 +471,11 @@ class _Flow:
         if _is_nonce(nonce) is None:
             raise InvalidParameter("x-acs-signature-nonce", detail="1-128 printable ASCII")
         pending.nonce = nonce
-        action = index.get("x-acs-action")
-        version = index.get("x-acs-version")
-        pending.action = None if action is None else action[0]
-        pending.version = None if version is None else version[0]
-        pending.service = self.settings.service_name or _service_of(index["host"][0])
+        pending.action = _identifier(index, "x-acs-action")
+        pending.version = _identifier(index, "x-acs-version")
+        pending.service = self._service(index["host"][0])
+        if not self.settings.allow_repeated_query_names:
+            _check_query_names(request.query)
         token = index.get("x-acs-security-token")
         pending.token = None if token is None else token[0]
         if pending.token is None and is_sts_access_key_id(pending.authorization.access_key_id):
@@ -460,6 +483,16 @@ class _Flow:
             # against without it.
             raise MissingSecurityToken(detail=pending.authorization.access_key_id)
         return pending
+
+    def _service(self, host: str) -> str | None:
+        """The service the request is for, as the server knows it (never the caller's
+        word alone): the configured service, or the server's host mapping."""
+        settings = self.settings
+        if settings.service_name is not None:
+            return settings.service_name
+        if settings.host_services is not None:
+            return service_of_host(host, settings.host_services)
+        return None
 
     def _parse_authorization(self, index: dict[str, list[str]]) -> Authorization:
         values = index.get("authorization")
@@ -613,7 +646,7 @@ class _Flow:
             raise InvalidAccessKeyIdInactive(detail=f"{record.access_key_id} is Inactive")
         if record.in_recycle_bin:
             raise InvalidAccessKeyIdInactive(detail=f"{record.access_key_id} is in the bin")
-        if record.leak_restricted and self.settings.high_risk_actions.matches(
+        if record.leak_restricted and self._is_high_risk(
             pending.service, pending.version, pending.action
         ):
             raise Forbidden(detail=f"{record.access_key_id} is leak-restricted")
@@ -778,8 +811,9 @@ _is_ip_host = re.compile(r"\[|[0-9.]+(?::[0-9]*)?$").match
 
 
 def _service_of(host: str) -> str:
-    """The service a request was for: the first label of the host (``ecs`` for
-    ``ecs.cn-hangzhou.aliyuncs.com``); an address names no service."""
+    """For last-used records only, where no service is configured: the first label of
+    the host (``ecs`` for ``ecs.cn-hangzhou.aliyuncs.com``); an address names none. The
+    caller chose the host, so no check ever rests on this."""
     if _is_ip_host(host):
         return "unknown"
     return host.partition(".")[0].partition(":")[0].lower()
@@ -791,6 +825,34 @@ def _same_token(entry: _KeyEntry, pending: _Pending) -> bool:
     return entry.claims is not None and hmac.compare_digest(
         entry.token.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
     )
+
+
+# An action or a version is an identifier: printable ASCII, no space. Surrounding
+# whitespace or a control character would let "RunInstances " pass a table lookup.
+_is_identifier = re.compile(r"[\x21-\x7e]{1,256}").fullmatch
+
+
+def _identifier(index: dict[str, list[str]], name: str) -> str | None:
+    values = index.get(name)
+    if values is None:
+        return None
+    value = values[0]
+    if _is_identifier(value) is None:
+        raise InvalidParameter(name, detail="printable ASCII without spaces, 1-256 characters")
+    return value
+
+
+def _check_query_names(query: tuple[tuple[str, str], ...]) -> None:
+    """Each query name once: the canonical query sorts repeated values, so the order a
+    client sent them in (``Amount=1&Amount=1000``) is not covered by its signature."""
+    if len(query) > 1 and len({name for name, _ in query}) != len(query):
+        seen: set[str] = set()
+        for name, _ in query:
+            if name in seen:
+                raise InvalidParameter(
+                    name, detail="a query name sent more than once (its order is unsigned)"
+                )
+            seen.add(name)
 
 
 def _nonce_used(pending: _Pending) -> SignatureNonceUsed:

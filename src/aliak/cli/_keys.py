@@ -364,7 +364,9 @@ def add_keys_commands(
         sub,
         common,
         "mark-leaked",
-        "restrict a leaked key: verifiers refuse its high-risk actions, for good",
+        "restrict a leaked key, for good: verifiers refuse it the high-risk actions "
+        "(Alibaba's published list by default, or the server's own); where a verifier "
+        "is not told which service it guards, that means every action",
         _state_change(
             KeyManager.mark_leaked,
             "marked leaked; rotate it (`aliak keys rotate`), then disable and delete it",
