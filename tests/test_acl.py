@@ -19,6 +19,8 @@ from aliak.acl import (
     NetworkPolicy,
     compile_policy,
     evaluate_network_access,
+    normalize_ip,
+    normalize_network,
     parse_source_ip,
 )
 from aliak.errors import AliakError, InvalidParameter, LimitExceeded
@@ -627,3 +629,136 @@ def test_parse_source_ip_refuses_garbage_naming_source_ip(text: str) -> None:
     assert error.parameter == "source_ip"
     assert '"source_ip"' in error.message
     assert len(str(error)) < 300
+
+
+# --- normalize_ip / normalize_network: the one form of an address -----------------------------
+#
+# A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d, a proxy may write a zone id
+# or upper-case hex; trusted proxies, X-Forwarded-For and the ACL must all read one form.
+
+ipv4_addresses = st.ip_addresses(v=4)
+ipv6_addresses = st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None)
+zones = st.sampled_from(["eth0", "1", "en0", "lo", "wlp3s0"])
+
+
+def mapped_forms(address: ipaddress.IPv4Address) -> list[str]:
+    """Every way an IPv4-mapped IPv6 text can spell ``address``."""
+    high, low = int(address) >> 16, int(address) & 0xFFFF
+    return [
+        f"::ffff:{address}",
+        f"::FFFF:{address}",
+        f"0:0:0:0:0:ffff:{address}",
+        f"0000:0000:0000:0000:0000:FFFF:{address}",
+        f"::ffff:{high:x}:{low:x}",
+        f"::FFFF:{high:X}:{low:04X}",
+        ipaddress.IPv6Address(f"::ffff:{address}").exploded,
+    ]
+
+
+@given(ipv4_addresses, st.data())
+def test_every_spelling_of_an_ipv4_address_normalises_to_it(
+    address: ipaddress.IPv4Address, data: st.DataObject
+) -> None:
+    text = data.draw(st.sampled_from([str(address), *mapped_forms(address)]))
+    if ":" in text and data.draw(st.booleans()):
+        text += "%" + data.draw(zones)
+    text = (
+        data.draw(st.sampled_from(["", " ", "\t"])) + text + data.draw(st.sampled_from(["", " "]))
+    )
+    normal = normalize_ip(text)
+    assert normal == address
+    assert normal.version == 4
+    assert str(normal) == str(address)
+    assert parse_source_ip(text) == address
+
+
+@given(ipv6_addresses, st.data())
+def test_every_spelling_of_an_ipv6_address_normalises_to_its_compressed_form(
+    address: ipaddress.IPv6Address, data: st.DataObject
+) -> None:
+    text = data.draw(
+        st.sampled_from(
+            [str(address), address.exploded, address.exploded.upper(), str(address).upper()]
+        )
+    )
+    if data.draw(st.booleans()):
+        text += "%" + data.draw(zones)
+    normal = normalize_ip(text)
+    assert normal == address  # IPv6Address equality counts a zone: it must be gone
+    assert str(normal) == str(address)
+    assert "%" not in str(normal)
+    assert normal.version == 6
+
+
+def test_a_zone_id_is_dropped_and_a_mapped_address_with_one_is_ipv4() -> None:
+    assert str(normalize_ip("fe80::1%eth0")) == "fe80::1"
+    assert normalize_ip("FE80::1%25") == ipaddress.IPv6Address("fe80::1")
+    assert normalize_ip("::ffff:203.0.113.7%eth0") == ipaddress.IPv4Address("203.0.113.7")
+    assert str(parse_source_ip("fe80::1%eth0")) == "fe80::1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[2001:db8::1]",  # brackets belong to URLs, not addresses
+        "[2001:db8::1]:443",
+        "203.0.113.7:80",
+        "[::ffff:203.0.113.7]",
+        "203.0.113.7%eth0",  # IPv4 has no zones
+        "fe80::1%",  # an empty zone
+        "%eth0",
+        "fe80::1/64",
+        "::ffff:203.0.113.256",
+        "unknown",
+        "",
+    ],
+)
+def test_what_is_not_an_address_is_refused_naming_the_field(text: str) -> None:
+    with pytest.raises(InvalidParameter) as caught:
+        normalize_ip(text, field="x-forwarded-for")
+    assert caught.value.parameter == "x-forwarded-for"
+    with pytest.raises(InvalidParameter) as caught:
+        parse_source_ip(text)
+    assert caught.value.parameter == "source_ip"
+
+
+def test_embedded_ipv4_forms_other_than_mapped_stay_ipv6() -> None:
+    for text in ("::203.0.113.7", "64:ff9b::203.0.113.7", "2002:cb00:7107::1", "::fffe:1.2.3.4"):
+        assert normalize_ip(text).version == 6, text
+
+
+@given(st.ip_addresses(v=4).flatmap(lambda a: st.tuples(st.just(a), st.integers(0, 32))))
+def test_a_mapped_network_is_the_ipv4_network_it_maps(
+    drawn: tuple[ipaddress.IPv4Address, int],
+) -> None:
+    address, prefix = drawn
+    network = ipaddress.IPv4Network((address, prefix), strict=False)
+    mapped = f"::ffff:{network.network_address}/{96 + prefix}"
+    assert normalize_network(mapped) == network
+    assert normalize_network(mapped.upper()) == network
+    assert normalize_network(str(network)) == network
+
+
+def test_normalize_network_drops_zones_keeps_wider_ipv6_blocks_and_checks_host_bits() -> None:
+    assert normalize_network("fe80::%eth0/64") == ipaddress.IPv6Network("fe80::/64")
+    assert normalize_network("::fffe:0:0/95").version == 6  # wider than the mapped block
+    assert normalize_network("::ffff:0:0/96") == ipaddress.IPv4Network("0.0.0.0/0")
+    with pytest.raises(InvalidParameter):
+        normalize_network("::ffff:10.0.0.1/104")
+    assert normalize_network("::ffff:10.0.0.1/104", strict=False) == ipaddress.IPv4Network(
+        "10.0.0.0/8"
+    )
+    with pytest.raises(InvalidParameter) as caught:
+        normalize_network("[::1]/128", field="trusted_proxies")
+    assert caught.value.parameter == "trusted_proxies"
+
+
+def test_a_policy_entry_in_mapped_form_is_the_ipv4_rule_and_matches_every_spelling() -> None:
+    # A mapped entry used to be stored as an IPv6 block no normalised source could match.
+    assert policy(["::ffff:203.0.113.0/120", "203.0.113.0/24"]).public == ("203.0.113.0/24",)
+    assert policy(["::FFFF:203.0.113.7"]).public == ("203.0.113.7/32",)
+    assert policy(None, {"vpc-1": ["::ffff:10.0.0.0/104"]}).vpcs == (("vpc-1", ("10.0.0.0/8",)),)
+    key = compiled("::ffff:203.0.113.0/120")
+    for text in ("203.0.113.7", "::ffff:203.0.113.7", "::FFFF:cb00:7107"):
+        decision = evaluate_network_access(key, None, ip(text), None)
+        assert decision == AclDecision(allowed=True, level="key", rule="public:203.0.113.0/24")

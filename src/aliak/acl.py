@@ -27,6 +27,8 @@ __all__ = [
     "NetworkPolicy",
     "compile_policy",
     "evaluate_network_access",
+    "normalize_ip",
+    "normalize_network",
     "parse_source_ip",
 ]
 
@@ -50,13 +52,9 @@ def _parse_entries(field: str, entries: Iterable[str] | str) -> tuple[str, ...]:
             raise TypeError(f"{field} entries must be str, not {type(entry).__name__}")
         if not entry:
             continue
-        try:
-            # strict: a CIDR with host bits set is a typo more often than an intent.
-            network = ipaddress.ip_network(entry.strip(), strict=True)
-        except ValueError:
-            raise InvalidParameter(
-                field, detail=f"{entry[:60]!r} is not an IPv4/IPv6 address or CIDR block"
-            ) from None
+        # strict: a CIDR with host bits set is a typo more often than an intent. An
+        # IPv4-mapped entry becomes the IPv4 block: addresses are compared in that form.
+        network = normalize_network(entry, field=field, strict=True)
         normalised.append(str(network))
     distinct = tuple(dict.fromkeys(normalised))
     if len(distinct) > MAX_ENTRIES_PER_POLICY:
@@ -235,34 +233,90 @@ def evaluate_network_access(
     return AclDecision(allowed=rule is not None, level=level, rule=rule)
 
 
-def parse_source_ip(text: str) -> IpAddress:
-    """An IPv4 or IPv6 address; an IPv4-mapped IPv6 address counts as the IPv4 one.
+# ---------------------------------------------------------------------------------------
+# The one form of an address
+# ---------------------------------------------------------------------------------------
 
-    Raises :class:`InvalidParameter` naming ``source_ip`` when it does not parse.
+
+def normalize_ip(text: str, *, field: str = "address") -> IpAddress:
+    """An address in the one form every check compares: what a socket, a proxy's
+    ``X-Forwarded-For`` and an operator write all come to this.
+
+    - surrounding whitespace is trimmed;
+    - an IPv6 zone id (``fe80::1%eth0``) is dropped: it names an interface of the host
+      that wrote it, not a different address;
+    - an IPv4-mapped IPv6 address (``::ffff:203.0.113.7``, as a dual-stack socket bound
+      to ``::`` reports an IPv4 peer) is the IPv4 address;
+    - ``str()`` of the result is the canonical text (lower-case, compressed IPv6).
+
+    Other IPv6 forms that embed an IPv4 address (6to4, NAT64, the deprecated
+    IPv4-compatible ``::a.b.c.d``) stay IPv6: other hosts may answer there. Brackets and
+    ports are not part of an address and are refused. Raises :class:`InvalidParameter`
+    naming ``field`` when ``text`` is not an address.
     """
     # Clients come back from the same few addresses, and parsing one costs more than the
     # rest of the ACL check: remember recent ones (bounded).
-    found = _parsed_addresses.get(text)
+    found = _normalized.get(text)
     if found is not None:
         return found
-    address = _parse_source_ip(text)
-    if len(_parsed_addresses) >= _MAX_PARSED_ADDRESSES:
-        _parsed_addresses.clear()
-    _parsed_addresses[text] = address
+    address = _normalize_ip(text, field)
+    if len(_normalized) >= _MAX_NORMALIZED:
+        _normalized.clear()
+    _normalized[text] = address
     return address
 
 
-_MAX_PARSED_ADDRESSES = 4096
-_parsed_addresses: dict[str, IpAddress] = {}
+_MAX_NORMALIZED = 4096
+_normalized: dict[str, IpAddress] = {}
 
 
-def _parse_source_ip(text: str) -> IpAddress:
+def _normalize_ip(text: str, field: str) -> IpAddress:
     if not isinstance(text, str):
-        raise TypeError(f"source_ip must be str, not {type(text).__name__}")
+        raise TypeError(f"{field} must be str, not {type(text).__name__}")
     try:
-        address = ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(_without_zone(text.strip()))
     except ValueError:
-        raise InvalidParameter("source_ip", detail="not an IPv4 or IPv6 address") from None
+        raise InvalidParameter(field, detail="not an IPv4 or IPv6 address") from None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def normalize_network(text: str, *, field: str = "network", strict: bool = True) -> IpNetwork:
+    """An address or CIDR block in the form :func:`normalize_ip` gives addresses: a zone
+    id dropped, a block inside ``::ffff:0:0/96`` the IPv4 block it maps (so that
+    ``::ffff:10.0.0.0/104`` is ``10.0.0.0/8``). ``strict``: refuse host bits set.
+
+    Raises :class:`InvalidParameter` naming ``field`` when ``text`` is not one.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{field} entries must be str, not {type(text).__name__}")
+    try:
+        network = ipaddress.ip_network(_without_zone(text.strip()), strict=strict)
+    except ValueError:
+        raise InvalidParameter(
+            field, detail=f"{text[:60]!r} is not an IPv4/IPv6 address or CIDR block"
+        ) from None
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+def _without_zone(text: str) -> str:
+    """``fe80::1%eth0`` -> ``fe80::1`` (and ``fe80::%eth0/64`` -> ``fe80::/64``). Only an
+    IPv6 address has a zone; anything else with a ``%`` is left to fail parsing."""
+    if "%" not in text:
+        return text
+    address, _, rest = text.partition("%")
+    zone, slash, prefix = rest.partition("/")
+    if ":" not in address or not zone or "%" in zone:
+        return text
+    return address + slash + prefix
+
+
+def parse_source_ip(text: str) -> IpAddress:
+    """The client address a network ACL is checked against: :func:`normalize_ip`, with
+    :class:`InvalidParameter` naming ``source_ip`` when it does not parse."""
+    return normalize_ip(text, field="source_ip")
