@@ -23,8 +23,11 @@ from aliak import (
     CredentialsProvider,
     InvalidParameter,
     PayloadTooLarge,
+    Request,
     Signer,
     StsCredential,
+    normalize_ip,
+    normalize_network,
     percent_encode,
 )
 
@@ -41,6 +44,7 @@ __all__ = [
     "error_response",
     "new_request_id",
     "parse_content_length",
+    "with_body",
 ]
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
@@ -51,6 +55,7 @@ DEFAULT_RECOMMEND = (
 )
 
 ErrorResponse: TypeAlias = tuple[int, list[tuple[str, str]], bytes]
+IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _repeated_slashes = re.compile(r"/{2,}")
@@ -172,16 +177,26 @@ def error_response(
 
 
 class TrustedProxies:
-    """Addresses or CIDRs of the reverse proxies whose ``X-Forwarded-For`` is believed."""
+    """Addresses or CIDRs of the reverse proxies whose ``X-Forwarded-For`` is believed.
+
+    Entries and the addresses tested are compared in the one form of
+    :func:`aliak.normalize_ip`: ``10.0.0.1`` is trusted when a dual-stack socket reports
+    the proxy as ``::ffff:10.0.0.1``, and an entry written in that mapped form is the IPv4
+    one. An entry that is not an address or CIDR block raises ``ValueError``.
+    """
 
     __slots__ = ("_networks",)
 
     def __init__(self, proxies: Iterable[str] = ()) -> None:
         if isinstance(proxies, str):
             proxies = [proxies]
-        self._networks: tuple[IpNetwork, ...] = tuple(
-            ipaddress.ip_network(proxy.strip(), strict=False) for proxy in proxies
-        )
+        networks: list[IpNetwork] = []
+        for proxy in proxies:
+            try:
+                networks.append(normalize_network(proxy, field="trusted_proxies", strict=False))
+            except InvalidParameter as error:
+                raise ValueError(error.detail) from None
+        self._networks: tuple[IpNetwork, ...] = tuple(networks)
 
     def __bool__(self) -> bool:
         return bool(self._networks)
@@ -189,11 +204,19 @@ class TrustedProxies:
     def __contains__(self, address: object) -> bool:
         if not isinstance(address, str):
             return False
-        try:
-            parsed = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(parsed in network for network in self._networks)
+        parsed = _address(address)
+        return parsed is not None and self.trusts(parsed)
+
+    def trusts(self, address: IpAddress) -> bool:
+        """Whether a normalised address (:func:`aliak.normalize_ip`) is a trusted proxy."""
+        return any(address in network for network in self._networks)
+
+
+def _address(text: str) -> IpAddress | None:
+    try:
+        return normalize_ip(text)
+    except InvalidParameter:
+        return None
 
 
 def client_address(
@@ -202,24 +225,48 @@ def client_address(
     """The client's address: the peer, unless the peer is a trusted proxy; then the
     right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy (§1).
 
+    Every address is read in the one form of :func:`aliak.normalize_ip` (IPv4-mapped
+    IPv6 as IPv4, zone ids dropped) and returned as its canonical text, so the address
+    the ACL checks and the one on record are the same whichever way a socket or a proxy
+    wrote it. A peer that is not an address at all (a Unix socket, a test client's
+    name) is returned as given, for the verifier to judge.
+
     A forged ``X-Forwarded-For`` from an untrusted peer is ignored. An entry that is not
     an address, before an untrusted one is found, makes the client unknown (``None``):
     the proxy's own address must never stand in for it, or an ACL allowing the proxy
     would let the request through.
     """
-    if peer is None or peer not in trusted:
+    if peer is None:
+        return None
+    address = _address(peer)
+    if address is None:
         return peer
-    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
-    address = peer
+    if not trusted.trusts(address):
+        return str(address)
+    hops = [hop for value in forwarded_for for hop in value.split(",")]
     for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
+        parsed = _address(hop)
+        if parsed is None:
             return None
-        address = hop
-        if hop not in trusted:
+        address = parsed
+        if not trusted.trusts(parsed):
             break
-    return address
+    return str(address)
+
+
+def with_body(head: Request, body: bytes) -> Request:
+    """The request :func:`~aliak.Verifier.precheck` saw (headers only), with the body
+    read after it passed."""
+    if not body:
+        return head
+    return Request(
+        head.method,
+        host=head.host,
+        path=head.path,
+        query=head.query,
+        headers=head.headers,
+        body=body,
+    )
 
 
 # ---------------------------------------------------------------------------------------
