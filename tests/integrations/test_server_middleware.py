@@ -77,7 +77,12 @@ class Tracker:
     def __init__(self) -> None:
         self.finished = 0
         self.errors: list[BaseException] = []
+        self.body_bytes = 0  # of the body, what the middleware read from the server
         self._changed = threading.Condition()
+
+    def consumed(self, size: int) -> None:
+        with self._changed:
+            self.body_bytes += size
 
     def done(self, error: BaseException | None = None) -> None:
         with self._changed:
@@ -135,11 +140,47 @@ class Server:
     slot: Any
 
 
-def _wsgi_server(handler: type[WSGIRequestHandler]) -> Iterator[Server]:
+class _DualStackWSGIServer(_ThreadingWSGIServer):
+    """Bound to ``::`` with ``IPV6_V6ONLY`` off: an IPv4 client is seen as ``::ffff:a.b.c.d``."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def _dual_stack_missing() -> str | None:
+    """Why this machine cannot run a dual-stack server on loopback (``None``: it can)."""
+    if not socket.has_ipv6:
+        return "Python has no IPv6 support"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as listener:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            listener.bind(("::", 0))
+            listener.listen()
+            listener.settimeout(TIMEOUT)
+            port = listener.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT):
+                accepted, peer = listener.accept()
+                accepted.close()
+    except OSError as error:
+        return f"no IPv6 loopback / dual-stack socket on this machine: {error}"
+    if not str(peer[0]).startswith("::ffff:"):
+        return f"a dual-stack socket reports an IPv4 peer as {peer[0]!r}, not ::ffff:a.b.c.d"
+    return None
+
+
+def _wsgi_server(
+    handler: type[WSGIRequestHandler],
+    *,
+    host: str = "127.0.0.1",
+    server_class: type[WSGIServer] = _ThreadingWSGIServer,
+) -> Iterator[Server]:
     slot = WsgiSlot()
-    httpd = make_server(
-        "127.0.0.1", 0, slot, server_class=_ThreadingWSGIServer, handler_class=handler
-    )
+    httpd = make_server(host, 0, slot, server_class=server_class, handler_class=handler)
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
@@ -163,10 +204,15 @@ def wsgi_raw_uri_server() -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def asgi_server() -> Iterator[Server]:
+def wsgi_dual_stack_server() -> Iterator[Server]:
+    missing = _dual_stack_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    yield from _wsgi_server(_QuietHandler, host="::", server_class=_DualStackWSGIServer)
+
+
+def _uvicorn_server(sock: socket.socket) -> Iterator[Server]:
     slot = AsgiSlot()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # bound here: no race for a free port
     config = uvicorn.Config(
         slot,
         interface="asgi3",
@@ -192,6 +238,24 @@ def asgi_server() -> Iterator[Server]:
         server.should_exit = True
         thread.join(timeout=TIMEOUT)
         sock.close()
+
+
+@pytest.fixture(scope="module")
+def asgi_server() -> Iterator[Server]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # bound here: no race for a free port
+    yield from _uvicorn_server(sock)
+
+
+@pytest.fixture(scope="module")
+def asgi_dual_stack_server() -> Iterator[Server]:
+    missing = _dual_stack_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", 0))
+    yield from _uvicorn_server(sock)
 
 
 @pytest.fixture(autouse=True)
@@ -263,8 +327,27 @@ def asgi_echo(calls: list[str]) -> Callable[..., Any]:
     return app
 
 
+class _CountedInput:
+    """The server's ``wsgi.input``, counting what is read of it."""
+
+    def __init__(self, stream: Any, tracker: Tracker) -> None:
+        self._stream = stream
+        self._tracker = tracker
+
+    def read(self, *size: int) -> bytes:
+        chunk: bytes = self._stream.read(*size)
+        self._tracker.consumed(len(chunk))
+        return chunk
+
+    def readline(self, *size: int) -> bytes:
+        line: bytes = self._stream.readline(*size)
+        self._tracker.consumed(len(line))
+        return line
+
+
 def tracked_wsgi(app: Any, tracker: Tracker) -> Callable[..., Iterable[bytes]]:
     def wrapper(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        environ["wsgi.input"] = _CountedInput(environ["wsgi.input"], tracker)
         try:
             result = list(app(environ, start_response))
         except BaseException as error:
@@ -278,8 +361,13 @@ def tracked_wsgi(app: Any, tracker: Tracker) -> Callable[..., Iterable[bytes]]:
 
 def tracked_asgi(app: Any, tracker: Tracker) -> Callable[..., Any]:
     async def wrapper(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def counted_receive() -> dict[str, Any]:
+            message: dict[str, Any] = await receive()
+            tracker.consumed(len(message.get("body") or b""))
+            return message
+
         try:
-            await app(scope, receive, send)
+            await app(scope, counted_receive, send)
         except BaseException as error:
             tracker.done(error)
             raise
@@ -378,8 +466,9 @@ class Stack:
         body: bytes = b"",
         secret: str = SECRET,
         access_key_id: str = ACCESS_KEY_ID,
+        clock: Callable[[], float] = time.time,
     ) -> Request:
-        signer = Signer(AccessKey(access_key_id, secret))
+        signer = Signer(AccessKey(access_key_id, secret), clock=clock)
         return signer.sign(
             Request(method, host=self.host, path=path, query=query, headers=headers, body=body),
             action="DescribeThings",
@@ -391,6 +480,15 @@ class Stack:
 
 
 StackFactory = Callable[..., Stack]
+
+
+SERVER_FIXTURES = {
+    "wsgi": "wsgi_server",
+    "wsgi-raw-uri": "wsgi_raw_uri_server",
+    "wsgi-dual-stack": "wsgi_dual_stack_server",
+    "asgi": "asgi_server",
+    "asgi-dual-stack": "asgi_dual_stack_server",
+}
 
 
 @pytest.fixture(params=["wsgi", "asgi"])
@@ -406,15 +504,13 @@ def make_stack(request: pytest.FixtureRequest) -> StackFactory:
         keys.import_access_key(OWNER, ACCESS_KEY_ID, SECRET)
         calls: list[str] = []
         tracker = Tracker()
+        server: Server = request.getfixturevalue(SERVER_FIXTURES[kind])
         if kind.startswith("wsgi"):
-            fixture = "wsgi_raw_uri_server" if kind == "wsgi-raw-uri" else "wsgi_server"
-            server: Server = request.getfixturevalue(fixture)
             verifier = Verifier(store)
             request.addfinalizer(verifier.close)
             middleware: Any = AliakWSGIMiddleware(wsgi_echo(calls), verifier, **options)
             server.slot.app = tracked_wsgi(middleware, tracker)
         else:
-            server = request.getfixturevalue("asgi_server")
             middleware = AliakASGIMiddleware(
                 asgi_echo(calls), AsyncVerifier(store.as_async()), **options
             )
@@ -803,6 +899,8 @@ def test_an_announced_body_over_the_limit_is_refused_before_any_of_it_is_sent(
     assert time.monotonic() - started < TIMEOUT
     assert_refusal(reply, stack, 413, "PayloadTooLarge")
     assert stack.calls == []
+    assert stack.tracker.wait_for(1)
+    assert stack.tracker.body_bytes == 0
 
 
 def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(
@@ -891,6 +989,224 @@ def test_behind_a_trusted_proxy_the_right_most_untrusted_forwarded_address_is_us
 
 
 # ---------------------------------------------------------------------------------------
+# A dual-stack server (bound to ::, IPV6_V6ONLY off) behind an IPv4 proxy: the peer is
+# ::ffff:127.0.0.1, and must be read as the IPv4 proxy 127.0.0.1 it is
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["wsgi-dual-stack", "asgi-dual-stack"])
+def dual_kind(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+def _allow_only(stack: Stack, *addresses: str) -> None:
+    stack.keys.set_network_policy(
+        NetworkPolicy(public=list(addresses)), account_id=OWNER.account_id
+    )
+
+
+def test_dual_stack_an_ipv4_client_is_recorded_as_ipv4(
+    make_stack: StackFactory, dual_kind: str
+) -> None:
+    stack = make_stack(dual_kind)
+    reply = stack.send(stack.sign())
+    assert reply.status == 200, reply
+    assert reply.json()["Verified"]["SourceIp"] == "127.0.0.1"
+
+
+def test_dual_stack_an_ipv4_trusted_proxy_is_recognised_and_its_client_checked(
+    make_stack: StackFactory, dual_kind: str
+) -> None:
+    stack = make_stack(dual_kind, trusted_proxies=["127.0.0.1"])
+    _allow_only(stack, "203.0.113.7")
+    reply = stack.send(stack.sign(), extra_headers=[("X-Forwarded-For", "203.0.113.7")])
+    assert reply.status == 200, reply
+    assert reply.json()["Verified"]["SourceIp"] == "203.0.113.7"
+    assert reply.json()["Verified"]["AclRule"] == "public:203.0.113.7/32"
+
+
+def test_dual_stack_the_proxys_own_address_never_stands_in_for_the_client(
+    make_stack: StackFactory, dual_kind: str
+) -> None:
+    # The attack: an ACL that allows the proxy. Were the proxy not recognised, its own
+    # address would be checked, and every client behind it let through.
+    stack = make_stack(dual_kind, trusted_proxies=["127.0.0.1"])
+    _allow_only(stack, "127.0.0.1")
+    reply = stack.send(stack.sign(), extra_headers=[("X-Forwarded-For", "198.51.100.9")])
+    body = assert_refusal(reply, stack, 400, "InvalidAccessKeyId.AccessPolicyDenied")
+    assert "127.0.0.1" not in body["Message"]
+    assert stack.calls == []
+
+
+def test_dual_stack_a_forged_x_forwarded_for_from_an_untrusted_peer_is_ignored(
+    make_stack: StackFactory, dual_kind: str
+) -> None:
+    stack = make_stack(dual_kind, trusted_proxies=["10.0.0.0/8"])
+    _allow_only(stack, "203.0.113.7")
+    reply = stack.send(stack.sign(), extra_headers=[("X-Forwarded-For", "203.0.113.7")])
+    assert_refusal(reply, stack, 400, "InvalidAccessKeyId.AccessPolicyDenied")
+    assert stack.calls == []
+
+
+def test_dual_stack_a_mapped_x_forwarded_for_entry_is_normalised_before_the_acl(
+    make_stack: StackFactory, dual_kind: str
+) -> None:
+    stack = make_stack(dual_kind, trusted_proxies=["127.0.0.1", "10.0.0.0/8"])
+    _allow_only(stack, "203.0.113.7")
+    # The client as a dual-stack proxy wrote it, then a second (trusted) proxy, mapped too.
+    forwarded = "198.51.100.1, ::ffff:203.0.113.7, ::FFFF:10.0.0.5"
+    reply = stack.send(stack.sign(), extra_headers=[("X-Forwarded-For", forwarded)])
+    assert reply.status == 200, reply
+    assert reply.json()["Verified"]["SourceIp"] == "203.0.113.7"
+
+
+def test_dual_stack_several_and_garbage_x_forwarded_for_headers_as_before(
+    make_stack: StackFactory, dual_kind: str
+) -> None:
+    stack = make_stack(dual_kind, trusted_proxies=["127.0.0.1"])
+    two = [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "203.0.113.7")]
+    reply = stack.send(stack.sign(), extra_headers=two)
+    assert reply.status == 200, reply
+    assert reply.json()["Verified"]["SourceIp"] == "203.0.113.7"  # the right-most
+
+    # A hop that is not an address: the client is unknown, so a policy fails closed...
+    reply = stack.send(stack.sign(), extra_headers=[("X-Forwarded-For", "203.0.113.7, bogus")])
+    assert reply.status == 200, reply
+    assert reply.json()["Verified"]["SourceIp"] is None
+    # ...and neither the proxy nor the address inside the garbage stands in for it.
+    stack = make_stack(dual_kind, trusted_proxies=["127.0.0.1"])
+    _allow_only(stack, "127.0.0.1", "203.0.113.7")
+    reply = stack.send(stack.sign(), extra_headers=[("X-Forwarded-For", "[203.0.113.7]:80")])
+    assert_refusal(reply, stack, 400, "InvalidAccessKeyId.AccessPolicyDenied")
+
+
+def test_a_trusted_proxy_written_in_mapped_form_is_recognised(
+    make_stack: StackFactory, kind: str
+) -> None:
+    stack = make_stack(kind, trusted_proxies=["::ffff:127.0.0.1"])
+    _allow_only(stack, "203.0.113.7")
+    reply = stack.send(stack.sign(), extra_headers=[("X-Forwarded-For", "203.0.113.7")])
+    assert reply.status == 200, reply
+    assert reply.json()["Verified"]["SourceIp"] == "203.0.113.7"
+
+
+# ---------------------------------------------------------------------------------------
+# Cheap refusals first: what the head condemns is refused before the body is read
+# ---------------------------------------------------------------------------------------
+
+UPLOAD_SIZE = 8 * 1024 * 1024
+
+
+@dataclass
+class Trickled:
+    reply: Reply
+    sent_before_reply: int  # body bytes the client had sent when the answer came
+
+
+def trickle(port: int, head: bytes, body_size: int = UPLOAD_SIZE) -> Trickled:
+    """Send ``head``, then a body of ``body_size`` bytes slowly from another thread
+    (64 KiB every 10 ms: about 1.3 s for 8 MiB), and read the answer meanwhile."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sent = 0
+    stop = threading.Event()
+
+    def send_body() -> None:
+        nonlocal sent
+        piece = b"u" * (64 * 1024)
+        try:
+            while sent < body_size and not stop.is_set():
+                sock.sendall(piece[: body_size - sent])
+                sent += min(len(piece), body_size - sent)
+                time.sleep(0.01)
+        except OSError:
+            pass  # the server answered and closed: what a refusal looks like
+
+    sender = threading.Thread(target=send_body, daemon=True)
+    try:
+        sock.sendall(head)
+        sender.start()
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        sent_before_reply = sent
+        reply = Reply(response.status, response.getheaders(), response.read())
+    finally:
+        stop.set()
+        sender.join(timeout=TIMEOUT)
+        sock.close()
+    return Trickled(reply, sent_before_reply)
+
+
+def upload_head(request: Request, *, drop: Iterable[str] = (), size: int = UPLOAD_SIZE) -> bytes:
+    lines = [f"{request.method} {target(request)} HTTP/1.1"]
+    lines += [
+        f"{name}: {value}" for name, value in request.headers.items() if name.lower() not in drop
+    ]
+    lines += [f"Content-Length: {size}", "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def _forged(stack: Stack, case: str) -> bytes:
+    if case == "no Authorization":
+        return upload_head(stack.sign(), drop={"authorization"})
+    if case == "malformed Authorization":
+        signed = stack.sign()
+        head = upload_head(signed, drop={"authorization"})
+        return head[:-2] + b"Authorization: ACS3-HMAC-SHA256 Credential\r\n\r\n"
+    if case == "signed header missing":
+        return upload_head(stack.sign(headers={"x-acs-region": "cn"}), drop={"x-acs-region"})
+    assert case == "expired date"
+    return upload_head(stack.sign(clock=lambda: time.time() - 3600))
+
+
+CHEAP_REFUSALS = {
+    "no Authorization": "IncompleteSignature",
+    "malformed Authorization": "IncompleteSignature",
+    "signed header missing": "IncompleteSignature",
+    "expired date": "InvalidTimeStamp.Expired",
+}
+
+
+@pytest.mark.parametrize("case", list(CHEAP_REFUSALS))
+def test_a_forged_or_stale_upload_is_refused_before_its_body_is_read(
+    make_stack: StackFactory, kind: str, case: str
+) -> None:
+    stack = make_stack(kind)
+    trickled = trickle(stack.port, _forged(stack, case))
+
+    assert_refusal(trickled.reply, stack, 400, CHEAP_REFUSALS[case])
+    # The answer came while most of the 8 MiB was still to be sent...
+    assert trickled.sent_before_reply < UPLOAD_SIZE // 2
+    # ...and the middleware took none of it from the server.
+    assert stack.tracker.wait_for(1)
+    assert stack.tracker.body_bytes == 0
+    assert stack.calls == []
+
+
+def test_a_valid_upload_is_still_read_whole_and_accepted(
+    make_stack: StackFactory, kind: str
+) -> None:
+    stack = make_stack(kind)
+    body = bytes(range(256)) * 4096  # 1 MiB
+    reply = stack.send(stack.sign(body=body))
+    assert reply.status == 200, reply
+    assert reply.json()["BodyLength"] == len(body)
+    assert reply.json()["BodySha256"] == hashlib.sha256(body).hexdigest()
+    assert stack.tracker.wait_for(1)
+    assert stack.tracker.body_bytes == len(body)
+
+
+def test_a_signed_upload_announced_over_the_default_limit_is_refused_unread(
+    make_stack: StackFactory, kind: str
+) -> None:
+    stack = make_stack(kind)  # DEFAULT_MAX_BODY_SIZE: 10 MiB
+    trickled = trickle(stack.port, upload_head(stack.sign(), size=11 * 1024 * 1024))
+    assert_refusal(trickled.reply, stack, 413, "PayloadTooLarge")
+    assert trickled.sent_before_reply < UPLOAD_SIZE // 2
+    assert stack.tracker.wait_for(1)
+    assert stack.tracker.body_bytes == 0
+
+
+# ---------------------------------------------------------------------------------------
 # In-process: what HTTP cannot show (bytes read, messages received)
 # ---------------------------------------------------------------------------------------
 
@@ -929,6 +1245,26 @@ def _base_environ(stream: io.BytesIO, **extra: str) -> dict[str, Any]:
     }
 
 
+def signed_head(host: str = "127.0.0.1:1", *, clock: Callable[[], float] = time.time) -> Request:
+    """A request signed with the test key (for an empty body): its head passes the
+    verifier's precheck, so what follows is about the body."""
+    signer = Signer(AccessKey(ACCESS_KEY_ID, SECRET), clock=clock)
+    return signer.sign(
+        Request("POST", host=host, path="/api/echo"),
+        action="DescribeThings",
+        version="2024-01-01",
+    )
+
+
+def _signed_environ(stream: io.BytesIO, **extra: Any) -> dict[str, Any]:
+    """A WSGI environ whose head is signed (the body is then read, and found wanting)."""
+    environ = _base_environ(stream)
+    for name, value in signed_head().headers.items():
+        if name.lower() != "host":
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return {**environ, **extra}
+
+
 @pytest.fixture
 def wsgi_in_process() -> Iterator[tuple[AliakWSGIMiddleware, list[str]]]:
     store = MemoryStore()
@@ -958,7 +1294,7 @@ def test_wsgi_reads_at_most_one_byte_past_the_limit_of_a_body_without_length(
 ) -> None:
     middleware, calls = wsgi_in_process
     stream = CountingInput(b"z" * 5000)
-    status, body = _call_wsgi(middleware, {**_base_environ(stream), **extra})
+    status, body = _call_wsgi(middleware, _signed_environ(stream, **extra))
     assert status.startswith("413 ")
     assert json.loads(body)["Code"] == "PayloadTooLarge"
     assert stream.bytes_read == 1001
@@ -970,9 +1306,75 @@ def test_wsgi_body_shorter_than_announced_is_an_incomplete_body(
 ) -> None:
     middleware, calls = wsgi_in_process
     stream = CountingInput(b"z" * 10)
-    status, body = _call_wsgi(middleware, _base_environ(stream, CONTENT_LENGTH="900"))
+    status, body = _call_wsgi(middleware, _signed_environ(stream, CONTENT_LENGTH="900"))
     assert status == "400 Bad Request"
     assert json.loads(body)["Code"] == "IncompleteBody"
+    assert calls == []
+
+
+def _unsigned_environ(stream: io.BytesIO, **extra: Any) -> dict[str, Any]:
+    return _base_environ(stream, CONTENT_LENGTH="500", **extra)
+
+
+def _stale_environ(stream: io.BytesIO) -> dict[str, Any]:
+    environ = _base_environ(stream, CONTENT_LENGTH="500")
+    for name, value in signed_head(clock=lambda: time.time() - 3600).headers.items():
+        if name.lower() != "host":
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return environ
+
+
+@pytest.mark.parametrize(
+    ("make_environ", "code"),
+    [
+        (_unsigned_environ, "IncompleteSignature"),
+        (
+            lambda stream: _unsigned_environ(stream, HTTP_AUTHORIZATION="ACS3-HMAC-SHA256 x"),
+            "IncompleteSignature",
+        ),
+        (_stale_environ, "InvalidTimeStamp.Expired"),
+    ],
+    ids=["no Authorization", "malformed Authorization", "expired date"],
+)
+def test_wsgi_reads_nothing_of_a_body_whose_head_the_verifier_refuses(
+    wsgi_in_process: tuple[AliakWSGIMiddleware, list[str]],
+    make_environ: Callable[[io.BytesIO], dict[str, Any]],
+    code: str,
+) -> None:
+    middleware, calls = wsgi_in_process
+    stream = CountingInput(b"z" * 500)
+    status, body = _call_wsgi(middleware, make_environ(stream))
+    assert status == "400 Bad Request"
+    assert json.loads(body)["Code"] == code
+    assert stream.bytes_read == 0
+    assert calls == []
+
+
+def test_wsgi_opaque_profile_refuses_an_unsigned_head_unread_as_access_denied() -> None:
+    store = MemoryStore()
+    calls: list[str] = []
+    with Verifier(store, error_profile="opaque") as verifier:
+        middleware = AliakWSGIMiddleware(wsgi_echo(calls), verifier)
+        stream = CountingInput(b"z" * 500)
+        status, body = _call_wsgi(middleware, _unsigned_environ(stream))
+    assert status == "403 Forbidden"
+    assert json.loads(body)["Code"] == "AccessDenied"
+    assert stream.bytes_read == 0
+
+
+def test_wsgi_a_signed_head_is_read_then_verified_whole(
+    wsgi_in_process: tuple[AliakWSGIMiddleware, list[str]],
+) -> None:
+    middleware, calls = wsgi_in_process
+    signed = signed_head()
+    stream = CountingInput(b"tampered body")
+    environ = _signed_environ(stream, CONTENT_LENGTH=str(len(b"tampered body")))
+    assert environ["HTTP_X_ACS_CONTENT_SHA256"] == signed.headers["x-acs-content-sha256"]
+    status, body = _call_wsgi(middleware, environ)
+    # The head passed the precheck, so the body was read; the signature then failed.
+    assert status == "400 Bad Request"
+    assert stream.bytes_read == len(b"tampered body")
+    assert json.loads(body)["Code"] == "SignatureDoesNotMatch"
     assert calls == []
 
 
@@ -1093,17 +1495,63 @@ HTTP_SCOPE: dict[str, Any] = {
 }
 
 
+def signed_scope(**extra: Any) -> dict[str, Any]:
+    """An ``http`` scope whose head is signed (the body is then received)."""
+    headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in signed_head().headers.items()
+    ]
+    return {**HTTP_SCOPE, "headers": headers, **extra}
+
+
 def test_asgi_stops_receiving_as_soon_as_the_body_passes_the_limit(
     asgi_in_process: tuple[AliakASGIMiddleware, list[str]],
 ) -> None:
     middleware, calls = asgi_in_process
     messages = [{"type": "http.request", "body": b"z" * 60, "more_body": True}] * 5
-    sent, asked = _run_asgi(middleware, dict(HTTP_SCOPE), messages)
+    sent, asked = _run_asgi(middleware, signed_scope(), messages)
     assert asked == 2  # 120 bytes > 100: refused at the second message
     assert sent[0]["status"] == 413
     assert (b"connection", b"close") in sent[0]["headers"]
     assert json.loads(sent[1]["body"])["Code"] == "PayloadTooLarge"
     assert calls == []
+
+
+@pytest.mark.parametrize("opaque", [False, True])
+def test_asgi_refuses_an_unsigned_or_stale_head_without_receiving_and_closes(
+    opaque: bool,
+) -> None:
+    store = MemoryStore()
+    KeyManager(store).import_access_key(OWNER, ACCESS_KEY_ID, SECRET)
+    verifier = AsyncVerifier(store.as_async(), error_profile="opaque" if opaque else "alibaba")
+    calls: list[str] = []
+    middleware = AliakASGIMiddleware(asgi_echo(calls), verifier)
+    body = [{"type": "http.request", "body": b"z" * 60, "more_body": True}] * 5
+    stale = signed_scope()
+    stale["headers"] = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in signed_head(clock=lambda: time.time() - 3600).headers.items()
+    ]
+    length = (b"content-length", b"300")
+    unsigned = {**HTTP_SCOPE, "headers": [*HTTP_SCOPE["headers"], length]}
+    stale["headers"].append(length)
+    for scope, code in ((unsigned, "IncompleteSignature"), (stale, "InvalidTimeStamp.Expired")):
+        sent, asked = _run_asgi(middleware, scope, body)
+        assert asked == 0
+        document = json.loads(sent[1]["body"])
+        if opaque:
+            assert (sent[0]["status"], document["Code"]) == (403, "AccessDenied")
+        else:
+            assert (sent[0]["status"], document["Code"]) == (400, code)
+        # The body is left unread: the connection cannot carry another request.
+        assert (b"connection", b"close") in sent[0]["headers"]
+    assert calls == []
+
+    # Without a body to follow, the connection stays usable.
+    bodiless = {**HTTP_SCOPE, "method": "GET"}
+    sent, asked = _run_asgi(middleware, bodiless, [])
+    assert asked == 0
+    assert (b"connection", b"close") not in sent[0]["headers"]
 
 
 def test_asgi_refuses_an_announced_length_over_the_limit_without_receiving(
@@ -1124,7 +1572,7 @@ def test_asgi_disconnect_mid_body_sends_nothing_and_skips_the_app(
         {"type": "http.request", "body": b"z" * 10, "more_body": True},
         {"type": "http.disconnect"},
     ]
-    sent, asked = _run_asgi(middleware, dict(HTTP_SCOPE), messages)
+    sent, asked = _run_asgi(middleware, signed_scope(), messages)
     assert asked == 2
     assert sent == []
     assert calls == []

@@ -2,10 +2,13 @@
 
 :class:`AliakASGIMiddleware` wraps any ASGI 3 application (Starlette, FastAPI, a bare
 coroutine) and imports no framework. It verifies ``http`` scopes only; ``lifespan`` and
-``websocket`` scopes pass through. For a protected path it reads the body once (bounded by
-``max_body_size``), rebuilds the request as it was on the wire (:func:`request_from_scope`:
-``raw_path``, the raw ``query_string``, the header list with duplicates), verifies it with
-an :class:`aliak.AsyncVerifier`, and then either answers with the Alibaba error response
+``websocket`` scopes pass through. For a protected path it rebuilds the request as it was
+on the wire (:func:`request_from_scope`: ``raw_path``, the raw ``query_string``, the
+header list with duplicates) and refuses what the head alone condemns -- a
+``Content-Length`` over ``max_body_size``, then what
+:meth:`aliak.AsyncVerifier.precheck` refuses -- before receiving any of the body. Then it
+receives the body once (bounded by ``max_body_size``), verifies the whole request with an
+:class:`aliak.AsyncVerifier`, and either answers with the Alibaba error response
 (``verification.md`` §3) or calls the application with ``scope["aliak.verified"]`` set
 and the body replayed through ``receive``.
 """
@@ -27,6 +30,7 @@ from aliak.integrations.http import (
     encode_decoded_path,
     error_response,
     parse_content_length,
+    with_body,
 )
 
 if TYPE_CHECKING:
@@ -86,6 +90,20 @@ def request_from_scope(scope: Scope, body: bytes) -> Request:
     )
 
 
+def check_announced_length(scope: Scope, max_body_size: int) -> bool:
+    """Refuses (:class:`PayloadTooLarge`) a ``Content-Length`` over the limit, from the
+    head alone; returns whether a body may follow (a length other than 0, or chunked)."""
+    body_follows = False
+    for name, value in scope.get("headers") or ():
+        lowered = bytes(name).lower()
+        if lowered == b"content-length":
+            length = parse_content_length(bytes(value).decode("latin-1"), max_body_size)
+            body_follows = body_follows or length > 0
+        elif lowered == b"transfer-encoding":
+            body_follows = True
+    return body_follows
+
+
 async def read_body(scope: Scope, receive: Receive, max_body_size: int) -> bytes:
     """The whole body from ``receive``, never more than ``max_body_size`` bytes of it.
 
@@ -93,9 +111,11 @@ async def read_body(scope: Scope, receive: Receive, max_body_size: int) -> bytes
     body that passes the limit is refused at that message, without reading further. A
     ``http.disconnect`` before the last message raises :class:`IncompleteBody`.
     """
-    for name, value in scope.get("headers") or ():
-        if bytes(name).lower() == b"content-length":
-            parse_content_length(bytes(value).decode("latin-1"), max_body_size)
+    check_announced_length(scope, max_body_size)
+    return await _receive_body(receive, max_body_size)
+
+
+async def _receive_body(receive: Receive, max_body_size: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -165,19 +185,30 @@ class AliakASGIMiddleware:
         if scope.get("type") != "http" or not self._is_protected(scope):
             await self.app(scope, receive, send)
             return
+        # The cheap refusals first, from the head alone: a body announced over the limit,
+        # then what the verifier refuses without a store or a body (no or a malformed
+        # Authorization, headers missing or unsigned, a stale date). Only then is the
+        # body received. A refusal before it leaves the body unread: when one may
+        # follow, the connection cannot carry another request.
+        body_follows = True
         try:
-            body = await read_body(scope, receive, self.max_body_size)
+            body_follows = check_announced_length(scope, self.max_body_size)
+            head = request_from_scope(scope, b"")
+            self.verifier.precheck(head)
+        except AliakError as error:
+            await self._refuse(error, scope, send, close=body_follows)
+            return
+        try:
+            body = await _receive_body(receive, self.max_body_size)
         except IncompleteBody as error:
             logger.info("client left before its body was complete: %s", error)
             return  # nobody is listening for an answer
         except AliakError as error:
-            # The rest of the body is unread: the connection cannot carry another request.
             await self._refuse(error, scope, send, close=True)
             return
         try:
-            request = request_from_scope(scope, body)
             verified = await self.verifier.verify(
-                request,
+                with_body(head, body),
                 source_ip=self.source_ip(scope),
                 vpc_id=None if self.vpc_id is None else self.vpc_id(scope),
             )

@@ -1,10 +1,14 @@
 """WSGI (PEP 3333) server integration: verify ACS3-signed requests before the app runs.
 
 :class:`AliakWSGIMiddleware` wraps any WSGI application (Flask, Django, a bare callable).
-For a protected path it reads the body (bounded by ``max_body_size``), rebuilds the request
-as it was on the wire (:func:`request_from_environ`), verifies it, and then either answers
-with the Alibaba error response (``verification.md`` §3) or calls the application with
-``environ["aliak.verified"]`` set and the body replayed in ``wsgi.input``.
+For a protected path it rebuilds the request as it was on the wire
+(:func:`request_from_environ`) and refuses what the head alone condemns -- a body
+announced over ``max_body_size``, then what :meth:`aliak.Verifier.precheck` refuses (no or
+a malformed ``Authorization``, a required header missing or unsigned, a stale date) --
+before a byte of the body is read. Then it reads the body (bounded by ``max_body_size``),
+verifies the whole request, and either answers with the Alibaba error response
+(``verification.md`` §3) or calls the application with ``environ["aliak.verified"]`` set
+and the body replayed in ``wsgi.input``.
 
 The wire form matters (``acs3-signature.md`` §5.2): ``PATH_INFO`` is already
 percent-decoded, so the raw path is taken from ``RAW_URI`` (gunicorn) or ``REQUEST_URI``
@@ -33,6 +37,7 @@ from aliak.integrations.http import (
     encode_decoded_path,
     error_response,
     parse_content_length,
+    with_body,
 )
 
 if TYPE_CHECKING:
@@ -200,6 +205,19 @@ def _read_to_end(stream: Any, limit: int) -> bytes:
         chunks.append(chunk)
 
 
+def announced_length(environ: Mapping[str, Any], max_body_size: int) -> int | None:
+    """How the body is framed, from the head alone: its ``CONTENT_LENGTH`` (refused with
+    :class:`PayloadTooLarge` over the limit, before a byte is read), ``-1`` for chunked
+    input without a length, ``None`` for no body."""
+    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    length = environ.get("CONTENT_LENGTH")
+    if isinstance(length, str) and length.strip() and not chunked:
+        return parse_content_length(length, max_body_size)
+    if chunked or environ.get("wsgi.input_terminated"):
+        return -1
+    return None
+
+
 def read_body(environ: Mapping[str, Any], max_body_size: int) -> bytes:
     """The body from ``wsgi.input``, never more than ``max_body_size`` bytes of it.
 
@@ -208,14 +226,16 @@ def read_body(environ: Mapping[str, Any], max_body_size: int) -> bytes:
     input without a length (``Transfer-Encoding: chunked`` or ``wsgi.input_terminated``):
     read to the end, refused as soon as it passes the limit. Otherwise there is no body.
     """
+    return _read_framed(environ, announced_length(environ, max_body_size), max_body_size)
+
+
+def _read_framed(environ: Mapping[str, Any], length: int | None, max_body_size: int) -> bytes:
+    if length is None:
+        return b""
     stream = environ.get("wsgi.input")
-    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
-    length = environ.get("CONTENT_LENGTH")
-    if isinstance(length, str) and length.strip() and not chunked:
-        return _read_exactly(stream, parse_content_length(length, max_body_size))
-    if chunked or environ.get("wsgi.input_terminated"):
+    if length < 0:
         return _read_to_end(stream, max_body_size)
-    return b""
+    return _read_exactly(stream, length)
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,9 +250,15 @@ class AliakWSGIMiddleware:
     - ``paths``: path prefixes to protect; ``None`` protects every request. Other paths
       pass through untouched (their body is not read).
     - ``trusted_proxies``: addresses or CIDRs whose ``X-Forwarded-For`` is believed
-      (right-most untrusted entry); from anyone else it is ignored.
+      (right-most untrusted entry); from anyone else it is ignored. Addresses compare in
+      the form of :func:`aliak.normalize_ip`: behind a dual-stack socket the IPv4 proxy
+      ``::ffff:10.0.0.1`` is the trusted ``10.0.0.1``.
     - ``max_body_size``: a longer body is refused with ``PayloadTooLarge`` (413), and
-      nothing past the limit is read.
+      nothing past the limit is read (default :data:`DEFAULT_MAX_BODY_SIZE`, 10 MiB).
+
+    Refusals that need no body come before it is read: a ``CONTENT_LENGTH`` over the
+    limit, then :meth:`aliak.Verifier.precheck` (``Authorization`` missing or malformed,
+    a required or signed header missing, the date out of the window).
     - ``vpc_id``: ``environ -> VPC id`` of the calling network, for network ACLs.
     - ``recommend``: the ``Recommend`` URL template of error bodies (``None`` leaves it out).
 
@@ -264,10 +290,16 @@ class AliakWSGIMiddleware:
         if not self.protected(*_decoded_paths(environ)):
             return self.app(environ, start_response)
         try:
-            body = read_body(environ, self.max_body_size)
-            request = request_from_environ(environ, body)
+            # The cheap refusals first, from the head alone: a body announced over the
+            # limit, then what the verifier refuses without a store or a body (no or a
+            # malformed Authorization, headers missing or unsigned, a stale date). Only
+            # then is the body read.
+            length = announced_length(environ, self.max_body_size)
+            head = request_from_environ(environ, b"")
+            self.verifier.precheck(head)
+            body = _read_framed(environ, length, self.max_body_size)
             verified = self.verifier.verify(
-                request,
+                with_body(head, body),
                 source_ip=self.source_ip(environ),
                 vpc_id=None if self.vpc_id is None else self.vpc_id(environ),
             )
