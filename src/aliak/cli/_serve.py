@@ -21,6 +21,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+from aliak import AliakError, normalize_network
 from aliak.cli._console import CommandFailed, Console
 from aliak.cli._store import open_store
 from aliak.integrations.http import DEFAULT_MAX_BODY_SIZE
@@ -68,6 +69,13 @@ class _EchoServer(ThreadingMixIn, WSGIServer):
 class _EchoServerV6(_EchoServer):
     address_family = socket.AF_INET6
 
+    def server_bind(self) -> None:
+        # Bound to ::, serve IPv4 too (whatever the system default): its peers arrive as
+        # ::ffff:a.b.c.d, which the middleware reads as the IPv4 addresses they are.
+        if hasattr(socket, "IPV6_V6ONLY"):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -103,6 +111,26 @@ def _log_refusals(console: Console) -> None:
     logger = logging.getLogger("aliak.integrations.wsgi")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+def _byte_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _proxy(text: str) -> str:
+    try:
+        normalize_network(text, field="--trusted-proxy", strict=False)
+    except AliakError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is not an IPv4/IPv6 address or CIDR block"
+        ) from None
+    return text
 
 
 def _serve(args: argparse.Namespace, console: Console) -> int:
@@ -154,7 +182,12 @@ def add_serve_command(
         "store; 200 with the Verified JSON (and BodyLength), or the Alibaba error body "
         "and status. Stops cleanly on SIGINT/SIGTERM.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="the address (default 127.0.0.1)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address (default 127.0.0.1); :: listens on IPv6 and IPv4 alike, an IPv4 "
+        "peer read as IPv4 (needs --allow-remote)",
+    )
     serve.add_argument(
         "--port", type=int, default=8080, help="the port (default 8080; 0 picks a free one)"
     )
@@ -169,15 +202,18 @@ def add_serve_command(
         "--trusted-proxy",
         nargs="+",
         action="extend",
+        type=_proxy,
         metavar="ADDR",
         help="proxies (addresses or CIDRs) whose X-Forwarded-For is believed",
     )
     serve.add_argument(
         "--max-body-size",
-        type=int,
+        type=_byte_count,
         default=DEFAULT_MAX_BODY_SIZE,
         metavar="BYTES",
-        help=f"refuse longer bodies with 413 (default {DEFAULT_MAX_BODY_SIZE})",
+        help=f"refuse longer bodies with 413, unread (default {DEFAULT_MAX_BODY_SIZE}); a "
+        "request refused for its headers (no or a bad Authorization, a stale date) has "
+        "none of its body read",
     )
     serve.add_argument(
         "--allow-remote",

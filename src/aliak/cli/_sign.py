@@ -49,6 +49,10 @@ def curl_command(signed: Request, url: str, *, data: bytes | None, data_file: st
     for name, value in signed.headers.items():
         # curl drops a header given as "Name:"; "Name;" is how it sends an empty one.
         words += ["-H", f"{name}: {value}" if value else f"{name};"]
+    if data and "content-type" not in signed.headers:
+        # curl gives a body Content-Type: application/x-www-form-urlencoded unless told
+        # otherwise; "Name:" removes it, so the body goes out as signed, with none.
+        words += ["-H", "Content-Type:"]
     if data_file is not None and data:
         words += ["--data-binary", "@" + os.path.abspath(data_file)]
     elif data:
