@@ -144,7 +144,19 @@ class InvalidTimeStampExpired(AliakError):
     http_status = 400
 
 
-class SignatureDoesNotMatch(AliakError):
+class _SignatureCheckRefusal(AliakError):
+    """The two refusals of the signature check (step 5), built by one constructor: a
+    wrong signature for a known id and an unknown id cost the same to refuse."""
+
+    def __init__(self, string_to_sign: str | None = None, *, detail: str | None = None) -> None:
+        self.string_to_sign = string_to_sign
+        message = self.default_message
+        if string_to_sign is not None:
+            message = f"{message} server string to sign is:{string_to_sign}"
+        super().__init__(message, detail=detail)
+
+
+class SignatureDoesNotMatch(_SignatureCheckRefusal):
     """The signature differs from the server's; optionally echoes the server's string-to-sign.
 
     Alibaba echoes it (its Go SDK tells a wrong secret from a wrong canonicalisation by
@@ -155,15 +167,10 @@ class SignatureDoesNotMatch(AliakError):
     default_message = "Specified signature is not matched with our calculation."
     http_status = 400
 
-    def __init__(self, string_to_sign: str | None = None, *, detail: str | None = None) -> None:
-        self.string_to_sign = string_to_sign
-        message = self.default_message
-        if string_to_sign is not None:
-            message = f"{message} server string to sign is:{string_to_sign}"
-        super().__init__(message, detail=detail)
 
+class InvalidAccessKeyIdNotFound(_SignatureCheckRefusal):
+    """No key has this id. Never echoes a string to sign (there is no key to sign with)."""
 
-class InvalidAccessKeyIdNotFound(AliakError):
     code = "InvalidAccessKeyId.NotFound"
     default_message = "Specified access key is not found."
     http_status = 404

@@ -287,25 +287,33 @@ class _Pending:
 
 
 class _KeyEntry:
-    """A key record with its verifying keys prepared, or the dummy for an unknown id.
+    """What verifying with one key id needs: its record (``None`` for an unknown id or
+    an STS credential), the key material, and the verifying keys built from it.
 
+    Keys are built on first use of each algorithm, from the real material where the
+    key can sign with that algorithm and from dummy material of the same kind where it
+    cannot (or the id is unknown): the same work either way, so timing tells nothing.
     ``policies`` (key-level, account-level) are fetched on first need -- only after a
     valid signature -- and live as long as the entry, so they share its freshness.
     """
 
-    __slots__ = ("claims", "keys", "policies", "record", "token")
+    __slots__ = ("claims", "keys", "policies", "public_key", "record", "secret", "token")
 
     def __init__(
         self,
         record: KeyRecord | None,
-        keys: dict[str, VerifyingKey],
+        *,
+        secret: Secret | None = None,
+        public_key: str | None = None,
         claims: StsClaims | None = None,
         token: str = "",
     ) -> None:
         self.record = record
-        self.keys = keys
+        self.secret = secret
+        self.public_key = public_key
         self.claims = claims
         self.token = token
+        self.keys: dict[str, tuple[VerifyingKey, bool]] = {}
         self.policies: tuple[CompiledPolicy | None, CompiledPolicy | None] | None = None
 
 
@@ -352,7 +360,6 @@ class _Flow:
         self._early_claim = settings.claim_nonce_before_state_checks
         # A random secret of a real secret's length: the unknown-id path does the same work.
         self._dummy_secret = os.urandom(15).hex()
-        self._dummy_keys: dict[str, VerifyingKey] = {}
         self._dummy_keyring = MasterKeyring.generate()
         self._dummy_sealed = self._dummy_keyring.seal_secret("dummy", Secret(self._dummy_secret))
         self._required = _ALWAYS_REQUIRED + (_ACTION_HEADERS if settings.require_action else ())
@@ -440,12 +447,7 @@ class _Flow:
                     raise InvalidSecurityTokenMalformed(
                         detail="security token: sealed under an unknown master key"
                     ) from None
-        secret = claims.secret.reveal()
-        keys = {
-            name: get_algorithm(name).verifying_key(secret)
-            for name in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3")
-        }
-        return _KeyEntry(None, keys, claims, token)
+        return _KeyEntry(None, secret=claims.secret, claims=claims, token=token)
 
     # -- steps 1-3: no store, no secret ---------------------------------------------
 
@@ -565,32 +567,33 @@ class _Flow:
     # -- steps 4-5 ------------------------------------------------------------------
 
     def entry_for(self, record: KeyRecord | None, keyring: MasterKeyring) -> _KeyEntry:
-        """Prepare verifying keys for a fetched record (or the dummy for ``None``)."""
-        if record is None:
-            self._dummy_keyring.open_secret("dummy", self._dummy_sealed)  # same work as a hit
-            return _KeyEntry(None, self._dummy_keys)
-        keys: dict[str, VerifyingKey] = {}
-        if record.algorithm is KeyAlgorithm.RSA:
-            assert record.public_key is not None
-            keys["ACS3-RSA-SHA256"] = get_algorithm("ACS3-RSA-SHA256").verifying_key(
-                record.public_key
-            )
-        else:
-            assert record.sealed_secret is not None
-            secret = keyring.open_secret(record.access_key_id, record.sealed_secret).reveal()
-            for name in ("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"):
-                keys[name] = get_algorithm(name).verifying_key(secret)
-        return _KeyEntry(record, keys)
+        """The entry for a fetched record, or the dummy for ``None``. Every kind opens
+        one sealed secret (an RSA key and an unknown id open the dummy's): the same
+        decryption whether the id exists or not."""
+        if record is None or record.algorithm is KeyAlgorithm.RSA:
+            self._dummy_keyring.open_secret("dummy", self._dummy_sealed)
+            public_key = None if record is None else record.public_key
+            return _KeyEntry(record, public_key=public_key)
+        assert record.sealed_secret is not None
+        secret = keyring.open_secret(record.access_key_id, record.sealed_secret)
+        return _KeyEntry(record, secret=secret)
 
-    def _dummy_key(self, algorithm: str) -> VerifyingKey:
-        key = self._dummy_keys.get(algorithm)
-        if key is None:
-            material = (
-                _dummy_rsa_public_key() if algorithm == "ACS3-RSA-SHA256" else self._dummy_secret
-            )
-            key = get_algorithm(algorithm).verifying_key(material)
-            self._dummy_keys[algorithm] = key
-        return key
+    def verifying_key(self, entry: _KeyEntry, algorithm: str) -> tuple[VerifyingKey, bool]:
+        """The entry's key for ``algorithm`` and whether it is real: built on first use
+        from the entry's material, or from dummy material of the same kind."""
+        found = entry.keys.get(algorithm)
+        if found is not None:
+            return found
+        if algorithm == "ACS3-RSA-SHA256":
+            material, usable = entry.public_key, entry.public_key is not None
+            if material is None:
+                material = _dummy_rsa_public_key()
+        else:
+            usable = entry.secret is not None
+            material = entry.secret.reveal() if entry.secret is not None else self._dummy_secret
+        found = (get_algorithm(algorithm).verifying_key(material), usable)
+        entry.keys[algorithm] = found
+        return found
 
     def authenticate(self, pending: _Pending, entry: _KeyEntry) -> None:
         """Step 5: rebuild the canonical request as received, compare in constant time."""
@@ -606,22 +609,25 @@ class _Flow:
             pending.payload_hash,
         )
         to_sign = string_to_sign(pending.algorithm, canonical)
-        key = entry.keys.get(authorization.algorithm)
-        usable = key is not None
-        if key is None:
-            key = self._dummy_key(authorization.algorithm)
+        key, usable = self.verifying_key(entry, authorization.algorithm)
         try:
             key.verify(to_sign.encode("utf-8", "surrogateescape"), authorization.signature)
             matched = usable
         except SignatureDoesNotMatch:
             matched = False
-        if entry.record is None and entry.claims is None:
-            raise InvalidAccessKeyIdNotFound(detail=authorization.access_key_id)
         if not matched:
-            raise SignatureDoesNotMatch(
-                to_sign if self.settings.echoes_string_to_sign else None,
-                detail=self._mismatch_reason(pending, usable),
-            )
+            # One path for both refusals, the reason worked out either way: an unknown
+            # id costs what a wrong signature for a known one does.
+            reason = self._mismatch_reason(pending, usable)
+            echoed = to_sign if self.settings.echoes_string_to_sign else None
+            if entry.record is None and entry.claims is None:
+                refusal: type[SignatureDoesNotMatch | InvalidAccessKeyIdNotFound] = (
+                    InvalidAccessKeyIdNotFound
+                )
+                echoed, reason = None, authorization.access_key_id
+            else:
+                refusal = SignatureDoesNotMatch
+            raise refusal(echoed, detail=reason)
         # The signature covers the body's real hash (the last line), but an application
         # may read the header: it must say the same, so all zeros or UNSIGNED-PAYLOAD
         # cannot ride along on a valid signature.
@@ -632,10 +638,11 @@ class _Flow:
             )
 
     def _mismatch_reason(self, pending: _Pending, usable: bool) -> str:
+        claimed = pending.index["x-acs-content-sha256"][0].lower()
+        body_differs = not hmac.compare_digest(claimed.encode(), pending.payload_hash.encode())
         if not usable:
             return f"key cannot sign with {pending.authorization.algorithm}"
-        claimed = pending.index["x-acs-content-sha256"][0].lower()
-        if not hmac.compare_digest(claimed.encode(), pending.payload_hash.encode()):
+        if body_differs:
             return "x-acs-content-sha256 does not match the body received"
         return "signature mismatch"
 

@@ -20,10 +20,12 @@ from aliak.errors import (
 )
 from aliak.model import (
     AuditEvent,
+    KeyAlgorithm,
     KeyRecord,
     KeyStatus,
     LastUsed,
     Owner,
+    RamUser,
     SourceIpUse,
     UsageRecord,
     utc_from_timestamp,
@@ -34,6 +36,17 @@ from aliak.storage.async_adapter import AsyncStoreAdapter
 from aliak.storage.protocols import InvalidationChannel, PolicyTarget
 
 __all__ = ["MemoryStore"]
+
+# What an unknown id's lookup builds and throws away (see get_key).
+_DECOY_RECORD = KeyRecord(
+    access_key_id="LTAI" + "0" * 20,
+    owner=RamUser("1234567890123456", "decoy"),
+    status=KeyStatus.ACTIVE,
+    created_at=utc_from_timestamp(1_700_000_000),
+    algorithm=KeyAlgorithm.HMAC,
+    sealed_secret=b"\x01" + bytes(62),
+)
+_NEVER_USED = (0, "")
 
 
 class MemoryStore:
@@ -93,7 +106,14 @@ class MemoryStore:
     def get_key(self, access_key_id: str) -> KeyRecord | None:
         with self._lock:
             record = self._keys.get(access_key_id)
-            return None if record is None else self._with_usage(record)
+            used = self._last_used.get(access_key_id)
+        # Built the same way whether the id exists, has been used, or neither: the
+        # verifier's timing parity rests on this lookup costing the same for all.
+        seen = _NEVER_USED if used is None else used
+        use = LastUsed(utc_from_timestamp(seen[0]), seen[1])
+        found = _DECOY_RECORD if record is None else record
+        evolved = attrs.evolve(found, last_used=found.last_used if used is None else use)
+        return None if record is None else evolved
 
     def add_key(
         self, record: KeyRecord, *, max_keys_per_owner: int, audit: AuditEvent | None = None

@@ -98,6 +98,7 @@ from aliak.storage.rows import (
     coalesce_usage,
     event_from_row,
     record_from_row,
+    record_or_decoy,
     row_from_event,
     row_from_record,
     seconds,
@@ -318,8 +319,7 @@ _Op: TypeAlias = Generator[_Query, _Answer, _T]
 
 def _op_get_key(access_key_id: str) -> _Op[KeyRecord | None]:
     answer = yield _Query(_SELECT_KEY, (access_key_id,))
-    row = answer.first()
-    return None if row is None else record_from_row(row, _owner_from_columns)
+    return record_or_decoy(answer.first(), _owner_from_columns)
 
 
 def _op_add_key(

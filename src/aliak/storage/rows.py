@@ -28,6 +28,7 @@ __all__ = [
     "coalesce_usage",
     "event_from_row",
     "record_from_row",
+    "record_or_decoy",
     "row_from_event",
     "row_from_record",
     "seconds",
@@ -144,3 +145,33 @@ def coalesce_usage(records: Sequence[UsageRecord]) -> tuple[LatestUse, SourceIpS
                 first, last = min(first, seen[0]), max(last, seen[1])
             spans[(key_id, record.source_ip)] = (first, last)
     return latest, spans
+
+
+# A row of the shape a real key has (an HMAC key of a RAM user, a sealed secret of a
+# real one's length), parsed in place of the row an unknown id does not have.
+_DECOY_ROW = (
+    "LTAI" + "0" * 20,
+    "1234567890123456",
+    "decoy",
+    KeyStatus.ACTIVE.value,
+    1_700_000_000,
+    KeyAlgorithm.HMAC.value,
+    b"\x01" + bytes(4 + 12 + 30 + 16),
+    None,
+    None,
+    False,
+    1_700_000_000,
+    "ecs",
+)
+
+
+def record_or_decoy(
+    row: Sequence[Any] | None, owner_from_columns: Callable[[Any, Any], Owner]
+) -> KeyRecord | None:
+    """The record of a fetched row, or ``None`` for no row -- after parsing a decoy, so
+    that an unknown id costs what a known one does (the verifier's timing parity rests
+    on the store's lookup not telling them apart)."""
+    if row is None:
+        record_from_row(_DECOY_ROW, owner_from_columns)
+        return None
+    return record_from_row(row, owner_from_columns)

@@ -167,6 +167,13 @@ _KEY_COLUMNS: Final = (
 )
 # The f-strings below only splice in the constant column list; values are always bound.
 _SELECT_KEY: Final = f"SELECT {_KEY_COLUMNS} FROM aliak_keys WHERE access_key_id = ?"  # noqa: S608
+# The key's row, or else a decoy row of the same shape (flagged 0), so that an unknown id
+# comes back as a row to parse like a known one: the lookup costs the same either way.
+_SELECT_KEY_OR_DECOY: Final = (
+    f"SELECT {_KEY_COLUMNS}, 1 FROM aliak_keys WHERE access_key_id = ? "  # noqa: S608
+    "UNION ALL SELECT 'LTAI000000000000000000000', '1234567890123456', 'decoy', 'Active', "
+    f"1700000000, 'HMAC', x'01{'00' * 62}', NULL, NULL, 0, 1700000000, 'ecs', 0 LIMIT 1"
+)
 _SELECT_OWNER_KEYS: Final = (
     f"SELECT {_KEY_COLUMNS} FROM aliak_keys "  # noqa: S608
     "WHERE account_id = ? AND user_name IS ? AND recycled_at IS NULL "
@@ -503,8 +510,9 @@ class SQLiteStore:
 
     @_fail_closed
     def get_key(self, access_key_id: str) -> KeyRecord | None:
-        row = self._connection().execute(_SELECT_KEY, (access_key_id,)).fetchone()
-        return None if row is None else record_from_row(row, _owner_from_columns)
+        row = self._connection().execute(_SELECT_KEY_OR_DECOY, (access_key_id,)).fetchone()
+        record = record_from_row(row[:-1], _owner_from_columns)
+        return record if row[-1] else None
 
     @_fail_closed
     def add_key(
