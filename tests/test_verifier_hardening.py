@@ -349,3 +349,29 @@ def test_indexed_list_parameters_are_distinct_names(
     request = Request("GET", host="api.example.com", query={"InstanceId": ["i-1", "i-2"]})
     signed = signer.sign(request, action="DescribeInstances", version="2014-05-26")
     make_verifier(store, clock=lambda: NOW).verify(signed)
+
+
+# -- item 7: a body limit by default, one code past it --------------------------------
+
+
+def test_the_verifier_limits_bodies_by_default(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier
+) -> None:
+    from aliak.verifier import DEFAULT_MAX_BODY_SIZE
+
+    verifier = make_verifier(store, clock=lambda: NOW)
+    assert verifier.settings.max_body_size == DEFAULT_MAX_BODY_SIZE == 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "stream"])
+def test_a_body_over_the_limit_is_payload_too_large_as_bytes_or_stream(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier, streamed: bool
+) -> None:
+    import io
+
+    body = b"x" * 2001
+    request = hand_signed(key, body=body, header_hash=hashed_payload(body, _sha256()))
+    if streamed:
+        request = attrs.evolve(request, body=io.BytesIO(body))
+    error = refusal(make_verifier(store, clock=lambda: NOW, max_body_size=2000), request)
+    assert (error.code, error.http_status) == ("PayloadTooLarge", 413)

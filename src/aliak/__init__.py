@@ -88,11 +88,18 @@ from aliak.storage.protocols import (
 from aliak.storage.sqlite import SQLiteStore
 from aliak.sts import StsClaims, StsValidator
 from aliak.timestamps import Clock
-from aliak.verifier import AsyncVerifier, Verified, Verifier, VerifierSettings
+from aliak.verifier import (
+    DEFAULT_MAX_BODY_SIZE,
+    AsyncVerifier,
+    Verified,
+    Verifier,
+    VerifierSettings,
+)
 
 __all__ = [
     "ALGORITHM_NAMES",
     "DEFAULT_HIGH_RISK_ACTIONS",
+    "DEFAULT_MAX_BODY_SIZE",
     "AccessDenied",
     "AccessKey",
     "AccessKeyAlreadyExists",

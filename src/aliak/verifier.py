@@ -112,6 +112,7 @@ from aliak.timestamps import ACS_DATE_FORMAT, Clock, parse_acs_date, system_cloc
 __all__ = [
     "DEFAULT_ALLOWED_ALGORITHMS",
     "DEFAULT_HIGH_RISK_ACTIONS",
+    "DEFAULT_MAX_BODY_SIZE",
     "AsyncVerifier",
     "HighRiskActions",
     "Verified",
@@ -120,6 +121,8 @@ __all__ = [
 ]
 
 DEFAULT_ALLOWED_ALGORITHMS = frozenset({"ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"})
+# The largest body a verifier (and the middlewares) read by default: 10 MiB.
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
 # §3 nonce (our choice): 1-128 characters in 0x21-0x7E.
 # Seconds a nonce is kept past the last instant its request's date is accepted.
@@ -160,7 +163,9 @@ class VerifierSettings:
       service. With neither setting, the action alone decides the leak restriction.
     - ``allow_repeated_query_names``: accept ``?a=1&a=2``. Off by default: the spec
       sorts repeated values, so their order is not signed and can be swapped in transit.
-    - ``max_body_size``: a streamed body longer than this is refused while read.
+    - ``max_body_size``: a body longer than this is refused (``PayloadTooLarge``, 413),
+      a streamed one while it is read: 10 MiB by default, the middlewares' default too;
+      ``None`` for no limit.
     - ``sts_revoked``: a hook for emergency revocation of live STS credentials (by
       principal, issue time, ...); a revoked credential reads as expired.
     """
@@ -179,7 +184,7 @@ class VerifierSettings:
     host_services: HostServices | None = None
     allow_repeated_query_names: bool = False
     lenient_authorization: bool = True
-    max_body_size: int | None = None
+    max_body_size: int | None = DEFAULT_MAX_BODY_SIZE
     cache_size: int = 10_000
     sts_revoked: Callable[[StsClaims], bool] | None = None
 
@@ -548,14 +553,17 @@ class _Flow:
         """The payload line is the hash of the body *received* (§5.5)."""
         body = pending.request.body
         algorithm = pending.algorithm
+        limit = self.settings.max_body_size
         if isinstance(body, bytes):
+            if limit is not None and len(body) > limit:
+                raise PayloadTooLarge(detail=f"more than {limit} bytes")
             pending.body = body
             pending.payload_hash = hashed_payload(body, algorithm)
             return
         spool = tempfile.SpooledTemporaryFile(max_size=4 * STREAM_CHUNK_SIZE)  # noqa: SIM115
         sink: IO[bytes] = spool
-        if self.settings.max_body_size is not None:
-            sink = _LimitedSink(spool, self.settings.max_body_size)  # type: ignore[assignment]
+        if limit is not None:
+            sink = _LimitedSink(spool, limit)  # type: ignore[assignment]
         try:
             pending.payload_hash = hash_stream(body, algorithm.hasher(), sink=sink)
         except BaseException:
