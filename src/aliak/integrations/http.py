@@ -18,6 +18,7 @@ from email.utils import formatdate
 from typing import TypeAlias
 
 from aliak import (
+    DEFAULT_MAX_BODY_SIZE,
     AccessKey,
     AliakError,
     CredentialsProvider,
@@ -47,7 +48,7 @@ __all__ = [
     "with_body",
 ]
 
-DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+# DEFAULT_MAX_BODY_SIZE (10 MiB) is the verifier's own default: one limit everywhere.
 
 # §3: the Alibaba pattern; {code}, {product} and {request_id} are filled in.
 DEFAULT_RECOMMEND = (
