@@ -375,3 +375,35 @@ def test_a_body_over_the_limit_is_payload_too_large_as_bytes_or_stream(
         request = attrs.evolve(request, body=io.BytesIO(body))
     error = refusal(make_verifier(store, clock=lambda: NOW, max_body_size=2000), request)
     assert (error.code, error.http_status) == ("PayloadTooLarge", 413)
+
+
+def test_an_oversized_body_is_payload_too_large_in_the_opaque_profile_too(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier
+) -> None:
+    # As the middlewares answer: a size limit says nothing about keys, so it stands.
+    body = b"x" * 2001
+    request = hand_signed(key, body=body, header_hash=hashed_payload(body, _sha256()))
+    verifier = make_verifier(store, clock=lambda: NOW, max_body_size=2000, error_profile="opaque")
+    assert (refusal(verifier, request).code, refusal(verifier, request).http_status) == (
+        "PayloadTooLarge",
+        413,
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "recorded"),
+    [
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("2001:DB8::1", "2001:db8::1"),
+    ],
+)
+def test_a_source_address_is_recorded_in_one_form(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier, given: str, recorded: str
+) -> None:
+    verifier = make_verifier(store, clock=lambda: NOW)
+    verified = verifier.verify(signed_at(key, NOW, f"form-{recorded}"), source_ip=given)
+    assert verified.source_ip == recorded
+    verifier.flush()
+    history = store.source_ip_history(key.access_key_id)
+    assert [use.source_ip for use in history] == [recorded]

@@ -465,8 +465,13 @@ class _Flow:
     ) -> _Pending:
         pending = _Pending()
         pending.request = request
-        pending.source_ip = source_ip
-        pending.source_address = None if source_ip is None else parse_source_ip(source_ip)
+        if source_ip is None:
+            pending.source_ip = pending.source_address = None
+        else:
+            # One form per address (IPv4-mapped IPv6 as IPv4, no zone id): the ACL, the
+            # result and the source-IP history all see the same text.
+            pending.source_address = parse_source_ip(source_ip)
+            pending.source_ip = str(pending.source_address)
         pending.vpc_id = vpc_id
         index = request.headers._index
         pending.index = index
@@ -723,10 +728,13 @@ class _Flow:
         profile becomes its one code; anything that is not an :class:`AliakError` -- a
         driver's exception, a stored row that does not parse -- becomes
         ``InternalError`` (fail closed). A store's own refusal (``ServiceUnavailable``,
-        an ``InternalError``) stands in every profile."""
+        an ``InternalError``) and ``PayloadTooLarge`` stand in every profile."""
         if not isinstance(error, AliakError):
             raise _failure(error) from error
-        if self.settings.error_profile == "opaque" and not isinstance(error, InternalError):
+        # A server failure and an oversized body say nothing about keys: they stand.
+        if self.settings.error_profile == "opaque" and not isinstance(
+            error, (InternalError, PayloadTooLarge)
+        ):
             raise AccessDenied(error) from error
 
 
