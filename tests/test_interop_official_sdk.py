@@ -8,6 +8,12 @@ Where the two are known to differ by design, the inputs stay inside the common g
 query names use only unreserved characters (§10.2), booleans are given to the SDK as
 ``true``/``false`` (§10.3), and header values end in SP/HTAB only (§5.4 "Trim set"). A
 separate test pins down that the trim sets are the *only* source of difference in values.
+
+The SDK is not handed aliak's output but the request as the test models it: the headers
+given, plus exactly what ``sign()`` documents it fills (host, ``x-acs-action`` /
+``x-acs-version`` when given to ``sign()``, ``x-acs-date``, the nonce,
+``x-acs-content-sha256`` and the STS headers). A header aliak invented on top of those
+(such as a ``content-type`` for a body that has none) makes both comparisons fail.
 """
 
 from __future__ import annotations
@@ -97,12 +103,14 @@ json_values = st.recursive(
 json_bodies = json_values.map(
     lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 )
-# (body, content-type to send or None)
+# (body, content-type to send or None). A body without a content-type is drawn often: the
+# signer must not add one (the official SDK's signing does not).
 bodies = st.one_of(
     st.just((b"", None)),
     st.tuples(st.binary(min_size=1, max_size=512), st.none()),
     st.tuples(st.binary(min_size=1, max_size=64), st.just("application/octet-stream")),
     st.tuples(json_bodies, st.sampled_from([None, "application/json; charset=utf-8"])),
+    st.tuples(json_bodies.filter(bool), st.none()),
 )
 
 hosts = st.one_of(
@@ -185,6 +193,8 @@ nonces = st.one_of(
     st.text(alphabet="0123456789abcdef", min_size=32, max_size=32),
     st.uuids().map(str),
 )
+actions = st.one_of(st.none(), st.sampled_from(["RunInstances", "DescribeRegions", "AssumeRole"]))
+versions = st.one_of(st.none(), st.sampled_from(["2014-05-26", "2015-04-01"]))
 # Whole seconds from 1970 to 9999, plus a fraction the signer must truncate.
 clock_values = st.builds(
     lambda whole, fraction: whole + fraction,
@@ -258,6 +268,41 @@ def sdk_authorization(
     return Utils.get_authorization(request, algorithm, payload, access_key_id, secret)
 
 
+def headers_sign_fills(case: dict[str, Any]) -> list[tuple[str, str]]:
+    """What ``sign()`` adds to the case's headers, from the test's own model (spec §3, §11).
+
+    Each listed header is added only when the request does not carry it (any case), except
+    ``x-acs-content-sha256`` and the STS pair, which the generator never sends. Nothing
+    else: no ``content-type``, whatever the body.
+    """
+    present = {name.lower() for name, _ in case["headers"]}
+    fills: list[tuple[str, str]] = []
+
+    def fill(name: str, value: str | None) -> None:
+        if value is not None and name not in present:
+            fills.append((name, value))
+
+    fill("host", case["host"])
+    fill("x-acs-action", case["action"])
+    fill("x-acs-version", case["version"])
+    date = datetime.fromtimestamp(int(case["clock"]), tz=timezone.utc)
+    fill("x-acs-date", date.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    fill("x-acs-signature-nonce", case["nonce"])
+    fill("x-acs-content-sha256", Utils.hex_encode(Utils.hash(case["body"], case["algorithm"])))
+    if case["token"] is not None:
+        fill("x-acs-security-token", case["token"])
+        fill("x-acs-accesskey-id", case["access_key_id"])
+    return fills
+
+
+def modelled_headers_for_sdk(case: dict[str, Any]) -> dict[str, str]:
+    """The request's headers as the SDK is given them: the case's own plus what sign() fills."""
+    items = [*case["headers"], *headers_sign_fills(case)]
+    headers = dict(items)
+    assert len(headers) == len(items), "exact duplicate header names cannot go into a dict"
+    return headers
+
+
 def headers_for_sdk(signed: Request) -> dict[str, str]:
     """Every signed-request header but Authorization; case variants stay separate keys."""
     items = [
@@ -285,8 +330,15 @@ def signing_cases(
     if content_type is not None and not any(n.lower() == "content-type" for n, _ in extra):
         extra.append(("Content-Type" if draw(st.booleans()) else "content-type", content_type))
     query = draw(queries)
+    present = {name.lower() for name, _ in extra}
+    # sign(action=..., version=...) only where no header of that name is sent (a header
+    # that disagrees is refused, tested in test_signer.py).
+    action = None if "x-acs-action" in present else draw(actions)
+    version = None if "x-acs-version" in present else draw(versions)
     return {
         "algorithm": algorithm,
+        "action": action,
+        "version": version,
         "access_key_id": access_key_id,
         "secret": secret,
         "token": token,
@@ -324,7 +376,7 @@ def sign_with_aliak(case: dict[str, Any], *, sign_all_headers: bool) -> Any:
         headers=case["headers"],
         body=case["body"],
     )
-    return signer.sign_detailed(request)
+    return signer.sign_detailed(request, action=case["action"], version=case["version"])
 
 
 def check_against_sdk(case: dict[str, Any], *, sign_all_headers: bool) -> Any:
@@ -354,8 +406,12 @@ def check_against_sdk(case: dict[str, Any], *, sign_all_headers: bool) -> Any:
         assert signed.headers["x-acs-security-token"] == case["token"]
         assert signed.headers["x-acs-accesskey-id"] == case["access_key_id"]
     assert signed.headers.get_all("Authorization") == [result.authorization]
+    # Item 11: the headers sent are the caller's, plus exactly what sign() lists.
+    sent = [(name, value) for name, value in signed.headers.items() if name != "Authorization"]
+    assert sorted(sent) == sorted([*case["headers"], *headers_sign_fills(case)])
 
-    headers = headers_for_sdk(signed)
+    # The SDK signs the modelled request, not aliak's output.
+    headers = modelled_headers_for_sdk(case)
     if not sign_all_headers:
         headers = {
             name: value
@@ -521,7 +577,7 @@ def test_authorization_differs_from_sdk_only_where_trim_sets_differ(case: dict[s
         method=case["method"],
         path=case["path"],
         query=dict(flat),
-        headers=headers_for_sdk(result.request),
+        headers=modelled_headers_for_sdk(case),
         body=case["body"],
         algorithm=case["algorithm"],
         access_key_id=case["access_key_id"],
@@ -571,3 +627,43 @@ def test_flattening_that_repeats_a_name_is_refused(query: dict[str, Any]) -> Non
     signer = Signer(AccessKey("YourAccessKeyId", "YourAccessKeySecret"), sign_all_headers=True)
     with pytest.raises(AliakError):
         signer.sign(Request("GET", host="ecs.cn-shanghai.aliyuncs.com", query=query))
+
+
+@pytest.mark.parametrize("algorithm", [*HMAC_ALGORITHMS, RSA_ALGORITHM])
+@pytest.mark.parametrize("sign_all_headers", [False, True])
+@pytest.mark.parametrize("body", [b"x", b'{"InstanceId":"i-1"}', bytes(range(256))])
+def test_body_without_content_type_signs_as_the_official_sdk_does(
+    algorithm: str, sign_all_headers: bool, body: bytes
+) -> None:
+    # Issue 10 item 11: the SDK's signing adds no content-type, so neither does aliak's;
+    # the SDK is given the request's own headers plus the ones sign() lists, nothing more.
+    secret = RSA_PRIVATE_KEY_PEM if algorithm == RSA_ALGORITHM else "YourAccessKeySecret"
+    signer = Signer(
+        AccessKey("YourAccessKeyId", secret),
+        algorithm=algorithm,
+        sign_all_headers=sign_all_headers,
+        clock=lambda: 1698315752.0,
+        nonce_factory=lambda: "3156853299f313e23d1673dc12e1703d",
+    )
+    request = Request("PUT", host="ecs.cn-shanghai.aliyuncs.com", path="/blob", body=body)
+    result = signer.sign_detailed(request, action="PutBlob", version="2020-01-01")
+
+    assert "content-type" not in result.request.headers
+    payload = Utils.hex_encode(Utils.hash(body, algorithm))
+    assert result.authorization == sdk_authorization(
+        method="PUT",
+        path="/blob",
+        query={},
+        headers={
+            "host": "ecs.cn-shanghai.aliyuncs.com",
+            "x-acs-action": "PutBlob",
+            "x-acs-version": "2020-01-01",
+            "x-acs-date": "2023-10-26T10:22:32Z",
+            "x-acs-signature-nonce": "3156853299f313e23d1673dc12e1703d",
+            "x-acs-content-sha256": payload,
+        },
+        body=body,
+        algorithm=algorithm,
+        access_key_id="YourAccessKeyId",
+        secret=secret,
+    )

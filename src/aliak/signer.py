@@ -1,9 +1,10 @@
 """The client side: :class:`Signer` turns a :class:`Request` into a signed one (spec §11).
 
 ``sign`` fills only what is missing -- ``host``, ``x-acs-action``, ``x-acs-version``,
-``x-acs-date``, ``x-acs-signature-nonce``, ``x-acs-content-sha256``, ``content-type`` for
-a body, and for STS ``x-acs-security-token`` and ``x-acs-accesskey-id`` -- signs, and adds
-``Authorization``. Headers already present are kept and signed as they are.
+``x-acs-date``, ``x-acs-signature-nonce``, ``x-acs-content-sha256``, and for STS
+``x-acs-security-token`` and ``x-acs-accesskey-id`` -- signs, and adds ``Authorization``.
+It adds nothing else: a body goes out with the ``content-type`` the caller gave, or with
+none, as the official SDK signs it. Headers already present are kept and signed as they are.
 """
 
 from __future__ import annotations
@@ -254,8 +255,6 @@ class Signer:
         payload_hash, body = self._payload_hash(index, request.body)
         if "x-acs-content-sha256" not in index:
             added.append(("x-acs-content-sha256", payload_hash))
-        if "content-type" not in index and (type(body) is not bytes or body):
-            added.append(("content-type", "application/octet-stream"))
         if prepared.security_token is not None:
             _fill(index, added, "x-acs-security-token", prepared.security_token)
             _fill(index, added, "x-acs-accesskey-id", prepared.access_key_id)
