@@ -656,6 +656,302 @@ def part4(settings: Settings) -> None:  # noqa: PLR0915 - one scenario, read top
     )
 
 
+# --- Timing parity (issue 10 item 4) ---------------------------------------------------
+
+TARGET_PARITY_MEDIAN = 0.03  # median ratio known / unknown within 1 +- this
+TARGET_PARITY_DELTA = 0.10  # |Cliff's delta| below this
+PARITY_FLOOD_CACHE_SIZE = 16  # the flood rows' verifier cache; each pair is followed by
+# this many more unique unknown ids (untimed), so the known key is evicted before its next
+# sample and read from the store again
+
+
+def cliffs_delta(xs: list[int], ys: list[int]) -> float:
+    """Cliff's delta, P(x > y) - P(x < y) over every pair, without numpy: ``ys`` sorted
+    once, each ``x`` placed by bisection, O((n + m) log m)."""
+    from bisect import bisect_left, bisect_right
+
+    ordered = sorted(ys)
+    m = len(ordered)
+    above = below = 0
+    for x in xs:
+        above += bisect_left(ordered, x)  # ys smaller than x
+        below += m - bisect_right(ordered, x)  # ys larger than x
+    return (above - below) / (len(xs) * m)
+
+
+def unknown_key_ids(like: str, count: int) -> list[str]:
+    """Unique ids that no store holds, shaped like ``like`` (same prefix and length)."""
+    return [(like[:4] + os.urandom(len(like)).hex())[: len(like)] for _ in range(count)]
+
+
+def refusal_code(verify: Callable[[Request], object], request: Request) -> str:
+    try:
+        verify(request)
+    except AliakError as error:
+        return error.code
+    raise AssertionError("a forged request was accepted")
+
+
+def parity_samples(
+    verify: Callable[[Request], object],
+    known: list[Request],
+    unknown: list[Request],
+    fillers: list[list[Request]] | None,
+) -> tuple[list[int], list[int], set[str], set[str]]:
+    """One perf_counter_ns sample per request, the two kinds alternating sample by sample
+    (and which goes first alternating pair by pair, so neither always follows the other);
+    ``fillers[i]`` are verified untimed after pair ``i``. Returns both kinds' samples and
+    the refusal codes each kind got (checked after the loop, outside the timing)."""
+    clock = time.perf_counter_ns
+    known_ns: list[int] = []
+    unknown_ns: list[int] = []
+    known_codes: set[str] = set()
+    unknown_codes: set[str] = set()
+    accepted = 0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for index in range(len(known)):
+            pair = (
+                (known[index], known_ns, known_codes),
+                (unknown[index], unknown_ns, unknown_codes),
+            )
+            for request, samples, codes in pair if index % 2 == 0 else pair[::-1]:
+                start = clock()
+                try:
+                    verify(request)
+                except AliakError as error:
+                    end = clock()
+                    codes.add(error.code)
+                else:
+                    end = clock()
+                    accepted += 1
+                samples.append(end - start)
+            if fillers is not None:
+                for request in fillers[index]:
+                    refusal_code(verify, request)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if accepted:
+        raise AssertionError(f"{accepted} forged requests were accepted")
+    return known_ns, unknown_ns, known_codes, unknown_codes
+
+
+def known_key_refetched(keys: ParityKeys, verifier: Verifier) -> bool:
+    """Whether the flood pattern makes ``verifier`` read the known key from the store on
+    every known sample (counted on a short untimed run; the timed run is not wrapped)."""
+    verify = partial(verifier.verify, source_ip="203.0.113.7")
+    for request in keys.sign_unknown(PARITY_FLOOD_CACHE_SIZE):  # flood out a cached copy
+        refusal_code(verify, request)
+    store = keys.store
+    reads: list[str] = []
+    original = store.get_key
+
+    def counting(access_key_id: str) -> object:
+        reads.append(access_key_id)
+        return original(access_key_id)
+
+    store.get_key = counting  # type: ignore[method-assign,assignment]
+    try:
+        rounds = 5
+        for _ in range(rounds):
+            for request in (keys.sign_known(), *keys.sign_unknown(1 + PARITY_FLOOD_CACHE_SIZE)):
+                refusal_code(verify, request)
+    finally:
+        del store.get_key
+    return reads.count(keys.known_id) == rounds
+
+
+class ParityKeys:
+    """One store with one real key, and requests to refuse: the known id with a wrong
+    secret, or fresh unknown ids shaped like it."""
+
+    def __init__(self, name: str, store: MemoryStore | SQLiteStore, now: float) -> None:
+        self.name = name
+        self.store = store
+        self.now = now
+        owner = RamUser("1234567890123456", "bench")
+        self.known_id = KeyManager(store, clock=lambda: now).create_access_key(owner).access_key_id
+        self.unsigned = Request(
+            "POST", host=HOST, path="/", query=QUERY, headers=GENERATED_HEADERS, body=make_body()
+        )
+        self._forger = Signer(AccessKey(self.known_id, "wrong-secret"), clock=lambda: now)
+
+    def sign_known(self) -> Request:
+        return self._forger.sign(self.unsigned)
+
+    def sign_unknown(self, count: int) -> list[Request]:
+        return [
+            Signer(AccessKey(key_id, "x"), clock=lambda: self.now).sign(self.unsigned)
+            for key_id in unknown_key_ids(self.known_id, count)
+        ]
+
+
+def parity_row(
+    keys: ParityKeys, profile: str, flood: bool, samples: int, notes: list[str]
+) -> list[str]:
+    """One table row: ``samples`` of each kind against a fresh Verifier on ``keys.store``."""
+    now = keys.now
+    verifier = Verifier(
+        keys.store,
+        clock=lambda: now,
+        error_profile=profile,
+        cache_size=PARITY_FLOOD_CACHE_SIZE if flood else 1024,  # warm: two ids, both kept
+    )
+    verify = partial(verifier.verify, source_ip="203.0.113.7")
+    label = f"{keys.name}/{profile}/{'flood' if flood else 'warm'}"
+    try:
+        known = [keys.sign_known() for _ in range(samples + 1)]
+        if flood:
+            unknown = keys.sign_unknown(samples + 1)
+            fillers = [keys.sign_unknown(PARITY_FLOOD_CACHE_SIZE) for _ in range(samples)]
+        else:
+            # One unknown id, as one known id: both warm in the cache.
+            stranger = Signer(
+                AccessKey(unknown_key_ids(keys.known_id, 1)[0], "x"), clock=lambda: now
+            )
+            unknown = [stranger.sign(keys.unsigned) for _ in range(samples + 1)]
+            fillers = None
+        for warm in (known[0], unknown[0]):  # untimed: caches, code paths
+            refusal_code(verify, warm)
+        # Also untimed, and it ends with the known key evicted.
+        refetched = not flood or known_key_refetched(keys, verifier)
+        if not refetched:
+            notes.append(f"{label}: the known key stayed cached, so no store read was measured")
+        known_ns, unknown_ns, known_codes, unknown_codes = parity_samples(
+            verify, known[1:], unknown[1:], fillers
+        )
+    finally:
+        verifier.close()
+    ratio = statistics.median(known_ns) / statistics.median(unknown_ns)
+    delta = cliffs_delta(known_ns, unknown_ns)
+    ok = refetched and abs(ratio - 1) <= TARGET_PARITY_MEDIAN and abs(delta) < TARGET_PARITY_DELTA
+    if profile == "opaque" and known_codes != unknown_codes:
+        ok = False
+        notes.append(f"{label}: codes differ, {sorted(known_codes)} vs {sorted(unknown_codes)}")
+    if profile == "alibaba" and not flood:
+        notes.append(
+            f"{label}: codes {sorted(known_codes)} vs {sorted(unknown_codes)} "
+            "(in this profile the code itself says whether the id exists)"
+        )
+    case = f"{keys.name}, {profile}, " + (
+        f"flood (cache_size={PARITY_FLOOD_CACHE_SIZE})" if flood else "warm"
+    )
+    return [
+        case,
+        f"{statistics.median(known_ns) / 1000:.2f}",
+        f"{statistics.median(unknown_ns) / 1000:.2f}",
+        f"{ratio:.3f}",
+        f"{delta:+.3f}",
+        f"{len(known_ns)} x 2",
+        verdict(ok),
+    ]
+
+
+def control_row(keys: ParityKeys, samples: int) -> list[str]:
+    """The harness's noise floor: the same kind (known id, wrong signature) as both sides,
+    interleaved exactly as the real rows. A δ far from 0 here means the machine is too
+    noisy for the other rows' δ to mean anything."""
+    now = keys.now
+    verifier = Verifier(keys.store, clock=lambda: now, error_profile="opaque")
+    verify = partial(verifier.verify, source_ip="203.0.113.7")
+    try:
+        first = [keys.sign_known() for _ in range(samples + 1)]
+        second = [keys.sign_known() for _ in range(samples + 1)]
+        for warm in (first[0], second[0]):
+            refusal_code(verify, warm)
+        first_ns, second_ns, _, _ = parity_samples(verify, first[1:], second[1:], None)
+    finally:
+        verifier.close()
+    ratio = statistics.median(first_ns) / statistics.median(second_ns)
+    delta = cliffs_delta(first_ns, second_ns)
+    quiet = abs(ratio - 1) <= TARGET_PARITY_MEDIAN and abs(delta) < TARGET_PARITY_DELTA
+    return [
+        f"control: {keys.name}, known vs known (A/A)",
+        f"{statistics.median(first_ns) / 1000:.2f}",
+        f"{statistics.median(second_ns) / 1000:.2f}",
+        f"{ratio:.3f}",
+        f"{delta:+.3f}",
+        f"{len(first_ns)} x 2",
+        "quiet" if quiet else "NOISY",
+    ]
+
+
+def timing_parity(settings: Settings) -> None:
+    """Known id with a wrong signature vs unknown id: interleaved samples, median ratio and
+    Cliff's delta, per store and error profile, warm and under a flood of unknown ids."""
+    samples = 300 if settings.quick else 2000
+    now = 1_700_000_000.0
+    directory = tempfile.mkdtemp(prefix="aliak-bench-parity-")
+    stores: list[MemoryStore | SQLiteStore] = []
+    table: list[list[str]] = []
+    notes: list[str] = []
+    control: list[str] = []
+    try:
+        stores.append(MemoryStore())
+        stores.append(SQLiteStore(os.path.join(directory, "parity.db")))
+        for name, store in zip(("MemoryStore", "SQLiteStore"), stores, strict=True):
+            keys = ParityKeys(name, store, now)
+            if name == "MemoryStore":
+                control = control_row(keys, samples)
+            for profile in ("opaque", "alibaba"):
+                for flood in (False, True):
+                    table.append(parity_row(keys, profile, flood, samples, notes))
+    finally:
+        for store in stores:
+            store.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    print(
+        "Part 5: timing parity, 'known id, wrong signature' vs 'unknown id' "
+        f"(POST {HOST}/, {len(make_body())}-byte body)"
+    )
+    print()
+    print_table(
+        [
+            "store, profile, cache",
+            "known p50 µs",
+            "unknown p50 µs",
+            "median ratio",
+            "Cliff's δ",
+            "samples",
+            "verdict",
+        ],
+        table,
+    )
+    print()
+    print_table(
+        [
+            "noise floor",
+            "first p50 µs",
+            "second p50 µs",
+            "median ratio",
+            "Cliff's δ",
+            "samples",
+            "verdict",
+        ],
+        [control],
+    )
+    print()
+    passed = sum(row[-1] == "ok" for row in table)
+    print(
+        f"targets: median ratio known / unknown within 1 +- {TARGET_PARITY_MEDIAN:.2f} and "
+        f"|Cliff's δ| < {TARGET_PARITY_DELTA:.2f}; {passed} of {len(table)} rows ok"
+    )
+    for note in notes:
+        print(f"note: {note}")
+    print(
+        "notes: one perf_counter_ns sample per verify, the two kinds alternating sample by "
+        "sample (which goes first alternating pair by pair), GC paused; δ > 0: the known id "
+        "is slower. 'warm': one known and one unknown id, both cached. 'flood': every unknown "
+        f"id is new, and {PARITY_FLOOD_CACHE_SIZE} more (untimed) follow each pair, so the "
+        "known key is evicted between its samples and read from the store each time. "
+        "The control row times one kind against itself: NOISY there means this run cannot "
+        "resolve the targets."
+    )
+
+
 # --- main ------------------------------------------------------------------------------
 
 
@@ -704,6 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
     part2(settings, size_mb)
     print()
     part3(settings)
+    print()
+    timing_parity(settings)
     print()
     part4(settings)
     print()
