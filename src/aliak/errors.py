@@ -146,13 +146,18 @@ class InvalidTimeStampExpired(AliakError):
 
 class _SignatureCheckRefusal(AliakError):
     """The two refusals of the signature check (step 5), built by one constructor: a
-    wrong signature for a known id and an unknown id cost the same to refuse."""
+    wrong signature for a known id and an unknown id cost the same to refuse. Only
+    ``SignatureDoesNotMatch`` echoes the string to sign; the other builds the same text
+    and drops it, so that echoing costs nothing a timer could see."""
+
+    echoes: ClassVar[bool] = True
 
     def __init__(self, string_to_sign: str | None = None, *, detail: str | None = None) -> None:
-        self.string_to_sign = string_to_sign
         message = self.default_message
         if string_to_sign is not None:
-            message = f"{message} server string to sign is:{string_to_sign}"
+            echoed = f"{message} server string to sign is:{string_to_sign}"
+            message = echoed if self.echoes else message
+        self.string_to_sign = string_to_sign if self.echoes else None
         super().__init__(message, detail=detail)
 
 
@@ -170,6 +175,8 @@ class SignatureDoesNotMatch(_SignatureCheckRefusal):
 
 class InvalidAccessKeyIdNotFound(_SignatureCheckRefusal):
     """No key has this id. Never echoes a string to sign (there is no key to sign with)."""
+
+    echoes = False
 
     code = "InvalidAccessKeyId.NotFound"
     default_message = "Specified access key is not found."

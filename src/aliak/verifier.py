@@ -125,6 +125,13 @@ DEFAULT_ALLOWED_ALGORITHMS = frozenset({"ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"})
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
 # §3 nonce (our choice): 1-128 characters in 0x21-0x7E.
+# Step 5's refusal, by "is the id unknown": chosen by lookup, not by a branch each way.
+_SIGNATURE_CHECK_REFUSALS: tuple[type[SignatureDoesNotMatch | InvalidAccessKeyIdNotFound], ...] = (
+    SignatureDoesNotMatch,
+    InvalidAccessKeyIdNotFound,
+)
+# The id the dummy secret is sealed to: the usual length of an AccessKey id.
+_DUMMY_ID = "LTAI" + "0" * 20
 # Seconds a nonce is kept past the last instant its request's date is accepted.
 _NONCE_MARGIN = 60
 _is_nonce = re.compile(r"[\x21-\x7e]{1,128}").fullmatch
@@ -364,9 +371,10 @@ class _Flow:
         self._nonce_lifetime = self._skew + _NONCE_MARGIN
         self._early_claim = settings.claim_nonce_before_state_checks
         # A random secret of a real secret's length: the unknown-id path does the same work.
-        self._dummy_secret = os.urandom(15).hex()
+        self._dummy_secret = Secret(os.urandom(15).hex())
         self._dummy_keyring = MasterKeyring.generate()
-        self._dummy_sealed = self._dummy_keyring.seal_secret("dummy", Secret(self._dummy_secret))
+        # Bound to an id of the usual length: the associated data costs what a real one does.
+        self._dummy_sealed = self._dummy_keyring.seal_secret(_DUMMY_ID, self._dummy_secret)
         self._required = _ALWAYS_REQUIRED + (_ACTION_HEADERS if settings.require_action else ())
         self._required_set = frozenset(self._required)
         high_risk = settings.high_risk_actions
@@ -584,7 +592,7 @@ class _Flow:
         one sealed secret (an RSA key and an unknown id open the dummy's): the same
         decryption whether the id exists or not."""
         if record is None or record.algorithm is KeyAlgorithm.RSA:
-            self._dummy_keyring.open_secret("dummy", self._dummy_sealed)
+            self._dummy_keyring.open_secret(_DUMMY_ID, self._dummy_sealed)
             public_key = None if record is None else record.public_key
             return _KeyEntry(record, public_key=public_key)
         assert record.sealed_secret is not None
@@ -603,7 +611,8 @@ class _Flow:
                 material = _dummy_rsa_public_key()
         else:
             usable = entry.secret is not None
-            material = entry.secret.reveal() if entry.secret is not None else self._dummy_secret
+            secret = self._dummy_secret if entry.secret is None else entry.secret
+            material = secret.reveal()
         found = (get_algorithm(algorithm).verifying_key(material), usable)
         entry.keys[algorithm] = found
         return found
@@ -633,14 +642,10 @@ class _Flow:
             # id costs what a wrong signature for a known one does.
             reason = self._mismatch_reason(pending, usable)
             echoed = to_sign if self.settings.echoes_string_to_sign else None
-            if entry.record is None and entry.claims is None:
-                refusal: type[SignatureDoesNotMatch | InvalidAccessKeyIdNotFound] = (
-                    InvalidAccessKeyIdNotFound
-                )
-                echoed, reason = None, authorization.access_key_id
-            else:
-                refusal = SignatureDoesNotMatch
-            raise refusal(echoed, detail=reason)
+            unknown = entry.record is None and entry.claims is None
+            raise _SIGNATURE_CHECK_REFUSALS[unknown](
+                echoed, detail=authorization.access_key_id if unknown else reason
+            )
         # The signature covers the body's real hash (the last line), but an application
         # may read the header: it must say the same, so all zeros or UNSIGNED-PAYLOAD
         # cannot ride along on a valid signature.
@@ -654,7 +659,7 @@ class _Flow:
         claimed = pending.index["x-acs-content-sha256"][0].lower()
         body_differs = not hmac.compare_digest(claimed.encode(), pending.payload_hash.encode())
         if not usable:
-            return f"key cannot sign with {pending.authorization.algorithm}"
+            return "the key cannot sign with the algorithm claimed"
         if body_differs:
             return "x-acs-content-sha256 does not match the body received"
         return "signature mismatch"
