@@ -180,7 +180,15 @@ def verifier_factory(shell: str) -> Iterator[MakeVerifier]:
         yield functools.partial(AsyncShellFacade, loop)
     finally:
         # Let background usage writes started by a verify finish before the loop goes.
+        # An AsyncPostgresStore's pool lives until its guard task is cancelled (as
+        # asyncio.run does at its end), which closes the pool and ends its workers.
         pending = asyncio.all_tasks(loop)
+        guards = {task for task in pending if task.get_name().endswith("-guard")}
+        others = pending - guards
+        if others:
+            loop.run_until_complete(asyncio.wait(others, timeout=1 if guards else None))
+        for task in guards:
+            task.cancel()
         if pending:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())

@@ -37,6 +37,10 @@ class Backend:
 
     open: Callable[[Path], BackendStore]
     needs_env: str | None = None  # e.g. "ALIAK_TEST_POSTGRES_URL" for a server backend
+    # A second store object on the same data, as another process would open it; None
+    # when nothing outside the store object can reach its data (memory, ":memory:").
+    # Called with the directory the first was opened in, and the first store.
+    reopen: Callable[[Path, BackendStore], BackendStore] | None = None
 
 
 def _memory_with_redis_nonces(directory: Path) -> BackendStore:
@@ -94,11 +98,26 @@ def _throwaway_postgres_store() -> type[BackendStore]:
     return ThrowawaySchemaStore
 
 
+def _same_schema(directory: Path, store: BackendStore) -> BackendStore:
+    from aliak.storage.postgres import PostgresStore
+
+    dsn, schema = store.dsn, store.throwaway_schema  # type: ignore[attr-defined]
+    return PostgresStore(dsn, schema=schema, master_key=store.keyring)
+
+
+def _same_file(directory: Path, store: BackendStore) -> BackendStore:
+    return SQLiteStore(directory / "aliak.db")
+
+
 BACKENDS: dict[str, Backend] = {
     "memory": Backend(lambda directory: MemoryStore()),
-    "sqlite": Backend(lambda directory: SQLiteStore(directory / "aliak.db")),
+    "sqlite": Backend(lambda directory: SQLiteStore(directory / "aliak.db"), reopen=_same_file),
     "sqlite-memory": Backend(lambda directory: SQLiteStore(":memory:")),
-    "postgres": Backend(lambda directory: _throwaway_postgres_store()(), needs_env=POSTGRES_DSN),
+    "postgres": Backend(
+        lambda directory: _throwaway_postgres_store()(),
+        needs_env=POSTGRES_DSN,
+        reopen=_same_schema,
+    ),
     "memory+redis": Backend(_memory_with_redis_nonces, needs_env="ALIAK_TEST_REDIS_URL"),
 }
 
@@ -121,13 +140,40 @@ def open_store(
     opened: list[BackendStore] = []
 
     def open_fresh() -> BackendStore:
-        store = backend.open(tmp_path_factory.mktemp("store"))
+        directory = tmp_path_factory.mktemp("store")
+        store = backend.open(directory)
+        directories[id(store)] = directory
         opened.append(store)
         return store
 
+    directories: dict[int, Path] = {}
+    open_fresh.directories = directories  # type: ignore[attr-defined]
     yield open_fresh
-    for store in opened:
+    for store in reversed(opened):
         store.close()
+
+
+@pytest.fixture
+def reopen_store(
+    backend: Backend, open_store: Callable[[], BackendStore]
+) -> Iterator[Callable[[BackendStore], BackendStore]]:
+    """``reopen(store)``: a second store object on the same data, as another process
+    would open it (closed after the test); the test is skipped for a backend whose data
+    nothing outside the store object can reach."""
+    if backend.reopen is None:
+        pytest.skip("nothing outside this store object can reach its data")
+    reopen = backend.reopen
+    opened: list[BackendStore] = []
+    directories: dict[int, Path] = open_store.directories  # type: ignore[attr-defined]
+
+    def second(store: BackendStore) -> BackendStore:
+        other = reopen(directories[id(store)], store)
+        opened.append(other)
+        return other
+
+    yield second
+    for other in opened:
+        other.close()
 
 
 @pytest.fixture

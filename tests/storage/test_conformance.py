@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Literal
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aliak import AccessKey, KeyManager, Request, Signer
 from aliak.acl import NetworkPolicy
 from aliak.credentials import Secret
 from aliak.errors import (
@@ -25,6 +27,7 @@ from aliak.errors import (
     AccessKeyNotFound,
     AccessKeyNotInactive,
     AccessKeyNotInRecycleBin,
+    AliakError,
 )
 from aliak.model import (
     MAX_KEYS_IN_RECYCLE_BIN,
@@ -40,6 +43,7 @@ from aliak.model import (
     UsageRecord,
 )
 from aliak.storage.protocols import AsyncStore, InvalidationChannel, PolicyTarget
+from conftest import MakeVerifier, ShellVerifier
 
 from .conftest import (
     ACCOUNT,
@@ -1762,3 +1766,206 @@ def test_async_audit_trail_is_filtered_and_ordered(async_store: AsyncStore) -> N
         )
 
     assert asyncio.run(scenario()) == ([early, late], [other])
+
+
+# -- invalidations: read-your-writes and prompt effect elsewhere ------------------------
+
+INVALIDATION_OWNER = RamUser("1234567890123456", "invalidation-app")
+
+
+def signed_request(access_key: AccessKey) -> Request:
+    return Signer(access_key).sign(
+        Request("POST", host="api.example.com", path="/v1/orders", body=b'{"n":1}'),
+        action="CreateOrder",
+        version="2024-01-01",
+    )
+
+
+def answer_within(
+    verifier: ShellVerifier, access_key: AccessKey, wanted: str, seconds: float
+) -> str:
+    """Verify fresh requests until the answer ("accepted" or a refusal's code) is
+    ``wanted``, for at most ``seconds`` (bounded, and no assertion on how fast); the
+    last answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            verifier.verify(signed_request(access_key))
+            answer = "accepted"
+        except AliakError as error:
+            answer = error.code
+        if answer == wanted or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.005)
+
+
+def subscribed(store: BackendStore) -> tuple[list[str | None], Callable[[], None]]:
+    channel = store.invalidations
+    assert isinstance(channel, InvalidationChannel), "every store announces its changes"
+    heard: list[str | None] = []
+    return heard, channel.subscribe(heard.append)
+
+
+def test_every_change_through_key_manager_reaches_a_subscriber_before_the_call_returns(
+    store: BackendStore,
+) -> None:
+    manager = KeyManager(store, max_keys_per_owner=5)
+    heard, unsubscribe = subscribed(store)
+    new = manager.create_access_key(INVALIDATION_OWNER)
+    key_id = new.access_key_id
+    changes: list[tuple[str, Callable[[], object], str | None]] = [
+        ("disable", lambda: manager.disable_access_key(key_id), key_id),
+        ("enable", lambda: manager.enable_access_key(key_id), key_id),
+        ("mark leaked", lambda: manager.mark_leaked(key_id), key_id),
+        (
+            "key policy",
+            lambda: manager.set_network_policy(NetworkPolicy(), access_key_id=key_id),
+            key_id,
+        ),
+        (
+            "account policy",
+            lambda: manager.set_network_policy(
+                NetworkPolicy(), account_id=INVALIDATION_OWNER.account_id
+            ),
+            None,
+        ),
+        ("root keys", lambda: manager.set_root_keys_allowed(True), None),
+        ("master key", manager.rotate_master_key, key_id),
+        ("disable again", lambda: manager.disable_access_key(key_id), key_id),
+        ("delete to the bin", lambda: manager.delete_access_key(key_id), key_id),
+        ("restore", lambda: manager.restore_access_key(key_id), key_id),
+        ("delete again", lambda: manager.delete_access_key(key_id), key_id),
+        ("purge", lambda: manager.purge_access_key(key_id), key_id),
+    ]
+    assert key_id in heard, "create: a verifier may have cached the id as unknown"
+    for name, change, expected in changes:
+        heard.clear()
+        change()
+        assert expected in heard or None in heard, f"{name}: not announced"
+    rotated = manager.create_access_key(INVALIDATION_OWNER)
+    heard.clear()
+    replacement = manager.rotate_access_key(rotated.access_key_id)
+    assert replacement.access_key_id in heard or None in heard
+    unsubscribe()
+    heard.clear()
+    manager.disable_access_key(rotated.access_key_id)
+    assert heard == [], "unsubscribed"
+
+
+def test_purge_expired_reaches_a_subscriber(store: BackendStore) -> None:
+    now = [time.time()]
+    manager = KeyManager(store, clock=lambda: now[0])
+    new = manager.create_access_key(INVALIDATION_OWNER)
+    manager.disable_access_key(new.access_key_id)
+    manager.delete_access_key(new.access_key_id)
+    heard, unsubscribe = subscribed(store)
+    now[0] += RECYCLE_BIN_RETENTION.total_seconds() + 1
+    assert manager.purge_expired() == [new.access_key_id]
+    assert new.access_key_id in heard or None in heard
+    unsubscribe()
+
+
+def test_a_refused_change_announces_nothing(store: BackendStore) -> None:
+    manager = KeyManager(store)
+    new = manager.create_access_key(INVALIDATION_OWNER)
+    heard, unsubscribe = subscribed(store)
+    with pytest.raises(AliakError):
+        manager.restore_access_key(new.access_key_id)  # not in the bin
+    with pytest.raises(AliakError):
+        manager.purge_access_key(new.access_key_id)  # not in the bin
+    # (A channel that starts listening says None: what came before it is unknown.)
+    assert [key_id for key_id in heard if key_id is not None] == []
+    unsubscribe()
+
+
+def outcome(verifier: ShellVerifier, access_key: AccessKey) -> str:
+    """Either "accepted" or the refusal's code and detail."""
+    try:
+        verifier.verify(signed_request(access_key), source_ip="203.0.113.7")
+    except AliakError as error:
+        return f"{error.code}: {error.detail}"
+    return "accepted"
+
+
+@pytest.mark.parametrize(
+    ("change", "before", "after"),
+    [
+        ("disable", "accepted", "InvalidAccessKeyId.Inactive: {} is Inactive"),
+        # A key in the bin is Inactive: its deletion changes no answer, its purge does.
+        ("purge", "{} is Inactive", "InvalidAccessKeyId.NotFound"),
+        ("key policy", "accepted", "InvalidAccessKeyId.AccessPolicyDenied"),
+        ("account policy", "accepted", "InvalidAccessKeyId.AccessPolicyDenied"),
+    ],
+)
+def test_a_verifier_on_the_same_store_object_sees_a_change_on_the_very_next_request(
+    store: BackendStore, make_verifier: MakeVerifier, change: str, before: str, after: str
+) -> None:
+    manager = KeyManager(store)
+    new = manager.create_access_key(INVALIDATION_OWNER)
+    key_id = new.access_key_id
+    elsewhere = NetworkPolicy(public=["198.51.100.0/24"])
+    steps: dict[str, Callable[[], object]] = {
+        "disable": lambda: manager.disable_access_key(key_id),
+        "delete": lambda: manager.delete_access_key(key_id),
+        "purge": lambda: manager.purge_access_key(key_id),
+        "key policy": lambda: manager.set_network_policy(elsewhere, access_key_id=key_id),
+        "account policy": lambda: manager.set_network_policy(
+            elsewhere, account_id=INVALIDATION_OWNER.account_id
+        ),
+    }
+    lifecycle = ["disable", "delete", "purge"]
+    for step in lifecycle[: lifecycle.index(change)] if change in lifecycle else []:
+        steps[step]()
+    verifier = make_verifier(store, freshness=60)  # only an invalidation can make it prompt
+    try:
+        assert before.format(key_id) in outcome(verifier, new.access_key)  # now cached
+        steps[change]()
+        assert after.format(key_id) in outcome(verifier, new.access_key)
+    finally:
+        verifier.close()
+
+
+def test_a_verifier_sees_a_key_enabled_on_the_very_next_request(
+    store: BackendStore, make_verifier: MakeVerifier
+) -> None:
+    manager = KeyManager(store)
+    new = manager.create_access_key(INVALIDATION_OWNER)
+    manager.disable_access_key(new.access_key_id)
+    verifier = make_verifier(store, freshness=60)
+    try:
+        with pytest.raises(AliakError):
+            verifier.verify(signed_request(new.access_key))  # cached as Inactive
+        manager.enable_access_key(new.access_key_id)
+        assert verifier.verify(signed_request(new.access_key)).access_key_id == new.access_key_id
+    finally:
+        verifier.close()
+
+
+def test_a_change_through_another_store_object_is_seen_promptly(
+    store: BackendStore,
+    reopen_store: Callable[[BackendStore], BackendStore],
+    make_verifier: MakeVerifier,
+) -> None:
+    # The second object is what another process (another server of the fleet) holds.
+    new = KeyManager(store).create_access_key(INVALIDATION_OWNER)
+    other = KeyManager(reopen_store(store))
+    verifier = make_verifier(store, freshness=60)
+    try:
+        verifier.verify(signed_request(new.access_key))  # cached as Active for 60 s
+        other.disable_access_key(new.access_key_id)
+        inactive = "InvalidAccessKeyId.Inactive"
+        assert answer_within(verifier, new.access_key, inactive, 5) == inactive
+        other.enable_access_key(new.access_key_id)
+        assert answer_within(verifier, new.access_key, "accepted", 5) == "accepted"
+    finally:
+        verifier.close()
+
+
+def test_refresh_is_harmless_on_a_store_with_no_change(store: BackendStore) -> None:
+    channel = store.invalidations
+    assert isinstance(channel, InvalidationChannel)
+    heard, unsubscribe = subscribed(store)
+    for _ in range(3):
+        channel.refresh()
+    assert [key_id for key_id in heard if key_id is not None] == []
+    unsubscribe()

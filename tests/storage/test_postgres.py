@@ -46,6 +46,7 @@ from aliak.acl import NetworkPolicy  # noqa: E402
 from aliak.credentials import Secret  # noqa: E402
 from aliak.errors import (  # noqa: E402
     AccessKeyLimitExceeded,
+    AccessKeyNotFound,
     AliakError,
     InternalError,
     InvalidParameter,
@@ -894,3 +895,134 @@ def test_async_face_keeps_the_event_loop_free(store: PostgresStore) -> None:
         return ticks
 
     assert asyncio.run(scenario()) >= 20
+
+
+# -- LISTEN/NOTIFY: a change is announced to the fleet iff it commits -------------------
+
+
+def notifications(connection: Any, timeout: float) -> list[str]:
+    return [notify.payload for notify in connection.notifies(timeout=timeout)]
+
+
+def listening_to(dsn: str, schema: str) -> Any:
+    connection = psycopg.connect(dsn, autocommit=True)
+    channel = postgres_backend._notify_channel(schema)
+    connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    return connection
+
+
+def test_a_change_is_notified_inside_its_transaction_so_only_if_it_commits(
+    dsn: str, schema: str, store: PostgresStore
+) -> None:
+    listener = listening_to(dsn, schema)
+    try:
+        record = hmac_record()
+        store.add_key(record, max_keys_per_owner=5)
+        assert notifications(listener, 1.0) == [record.access_key_id]
+        with pytest.raises(AccessKeyNotFound):  # refused: nothing changed, nothing said
+            store.set_key_status("LTAIneverStored00000000", KeyStatus.INACTIVE)
+        assert not store.reseal_secret(record.access_key_id, b"old", b"new")
+        fail_audit_writes(dsn, schema, "NEW.action = 'DisableAccessKey'")
+        with pytest.raises(InternalError):  # rolled back, notification and all
+            store.set_key_status(
+                record.access_key_id,
+                KeyStatus.INACTIVE,
+                audit=attrs.evolve(EVENT, action="DisableAccessKey"),
+            )
+        assert notifications(listener, 0.5) == []
+        assert store.get_key(record.access_key_id) == record
+        store.set_network_policy(PolicyTarget.account(ALICE.account_id), NetworkPolicy())
+        store.set_network_policy(PolicyTarget.key(record.access_key_id), NetworkPolicy())
+        assert notifications(listener, 1.0) == ["*", record.access_key_id]
+    finally:
+        listener.close()
+
+
+def test_stores_in_other_schemas_hear_nothing(dsn: str, schema: str, store: PostgresStore) -> None:
+    elsewhere = new_schema_name()
+    listener = listening_to(dsn, elsewhere)
+    try:
+        store.add_key(hmac_record(), max_keys_per_owner=5)
+        assert notifications(listener, 0.5) == []
+    finally:
+        listener.close()
+
+
+def test_the_notify_channel_name_fits_an_identifier() -> None:
+    assert postgres_backend._notify_channel("public") == "aliak.public"
+    long_names = ["a" * 63, "a" * 62 + "b"]
+    channels = {postgres_backend._notify_channel(name) for name in long_names}
+    assert len(channels) == 2
+    assert all(len(channel) <= 63 for channel in channels)
+
+
+def wait_until(condition: Callable[[], bool], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def listener_threads(schema: str) -> list[threading.Thread]:
+    name = f"aliak-postgres-listen-{schema}"
+    return [thread for thread in threading.enumerate() if thread.name == name]
+
+
+def test_one_listener_thread_per_store_started_by_the_first_subscriber_and_stopped_by_close(
+    dsn: str, schema: str
+) -> None:
+    store = PostgresStore(dsn, schema=schema, master_key=KEYRING)
+    assert listener_threads(schema) == []  # an administering process needs none
+    heard: list[str | None] = []
+    channel = store.invalidations
+    assert channel is not None
+    channel.subscribe(heard.append)
+    channel.subscribe(heard.append)
+    assert len(listener_threads(schema)) == 1
+    wait_until(lambda: None in heard)  # listening: whatever happened before is unknown
+    store.close()
+    assert listener_threads(schema) == []
+
+
+@pytest.mark.skipif(not os.environ.get(CTL), reason=f"set {CTL} to stop and restart the server")
+def test_the_listener_reconnects_after_a_server_restart_and_drops_everything(
+    dsn: str, schema: str, caplog: Any
+) -> None:
+    from aliak import KeyManager, RamUser, Request, Signer, Verifier
+
+    owner = RamUser(ALICE.account_id, "listener-app")
+    store = PostgresStore(dsn, schema=schema, master_key=KEYRING, connect_timeout=1)
+    other = PostgresStore(dsn, schema=schema, master_key=KEYRING, connect_timeout=1)
+    new = KeyManager(store).create_access_key(owner)
+
+    def request() -> Request:
+        return Signer(new.access_key).sign(
+            Request("POST", host="api.example.com", path="/v1/orders", body=b"{}"),
+            action="CreateOrder",
+            version="2024-01-01",
+        )
+
+    heard: list[str | None] = []
+    assert store.invalidations is not None
+    store.invalidations.subscribe(heard.append)
+    verifier = Verifier(store, freshness=60)
+    try:
+        wait_until(lambda: None in heard)
+        verifier.verify(request())  # cached as Active for 60 s
+        heard.clear()
+        server("stop")
+        try:
+            time.sleep(0.5)
+        finally:
+            server("start")
+        wait_until(lambda: None in heard)  # listening again; what was missed is unknown
+        eventually(lambda: KeyManager(other).disable_access_key(new.access_key_id))
+        wait_until(lambda: new.access_key_id in heard)
+        with pytest.raises(AliakError) as refused:
+            verifier.verify(request())
+        assert refused.value.code == "InvalidAccessKeyId.Inactive"
+        assert KEYRING.to_text() not in caplog.text
+    finally:
+        verifier.close()
+        other.close()
+        store.close()

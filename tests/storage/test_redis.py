@@ -39,6 +39,7 @@ from aliak.errors import (
 )
 from aliak.model import KeyStatus
 from aliak.storage.composite import AsyncCompositeStore, CompositeStore
+from aliak.storage.invalidation import CombinedInvalidation
 from aliak.storage.memory import MemoryStore
 from aliak.storage.protocols import InvalidationChannel, PolicyTarget
 from aliak.storage.redis import (
@@ -427,6 +428,16 @@ def disable_in_another_process(
         store.close()
 
 
+def redis_channel_of(store: CompositeStore) -> RedisInvalidation:
+    """The Redis channel a composite's verifiers follow beside its base store's own."""
+    combined = store.invalidations
+    assert isinstance(combined, CombinedInvalidation)
+    assert combined.channels[0] is store.base.invalidations
+    redis = combined.channels[-1]
+    assert isinstance(redis, RedisInvalidation)
+    return redis
+
+
 def listening(channel: RedisInvalidation, times: int = 1) -> Callable[[], bool]:
     return lambda: channel.subscriptions >= times
 
@@ -452,8 +463,7 @@ def test_a_key_disabled_in_another_process_is_refused_at_once_not_after_the_fres
     store = fleet_store(db, redis_url, prefix, channel_name)
     new = KeyManager(store).create_access_key(OWNER)
     verifier = Verifier(store, freshness=60)  # only the channel can make it fast
-    assert isinstance(store.invalidations, RedisInvalidation)
-    wait_for(listening(store.invalidations), timeout=5)
+    wait_for(listening(redis_channel_of(store)), timeout=5)
     verifier.verify(signed_request(new.access_key))  # cached as Active for 60 s
 
     results = SPAWN.Queue()
@@ -485,8 +495,7 @@ def test_the_listener_survives_a_redis_restart(
     )
     new = KeyManager(administering).create_access_key(OWNER)
     verifier = Verifier(verifying, freshness=60)
-    channel = verifying.invalidations
-    assert isinstance(channel, RedisInvalidation)
+    channel = redis_channel_of(verifying)
     heard: list[str | None] = []
     channel.subscribe(heard.append)
     wait_for(listening(channel), timeout=5)
@@ -499,7 +508,7 @@ def test_the_listener_survives_a_redis_restart(
     verifier.verify(signed_request(new.access_key))  # cached as Active again
     KeyManager(administering).disable_access_key(new.access_key_id)
     assert wait_for(refused_inactive(verifier, new.access_key), timeout=1) < 1.0
-    assert new.access_key_id in heard
+    wait_for(lambda: new.access_key_id in heard, timeout=1)  # Redis says so too
     verifier.close()
     verifying.close()
     administering.close()
@@ -732,9 +741,17 @@ def test_the_composite_routes_nonces_and_delegates_everything_else(tmp_path: Pat
     assert channel.closed
 
 
+class SilentMemoryStore(MemoryStore):
+    """A store without a channel of its own, as a third-party backend may be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invalidations = None
+
+
 def test_a_verifier_on_the_composite_follows_its_channel() -> None:
     channel = RecordingChannel()
-    store = CompositeStore(MemoryStore(), invalidations=channel)
+    store = CompositeStore(SilentMemoryStore(), invalidations=channel)
     assert isinstance(store.invalidations, InvalidationChannel)
     new = KeyManager(store).create_access_key(OWNER)
     verifier = Verifier(store, freshness=60)
@@ -749,14 +766,36 @@ def test_a_verifier_on_the_composite_follows_its_channel() -> None:
     assert channel.subscribers == []
 
 
-def test_a_composite_without_a_channel_exposes_its_base_stores_own() -> None:
+def test_a_change_through_the_composite_is_seen_by_its_verifiers_on_the_next_request() -> None:
+    # The fleet's channel is pushed from another thread: the change must not wait for it.
+    for base in (MemoryStore(), SilentMemoryStore()):
+        channel = RecordingChannel()
+        store = CompositeStore(base, invalidations=channel)
+        manager = KeyManager(store)
+        new = manager.create_access_key(OWNER)
+        verifier = Verifier(store, freshness=60)
+        verifier.verify(signed_request(new.access_key))
+        manager.disable_access_key(new.access_key_id)
+        with pytest.raises(InvalidAccessKeyIdInactive):
+            verifier.verify(signed_request(new.access_key))
+        assert new.access_key_id in channel.published
+        verifier.close()
+
+
+def test_a_composite_follows_its_base_stores_own_channel_and_the_one_given() -> None:
     channel = RecordingChannel()
-    inner = CompositeStore(MemoryStore(), invalidations=channel)
+    base = MemoryStore()
+    inner = CompositeStore(base, invalidations=channel)
+    combined = inner.invalidations
+    assert isinstance(combined, CombinedInvalidation)
+    assert combined.channels == (base.invalidations, channel)
     outer = CompositeStore(inner, nonces=RecordingNonces())
-    assert outer.invalidations is channel
-    assert outer.as_async().invalidations is channel
-    assert CompositeStore(MemoryStore()).invalidations is None
-    assert CompositeStore(MemoryStore()).as_async().invalidations is None
+    assert outer.invalidations is combined
+    assert outer.as_async().invalidations is combined
+    plain = CompositeStore(base)
+    assert plain.invalidations is base.invalidations
+    assert plain.as_async().invalidations is base.invalidations
+    assert isinstance(CompositeStore(SilentMemoryStore()).invalidations, InvalidationChannel)
 
 
 def test_the_async_composite_routes_nonces_and_announces_changes() -> None:
@@ -765,7 +804,7 @@ def test_the_async_composite_routes_nonces_and_announces_changes() -> None:
     store = CompositeStore(MemoryStore(), nonces=nonces, invalidations=channel)
     async_store = store.as_async()
     assert isinstance(async_store, AsyncCompositeStore)
-    assert async_store.invalidations is channel
+    assert async_store.invalidations is store.invalidations
     new = KeyManager(store).create_access_key(OWNER)
     channel.published.clear()
 

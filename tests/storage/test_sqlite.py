@@ -18,14 +18,22 @@ import attrs
 import pytest
 
 import aliak.storage.sqlite as sqlite_backend
+from aliak import AccessKey, KeyManager, Request, Signer
 from aliak.acl import NetworkPolicy
 from aliak.credentials import Secret
-from aliak.errors import AccessKeyNotFound, AliakError, InternalError, InvalidParameter
+from aliak.errors import (
+    AccessKeyNotFound,
+    AliakError,
+    InternalError,
+    InvalidAccessKeyIdInactive,
+    InvalidParameter,
+)
 from aliak.model import AuditEvent, KeyStatus, LastUsed, RamUser, UsageRecord
 from aliak.sealing import ENV_MASTER_KEY, MasterKeyring
 from aliak.storage.protocols import PolicyTarget
 from aliak.storage.rows import row_from_record
 from aliak.storage.sqlite import SCHEMA_VERSION, SQLiteStore
+from conftest import MakeVerifier
 
 from .conftest import ALICE, at, hmac_record, new_key_id, ts
 
@@ -466,9 +474,9 @@ def test_version_1_database_migrates_forward_keeping_its_data(db: Path) -> None:
 
     store = SQLiteStore(db, master_key=MasterKeyring.generate())
     try:
-        assert SCHEMA_VERSION == 2
+        assert SCHEMA_VERSION == 3
         with raw(db) as connection:
-            assert connection.execute("SELECT version FROM aliak_schema").fetchall() == [(2,)]
+            assert connection.execute("SELECT version FROM aliak_schema").fetchall() == [(3,)]
         connection.close()
         assert store.list_keys(ALICE) == [live]
         assert store.list_recycle_bin(ALICE) == [binned]
@@ -752,3 +760,179 @@ def test_a_database_with_secrets_and_no_key_file_is_refused_not_rekeyed(db: Path
         SQLiteStore(db)
     assert "is missing" in str(caught.value)
     assert not Path(str(db) + ".key").exists()
+
+
+# -- the change check: other processes' changes seen at the next request -----------------
+
+INVALIDATION_OWNER = RamUser("1234567890123456", "invalidation-app")
+
+
+def signed_request(access_key: AccessKey) -> Request:
+    return Signer(access_key).sign(
+        Request("POST", host="api.example.com", path="/v1/orders", body=b'{"n":1}'),
+        action="CreateOrder",
+        version="2024-01-01",
+    )
+
+
+def change_in_another_process(db: str, access_key_id: str, change: str) -> None:
+    store = SQLiteStore(db)  # pragma: no cover - runs in a child process
+    manager = KeyManager(store)
+    if change == "disable":
+        manager.disable_access_key(access_key_id)
+    elif change == "enable":
+        manager.enable_access_key(access_key_id)
+    store.close()
+
+
+def run_in_another_process(db: Path, access_key_id: str, change: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    worker = context.Process(
+        target=change_in_another_process, args=(str(db), access_key_id, change)
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert worker.exitcode == 0
+
+
+def test_a_change_committed_by_another_process_is_seen_by_the_very_next_request(
+    db: Path, make_verifier: MakeVerifier
+) -> None:
+    store = SQLiteStore(db)
+    new = KeyManager(store).create_access_key(INVALIDATION_OWNER)
+    verifier = make_verifier(store, freshness=60)  # only the change check can make it prompt
+    try:
+        verifier.verify(signed_request(new.access_key))  # cached as Active for 60 s
+        run_in_another_process(db, new.access_key_id, "disable")  # committed when it exits
+        with pytest.raises(InvalidAccessKeyIdInactive):
+            verifier.verify(signed_request(new.access_key))  # no waiting: the next request
+        run_in_another_process(db, new.access_key_id, "enable")
+        assert verifier.verify(signed_request(new.access_key)).access_key_id == new.access_key_id
+    finally:
+        verifier.close()
+        store.close()
+
+
+def heard_by(store: SQLiteStore) -> list[str | None]:
+    heard: list[str | None] = []
+    assert store.invalidations is not None
+    store.invalidations.subscribe(heard.append)
+    return heard
+
+
+def test_the_change_check_names_the_keys_another_store_object_changed(db: Path) -> None:
+    changing = SQLiteStore(db)
+    first, second = hmac_record(ALICE), hmac_record(ALICE)
+    changing.add_key(first, max_keys_per_owner=5)
+    watching = SQLiteStore(db)
+    heard = heard_by(watching)
+    assert watching.invalidations is not None
+    watching.invalidations.refresh()
+    assert heard == []  # the add happened before this store object existed
+    changing.add_key(second, max_keys_per_owner=5)
+    changing.set_key_status(first.access_key_id, KeyStatus.INACTIVE)
+    changing.claim_nonce("LTAIkey", "n", now=ts(0), expires_at=ts(900))  # not a key change
+    assert heard == []  # nothing is delivered until a verifier looks
+    watching.invalidations.refresh()
+    assert heard == [second.access_key_id, first.access_key_id]
+    watching.invalidations.refresh()
+    assert heard == [second.access_key_id, first.access_key_id]  # each change once
+    changing.set_network_policy(PolicyTarget.account(ALICE.account_id), NetworkPolicy())
+    watching.invalidations.refresh()
+    assert heard[-1] is None  # an account-level policy concerns every key
+    watching.close()
+    changing.close()
+
+
+def test_a_refused_change_is_never_logged(db: Path) -> None:
+    watching, changing = SQLiteStore(db), SQLiteStore(db)
+    heard = heard_by(watching)
+    with pytest.raises(AccessKeyNotFound):
+        changing.set_key_status("LTAIneverStored00000000", KeyStatus.INACTIVE)
+    assert not changing.reseal_secret("LTAIneverStored00000000", b"old", b"new")
+    assert watching.invalidations is not None
+    watching.invalidations.refresh()
+    assert heard == []
+    with raw(db) as connection:
+        assert connection.execute("SELECT count(*) FROM aliak_changes").fetchone() == (0,)
+    connection.close()
+    watching.close()
+    changing.close()
+
+
+def test_a_burst_of_changes_or_a_reader_left_behind_drops_everything(db: Path) -> None:
+    watching, changing = SQLiteStore(db), SQLiteStore(db)
+    heard = heard_by(watching)
+    assert watching.invalidations is not None
+    records = [hmac_record(ALICE) for _ in range(17)]
+    for record in records:
+        changing.add_key(record, max_keys_per_owner=100)
+    watching.invalidations.refresh()
+    assert heard == [None]  # more keys than one look names
+    heard.clear()
+    # More changes than the log keeps: the rows this reader missed are gone.
+    for _ in range(sqlite_backend._CHANGES_KEPT // 2 + 1):
+        for record in records[:2]:
+            changing.mark_leak_restricted(record.access_key_id)
+    with raw(db) as connection:
+        (kept,) = connection.execute("SELECT count(*) FROM aliak_changes").fetchone()
+    connection.close()
+    assert kept <= sqlite_backend._CHANGES_KEPT + 1  # the log stays bounded
+    watching.invalidations.refresh()
+    assert heard == [None]
+    heard.clear()
+    changing.set_key_status(records[0].access_key_id, KeyStatus.INACTIVE)
+    watching.invalidations.refresh()
+    assert heard == [records[0].access_key_id]  # and it follows the log again
+    watching.close()
+    changing.close()
+
+
+def test_the_change_check_never_raises(db: Path) -> None:
+    store = SQLiteStore(db)
+    channel = store.invalidations
+    assert channel is not None
+    with raw(db) as connection:  # another process holds the write lock
+        connection.execute("BEGIN EXCLUSIVE")
+        channel.refresh()
+        connection.execute("ROLLBACK")
+    connection.close()
+    store.close()
+    channel.refresh()  # closed: nothing to look at, and no error
+
+
+def test_in_memory_database_delivers_in_process_and_has_nothing_to_look_at() -> None:
+    store = SQLiteStore(":memory:")
+    heard = heard_by(store)
+    record = hmac_record(ALICE)
+    store.add_key(record, max_keys_per_owner=5)
+    assert heard == [record.access_key_id]
+    assert store.invalidations is not None
+    store.invalidations.refresh()
+    assert heard == [record.access_key_id]
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_looks_for_changes_on_its_own_connection(db: Path) -> None:
+    store, changing = SQLiteStore(db), SQLiteStore(db)
+    heard = heard_by(store)
+    assert store.invalidations is not None
+    store.invalidations.refresh()
+    record = hmac_record(ALICE)
+    changing.add_key(record, max_keys_per_owner=5)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            assert store.invalidations is not None
+            store.invalidations.refresh()
+            code = 0 if heard == [record.access_key_id] else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.invalidations.refresh()
+    assert heard == [record.access_key_id]  # the parent's own connection still works
+    store.close()
+    changing.close()

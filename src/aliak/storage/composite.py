@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 from aliak.acl import NetworkPolicy
 from aliak.model import AuditEvent, KeyRecord, KeyStatus, LastUsed, Owner, SourceIpUse, UsageRecord
 from aliak.sealing import MasterKeyring
+from aliak.storage.invalidation import MAX_IDS_PER_CHANGE, CombinedInvalidation, LocalInvalidation
 from aliak.storage.protocols import (
     AsyncNonceStore,
     AsyncStore,
@@ -31,7 +32,7 @@ __all__ = ["AsyncCompositeStore", "CompositeStore"]
 _log = logging.getLogger("aliak")
 
 # Purging more keys than this at once announces "anything changed" instead of each id.
-_MAX_IDS_PER_CHANGE: Final = 16
+_MAX_IDS_PER_CHANGE: Final = MAX_IDS_PER_CHANGE
 
 
 def _announce(channel: InvalidationChannel | None, access_key_ids: Sequence[str | None]) -> None:
@@ -74,8 +75,13 @@ class CompositeStore:
     given. After every successful change of a key, a policy or a setting, the change is
     published on ``invalidations`` (the key id, or ``None`` for an account-level policy,
     a setting, or a purge of many keys); a failing publish is logged, never raised.
-    ``invalidations`` is exposed, so verifiers built on this store follow it; without
-    one, the base store's own channel (if it has one) is exposed instead.
+
+    Verifiers built on this store follow :attr:`invalidations`: the base store's own
+    channel (which delivers the base's changes in this process before they return, and
+    brings other processes' changes by its engine's means) together with the one given,
+    as a :class:`~aliak.storage.invalidation.CombinedInvalidation`; the base's alone when
+    none is given. A base without a channel gets an in-process one here, so a change
+    through this store is always seen by its verifiers on their next request.
 
     :meth:`close` closes every part (the base, the nonce store, the channel).
     Attributes the protocol does not name (``key_file``, ...) are the base's.
@@ -91,7 +97,7 @@ class CompositeStore:
         self.base = base
         self.nonces: NonceStore = base if nonces is None else nonces
         self._publish_to = invalidations
-        self.invalidations = _channel_of(base, invalidations)
+        self._local, self.invalidations = _channels_of(base, invalidations)
 
     def __repr__(self) -> str:
         return _describe(self)
@@ -104,6 +110,9 @@ class CompositeStore:
         return getattr(self.base, name)
 
     def _changed(self, *access_key_ids: str | None) -> None:
+        # The base announced the change on its own channel, if it has one.
+        if self._local is not None:
+            self._local.deliver(access_key_ids)
         _announce(self._publish_to, access_key_ids)
 
     # -- KeyStore ---------------------------------------------------------------------
@@ -325,7 +334,12 @@ class AsyncCompositeStore:
         self.sync = sync
         self.nonces: AsyncNonceStore = base if nonces is None else nonces
         self._publish_to = invalidations
-        self.invalidations = _channel_of(base, invalidations)
+        self._local: LocalInvalidation | None
+        self.invalidations: InvalidationChannel
+        if sync is not None:  # one channel for both faces
+            self._local, self.invalidations = sync._local, sync.invalidations
+        else:
+            self._local, self.invalidations = _channels_of(base, invalidations)
 
     def __repr__(self) -> str:
         return _describe(self)
@@ -336,6 +350,8 @@ class AsyncCompositeStore:
         return getattr(self.base, name)
 
     async def _changed(self, *access_key_ids: str | None) -> None:
+        if self._local is not None:
+            self._local.deliver(access_key_ids)
         if self._publish_to is not None and access_key_ids:
             await asyncio.to_thread(_announce, self._publish_to, access_key_ids)
 
@@ -442,11 +458,16 @@ class AsyncCompositeStore:
             await asyncio.to_thread(self.sync.close)
 
 
-def _channel_of(
+def _channels_of(
     base: Store | AsyncStore, invalidations: InvalidationChannel | None
-) -> InvalidationChannel | None:
-    """The channel verifiers follow: the one given, else the base store's own, if any."""
-    return base.invalidations if invalidations is None else invalidations
+) -> tuple[LocalInvalidation | None, InvalidationChannel]:
+    """The in-process channel this composite delivers to itself (when the base has no
+    channel of its own), and the channel verifiers follow."""
+    local = None
+    own = base.invalidations
+    if own is None:
+        local = own = LocalInvalidation()
+    return local, own if invalidations is None else CombinedInvalidation(own, invalidations)
 
 
 def _describe(store: CompositeStore | AsyncCompositeStore) -> str:

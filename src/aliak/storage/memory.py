@@ -33,6 +33,7 @@ from aliak.model import (
 from aliak.sealing import MasterKeyring, load_master_keyring
 from aliak.storage import lifecycle
 from aliak.storage.async_adapter import AsyncStoreAdapter
+from aliak.storage.invalidation import LocalInvalidation
 from aliak.storage.protocols import InvalidationChannel, PolicyTarget
 
 __all__ = ["MemoryStore"]
@@ -78,9 +79,10 @@ class MemoryStore:
         self._ips: dict[tuple[str, str], tuple[float, float]] = {}
         self._settings: dict[str, str] = {}
         self._events: list[AuditEvent] = []
-
-    invalidations: InvalidationChannel | None = None
-    """No channel: nothing outside this process can change the store."""
+        self._changes = LocalInvalidation()
+        self.invalidations: InvalidationChannel | None = self._changes
+        """Every change is delivered to this process's verifiers before the method
+        that made it returns; nothing outside the process can change the store."""
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._keys)})"
@@ -126,6 +128,7 @@ class MemoryStore:
             )
             self._keys[record.access_key_id] = record
             self._audit(audit)
+        self._changes.deliver([record.access_key_id])  # it may be cached as unknown
 
     def list_keys(self, owner: Owner) -> list[KeyRecord]:
         with self._lock:
@@ -144,7 +147,9 @@ class MemoryStore:
             updated = attrs.evolve(record, status=KeyStatus(status))
             self._keys[access_key_id] = updated
             self._audit(audit)
-            return self._with_usage(updated)
+            answer = self._with_usage(updated)
+        self._changes.deliver([access_key_id])
+        return answer
 
     def _live(self, access_key_id: str) -> KeyRecord:
         record = self._keys.get(access_key_id)
@@ -171,7 +176,8 @@ class MemoryStore:
                 self._destroy(key_id)
                 if audit is not None:
                     self._audit(audit.purge_of(key_id, deleted.owner, lifecycle.EVICTED))
-            return evicted
+        self._changes.deliver([access_key_id, *evicted])
+        return evicted
 
     def restore_key(
         self,
@@ -188,7 +194,9 @@ class MemoryStore:
             )
             self._keys[access_key_id] = restored
             self._audit(audit)
-            return self._with_usage(restored)
+            answer = self._with_usage(restored)
+        self._changes.deliver([access_key_id])
+        return answer
 
     def purge_key(
         self,
@@ -205,7 +213,8 @@ class MemoryStore:
             as_it_was = self._with_usage(record)  # before _destroy forgets the usage
             self._destroy(access_key_id)
             self._audit(audit)
-            return as_it_was
+        self._changes.deliver([access_key_id])
+        return as_it_was
 
     def _destroy(self, access_key_id: str) -> None:
         # Purged means gone: the sealed secret with the row, and what hangs off the key.
@@ -224,7 +233,9 @@ class MemoryStore:
                     self._audit(
                         audit.purge_of(record.access_key_id, record.owner, lifecycle.EXPIRED)
                     )
-            return [record.access_key_id for record in expired]
+        purged = [record.access_key_id for record in expired]
+        self._changes.deliver(purged)
+        return purged
 
     def _in_recycle_bin(self, owner: Owner) -> list[bool]:
         return [r.in_recycle_bin for r in self._keys.values() if r.owner == owner]
@@ -249,7 +260,9 @@ class MemoryStore:
             updated = attrs.evolve(record, leak_restricted=True)
             self._keys[access_key_id] = updated
             self._audit(audit)
-            return self._with_usage(updated)
+            answer = self._with_usage(updated)
+        self._changes.deliver([access_key_id])
+        return answer
 
     def iter_keys(self) -> Iterator[KeyRecord]:
         with self._lock:
@@ -264,6 +277,7 @@ class MemoryStore:
         with self._lock:
             self._settings[name] = value
             self._audit(audit)
+        self._changes.deliver([None])
 
     def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
         with self._lock:
@@ -271,7 +285,8 @@ class MemoryStore:
             if record is None or record.sealed_secret != old:
                 return False
             self._keys[access_key_id] = attrs.evolve(record, sealed_secret=new)
-            return True
+        self._changes.deliver([access_key_id])
+        return True
 
     def iter_sealed_secrets(self) -> Iterator[tuple[str, bytes]]:
         with self._lock:
@@ -325,6 +340,7 @@ class MemoryStore:
             else:
                 self._policies[target] = policy
             self._audit(audit)
+        self._changes.deliver([target.id if target.level == "key" else None])
 
     # -- UsageLog ---------------------------------------------------------------------
 

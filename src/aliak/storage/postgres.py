@@ -45,11 +45,13 @@ import contextlib
 import functools
 import hashlib
 import itertools
+import logging
 import math
 import os
 import re
 import select
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from datetime import datetime
@@ -93,6 +95,7 @@ from aliak.model import (
 )
 from aliak.sealing import ENV_MASTER_KEY, MasterKeyring, load_master_keyring
 from aliak.storage import lifecycle
+from aliak.storage.invalidation import LocalInvalidation, subjects
 from aliak.storage.protocols import InvalidationChannel, PolicyTarget
 from aliak.storage.rows import (
     coalesce_usage,
@@ -271,6 +274,12 @@ _INSERT_AUDIT: Final = (
     f"INSERT INTO aliak_audit ({_AUDIT_COLUMNS}) "  # noqa: S608
     "VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
+# Announcing a change (LISTEN/NOTIFY): one notification per changed key id, "*" for
+# anything, sent inside the changing transaction, so it is delivered iff that commits.
+_NOTIFY: Final = "SELECT pg_notify(%s, %s)"
+_EVERYTHING: Final = "*"
+_LISTEN_WAIT: Final = 0.2  # seconds the listener waits for a notification between checks
+_LISTEN_PING: Final = 10.0  # seconds between the listener's checks of a quiet connection
 _SECRETS_PAGE: Final = 500
 _KEYS_PAGE: Final = 500
 _EARLIEST: Final = -(2**63)
@@ -284,6 +293,7 @@ _UNAVAILABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03"})
 _is_schema_name = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}").fullmatch
 
 _T = TypeVar("_T")
+_log = logging.getLogger("aliak")
 
 
 # -- statements and their answers (the sans-I/O operations) ---------------------------
@@ -692,6 +702,12 @@ def _destroy_keys(access_key_ids: list[str]) -> _Op[None]:
     yield _Query("DELETE FROM aliak_keys WHERE access_key_id = ANY(%s)", (access_key_ids,))
 
 
+def _op_notify(channel: str, access_key_ids: Sequence[str | None]) -> _Op[None]:
+    payloads = [_EVERYTHING if key_id is None else key_id for key_id in access_key_ids]
+    if payloads:
+        yield _Query(_NOTIFY, many=[(channel, payload) for payload in payloads])
+
+
 def _append_audit(event: AuditEvent | None) -> _Op[None]:
     if event is not None:
         yield _Query(_INSERT_AUDIT, row_from_event(event))
@@ -1039,11 +1055,112 @@ def _owner_from_columns(account_id: str, user_name: str) -> Owner:
     return RamUser(account_id, user_name) if user_name else Account(account_id)
 
 
+def _policy_subject(target: PolicyTarget) -> str | None:
+    # An account-level policy concerns every key of the account: announce "anything".
+    return target.id if target.level == "key" else None
+
+
 def _policy_from_json(value: Any) -> NetworkPolicy:
     try:
         return NetworkPolicy.from_dict(value)
     except (AliakError, ValueError, TypeError, AttributeError) as error:
         raise InternalError(detail="a stored network policy is corrupt") from error
+
+
+# -- announcing changes: LISTEN/NOTIFY ---------------------------------------------------------
+
+
+def _notify_channel(schema: str) -> str:
+    """The NOTIFY channel of a schema's store: an identifier of at most 63 bytes."""
+    name = f"aliak.{schema}"
+    if len(name) <= 63:
+        return name
+    return "aliak." + hashlib.blake2b(schema.encode(), digest_size=16).hexdigest()
+
+
+class _Listener:
+    """One daemon thread per process that LISTENs on the store's channel, on a
+    connection of its own, and delivers every notification to ``deliver``.
+
+    Whenever it (re)starts listening it delivers ``None``: what was announced while it
+    was not listening is lost, so verifiers drop everything once. While the server is
+    away it retries with backoff (``min_backoff`` doubling to ``max_backoff``), and
+    verifiers fall back to their freshness.
+    """
+
+    def __init__(
+        self,
+        settings: _Settings,
+        channel: str,
+        deliver: Callable[[Sequence[str | None]], None],
+        *,
+        min_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._settings = settings
+        self._channel = channel
+        self._deliver = deliver
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._stop = threading.Event()
+        self.listens = 0  # times LISTEN was (re)established; for tests and metrics
+        self.pid = os.getpid()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"aliak-postgres-listen-{settings.schema}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.pid == os.getpid() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        delay = self._min_backoff
+        lost = False
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                delay = self._min_backoff  # it listened, then lost the connection
+            except psycopg.Error as error:
+                if not lost:
+                    _log.warning(
+                        "aliak: not listening for key changes on %s (%s); verifiers rely on "
+                        "their freshness until it is back",
+                        self._settings.where,
+                        self._settings.scrub(f"{type(error).__name__}: {error}"),
+                    )
+                lost = True
+            except Exception:  # never let the thread die: keep trying
+                _log.exception("aliak: the key change listener failed")
+                lost = True
+            else:
+                return
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self._max_backoff)
+
+    def _listen(self) -> None:
+        """Listen until stopped (returns) or the connection fails (raises)."""
+        settings = self._settings
+        with psycopg.Connection.connect(settings.dsn, **settings.connect_kwargs) as connection:
+            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self.listens += 1
+            if self.listens > 1:
+                _log.info("aliak: listening for key changes on %s again", settings.where)
+            self._deliver([None])  # anything may have changed while nobody listened
+            quiet_since = time.monotonic()
+            while not self._stop.is_set():
+                heard = False
+                for notify in connection.notifies(timeout=_LISTEN_WAIT):
+                    heard = True
+                    payload = notify.payload
+                    self._deliver([None if payload == _EVERYTHING else payload])
+                if heard:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > _LISTEN_PING:
+                    connection.execute("")  # a silent network failure shows up here
+                    quiet_since = time.monotonic()
 
 
 # -- the stores --------------------------------------------------------------------------------
@@ -1099,10 +1216,15 @@ class PostgresStore:
         self.applied_migrations: tuple[int, ...] = _prepare(self._settings, bool(migrate))
         """The schema versions this construction applied; empty when already current."""
         self._pool = self._open_pool()
-
-    invalidations: InvalidationChannel | None = None
-    """None: fleet members see a change within their freshness (compose with a channel,
-    :class:`~aliak.storage.composite.CompositeStore`, for at once)."""
+        self._notify_channel = _notify_channel(self._settings.schema)
+        self._listener: _Listener | None = None
+        self._changes = LocalInvalidation(
+            announce=self._announce, on_subscribe=self._start_listening
+        )
+        self.invalidations: InvalidationChannel | None = self._changes
+        """Every change this store object commits is delivered to this process's
+        verifiers before the method returns; every change committed by any server of the
+        fleet arrives by ``LISTEN/NOTIFY`` (a thread started by the first subscriber)."""
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._settings.where}, schema={self._settings.schema!r})"
@@ -1171,9 +1293,14 @@ class PostgresStore:
         *,
         read: bool = False,
         transaction: bool = False,
+        changes: Callable[[_T], Sequence[str | None]] | None = None,
     ) -> _T:
         """Run ``operation`` on a pooled connection (inside one transaction if asked),
-        mapping every database failure to an aliak error: fail closed."""
+        mapping every database failure to an aliak error: fail closed.
+
+        ``changes``: the key ids (``None``: anything) the operation's result changed.
+        They are notified inside the same transaction, so the fleet hears of the change
+        if and only if it commits, and delivered to this process's subscribers after."""
         attempt = 0
         while True:
             attempt += 1
@@ -1181,6 +1308,13 @@ class PostgresStore:
                 if self._closed:
                     raise PoolClosed("the store is closed")
                 with self._connection() as connection:
+                    if changes is not None:
+                        with connection.transaction():
+                            result = _drive(connection, operation())
+                            changed = subjects(changes(result))
+                            _drive(connection, _op_notify(self._notify_channel, changed))
+                        self._changes.deliver(changed)
+                        return result
                     if transaction:
                         with connection.transaction():
                             return _drive(connection, operation())
@@ -1189,6 +1323,25 @@ class PostgresStore:
                 if _retry(error, read=read, attempt=attempt):
                     continue
                 raise _translate(error, self._settings) from error
+
+    def _announce(self, access_key_ids: Sequence[str | None]) -> None:
+        """:meth:`LocalInvalidation.publish`'s way to tell the fleet. Best effort."""
+        try:
+            self._run(lambda: _op_notify(self._notify_channel, subjects(access_key_ids)))
+        except AliakError as error:
+            _log.warning(
+                "aliak: could not notify the fleet of a key change (%s); other servers "
+                "will see it within their freshness",
+                self._settings.scrub(str(error)),
+            )
+
+    def _start_listening(self) -> None:
+        with self._lock:
+            listener = self._listener
+            if self._closed or (listener is not None and listener.pid == os.getpid()):
+                return
+            # First subscriber (in this process: a forked child starts its own).
+            self._listener = _Listener(self._settings, self._notify_channel, self._changes.deliver)
 
     # -- KeyStore -------------------------------------------------------------------------
 
@@ -1216,7 +1369,10 @@ class PostgresStore:
         self, record: KeyRecord, *, max_keys_per_owner: int, audit: AuditEvent | None = None
     ) -> None:
         locks = self._settings.locks
-        self._run(lambda: _op_add_key(locks, record, max_keys_per_owner, audit), transaction=True)
+        self._run(
+            lambda: _op_add_key(locks, record, max_keys_per_owner, audit),
+            changes=lambda _: [record.access_key_id],  # a verifier may have cached "unknown"
+        )
 
     def list_keys(self, owner: Owner) -> list[KeyRecord]:
         return self._run(lambda: _op_list(_SELECT_OWNER_KEYS, owner), read=True)
@@ -1226,7 +1382,7 @@ class PostgresStore:
     ) -> KeyRecord:
         return self._run(
             lambda: _op_set_key_status(access_key_id, status, audit),
-            transaction=audit is not None,
+            changes=lambda _: [access_key_id],
         )
 
     def recycle_key(
@@ -1240,7 +1396,7 @@ class PostgresStore:
         locks = self._settings.locks
         return self._run(
             lambda: _op_recycle_key(locks, access_key_id, now, max_in_recycle_bin, audit),
-            transaction=True,
+            changes=lambda evicted: [access_key_id, *evicted],
         )
 
     def restore_key(
@@ -1254,7 +1410,7 @@ class PostgresStore:
         locks = self._settings.locks
         return self._run(
             lambda: _op_restore_key(locks, access_key_id, now, max_keys_per_owner, audit),
-            transaction=True,
+            changes=lambda _: [access_key_id],
         )
 
     def purge_key(
@@ -1267,11 +1423,12 @@ class PostgresStore:
         condition = lifecycle.check_purge_condition(only_if)
         locks = self._settings.locks
         return self._run(
-            lambda: _op_purge_key(locks, access_key_id, condition, audit), transaction=True
+            lambda: _op_purge_key(locks, access_key_id, condition, audit),
+            changes=lambda _: [access_key_id],
         )
 
     def purge_expired(self, *, now: datetime, audit: AuditEvent | None = None) -> list[str]:
-        return self._run(lambda: _op_purge_expired(now, audit), transaction=True)
+        return self._run(lambda: _op_purge_expired(now, audit), changes=lambda purged: purged)
 
     def list_recycle_bin(self, owner: Owner) -> list[KeyRecord]:
         return self._run(lambda: _op_list(_SELECT_OWNER_RECYCLE_BIN, owner), read=True)
@@ -1281,7 +1438,7 @@ class PostgresStore:
     ) -> KeyRecord:
         return self._run(
             lambda: _op_mark_leak_restricted(access_key_id, audit),
-            transaction=audit is not None,
+            changes=lambda _: [access_key_id],
         )
 
     def iter_keys(self) -> Iterator[KeyRecord]:
@@ -1298,10 +1455,13 @@ class PostgresStore:
         return self._run(lambda: _op_get_setting(name), read=True)
 
     def set_setting(self, name: str, value: str, *, audit: AuditEvent | None = None) -> None:
-        self._run(lambda: _op_set_setting(name, value, audit), transaction=audit is not None)
+        self._run(lambda: _op_set_setting(name, value, audit), changes=lambda _: [None])
 
     def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
-        return self._run(lambda: _op_reseal_secret(access_key_id, old, new))
+        return self._run(
+            lambda: _op_reseal_secret(access_key_id, old, new),
+            changes=lambda replaced: [access_key_id] if replaced else [],
+        )
 
     def iter_sealed_secrets(self) -> Iterator[tuple[str, bytes]]:
         """Pages through the keys by id; no transaction stays open between pages."""
@@ -1336,7 +1496,8 @@ class PostgresStore:
         audit: AuditEvent | None = None,
     ) -> None:
         self._run(
-            lambda: _op_set_network_policy(target, policy, audit), transaction=audit is not None
+            lambda: _op_set_network_policy(target, policy, audit),
+            changes=lambda _: [_policy_subject(target)],
         )
 
     # -- UsageLog ---------------------------------------------------------------------------
@@ -1374,6 +1535,10 @@ class PostgresStore:
         """Close the pool (and the async face's, unless its event loop is running, in
         which case it is closed there). Idempotent; the store is unusable after."""
         self._closed = True
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
         twin = self._twin
         if twin is not None:
             twin._close_from_sync()
@@ -1541,12 +1706,23 @@ class AsyncPostgresStore:
         *,
         read: bool = False,
         transaction: bool = False,
+        changes: Callable[[_T], Sequence[str | None]] | None = None,
     ) -> _T:
+        """As :meth:`PostgresStore._run`, ``changes`` included."""
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self._connection() as connection:
+                    if changes is not None:
+                        async with connection.transaction():
+                            result = await _drive_async(connection, operation())
+                            changed = subjects(changes(result))
+                            await _drive_async(
+                                connection, _op_notify(self.sync._notify_channel, changed)
+                            )
+                        self.sync._changes.deliver(changed)
+                        return result
                     if transaction:
                         async with connection.transaction():
                             return await _drive_async(connection, operation())
@@ -1601,7 +1777,8 @@ class AsyncPostgresStore:
     ) -> None:
         locks = self._settings.locks
         await self._run(
-            lambda: _op_add_key(locks, record, max_keys_per_owner, audit), transaction=True
+            lambda: _op_add_key(locks, record, max_keys_per_owner, audit),
+            changes=lambda _: [record.access_key_id],
         )
 
     async def list_keys(self, owner: Owner) -> list[KeyRecord]:
@@ -1612,11 +1789,14 @@ class AsyncPostgresStore:
     ) -> KeyRecord:
         return await self._run(
             lambda: _op_set_key_status(access_key_id, status, audit),
-            transaction=audit is not None,
+            changes=lambda _: [access_key_id],
         )
 
     async def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
-        return await self._run(lambda: _op_reseal_secret(access_key_id, old, new))
+        return await self._run(
+            lambda: _op_reseal_secret(access_key_id, old, new),
+            changes=lambda replaced: [access_key_id] if replaced else [],
+        )
 
     async def claim_nonce(
         self, access_key_id: str, nonce: str, *, now: float, expires_at: float
@@ -1641,7 +1821,8 @@ class AsyncPostgresStore:
         audit: AuditEvent | None = None,
     ) -> None:
         await self._run(
-            lambda: _op_set_network_policy(target, policy, audit), transaction=audit is not None
+            lambda: _op_set_network_policy(target, policy, audit),
+            changes=lambda _: [_policy_subject(target)],
         )
 
     async def record_usage(self, records: Sequence[UsageRecord]) -> None:

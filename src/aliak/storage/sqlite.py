@@ -25,6 +25,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -58,6 +59,7 @@ from aliak.model import (
 from aliak.sealing import ENV_MASTER_KEY, KeyFile, MasterKeyring, load_master_keyring
 from aliak.storage import lifecycle
 from aliak.storage.async_adapter import AsyncStoreAdapter
+from aliak.storage.invalidation import MAX_IDS_PER_CHANGE, LocalInvalidation, subjects
 from aliak.storage.protocols import InvalidationChannel, PolicyTarget
 from aliak.storage.rows import (
     LatestUse,
@@ -158,6 +160,15 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """CREATE TRIGGER aliak_audit_no_delete BEFORE DELETE ON aliak_audit
             BEGIN SELECT RAISE(ABORT, 'the aliak audit trail is append-only'); END""",
     ),
+    # 3: the change log other processes' verifiers look at before each request. A row
+    # per changed key (access_key_id NULL: anything), written in the changing
+    # transaction; only the latest _CHANGES_KEPT rows are kept.
+    (
+        """CREATE TABLE aliak_changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            access_key_id TEXT
+        )""",
+    ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
@@ -219,8 +230,20 @@ _MERGE_SOURCE_IP: Final = (
 )
 _SECRETS_PAGE: Final = 500
 _KEYS_PAGE: Final = 500
+_INSERT_CHANGE: Final = "INSERT INTO aliak_changes (access_key_id) VALUES (?)"
+_PRUNE_CHANGES: Final = "DELETE FROM aliak_changes WHERE seq <= last_insert_rowid() - ?"
+# A reader further behind than this finds a gap in the log and drops everything.
+_CHANGES_KEPT: Final = 1000
+_LAST_CHANGE: Final = "SELECT coalesce(max(seq), 0) FROM aliak_changes"
+# One more row than an announcement names at most: more means "drop everything".
+_CHANGES_SINCE: Final = (
+    "SELECT seq, access_key_id FROM aliak_changes WHERE seq > ? ORDER BY seq LIMIT "  # noqa: S608
+    f"{MAX_IDS_PER_CHANGE + 1}"
+)
 _AUDIT_COLUMNS: Final = "at, actor, action, access_key_id, account_id, user_name, detail"
 _INSERT_AUDIT: Final = f"INSERT INTO aliak_audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+
+_log = logging.getLogger("aliak")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -247,11 +270,12 @@ class _ThreadSlot:
     """A thread's connection. It lives in a ``threading.local``, so it dies with its thread,
     and a finaliser then closes the connection."""
 
-    __slots__ = ("__weakref__", "connection", "pid")
+    __slots__ = ("__weakref__", "connection", "data_version", "pid")
 
     def __init__(self, connection: sqlite3.Connection, pid: int) -> None:
         self.connection = connection
         self.pid = pid
+        self.data_version: int | None = None  # as the change check last saw it
 
 
 def _release(
@@ -313,16 +337,28 @@ class SQLiteStore:
         else:
             _check_directory(Path(self._database))
             self._serial = contextlib.nullcontext()
+        # The change check (see _look_for_changes): the last change-log row delivered,
+        # read and moved under a lock that is never waited for.
+        self._look_lock = threading.Lock()
+        self._seen_change = 0
         try:
             self._prepare_database()
             self._keyring, self._key_file = self._load_keyring(master_key)
+            if not self._in_memory:
+                self._seen_change = self._last_change()
         except BaseException:
             self.close()
             raise
-
-    invalidations: InvalidationChannel | None = None
-    """None: verifiers on the file see another process's change within their freshness
-    (compose with a channel, :class:`~aliak.storage.composite.CompositeStore`, for at once)."""
+        self._changes = LocalInvalidation(
+            announce=None if self._in_memory else self._announce,
+            look=None if self._in_memory else self._look_for_changes,
+        )
+        self.invalidations: InvalidationChannel | None = self._changes
+        """Every change this store object commits is delivered to this process's
+        verifiers before the method returns; a change another process (or another store
+        object) committed to the file is found by :meth:`refresh
+        <aliak.storage.invalidation.LocalInvalidation.refresh>`, which a verifier runs
+        before each request."""
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._database!r})"
@@ -393,6 +429,73 @@ class SQLiteStore:
                 except sqlite3.Error:
                     self._discard_connection(connection)
             raise
+
+    # -- announcing changes -----------------------------------------------------------
+
+    def _changed(
+        self, connection: sqlite3.Connection, access_key_ids: Sequence[str | None]
+    ) -> None:
+        """Log a change inside the transaction that makes it, so that other processes
+        learn of it if and only if it commits."""
+        if self._in_memory or not access_key_ids:
+            return
+        connection.executemany(
+            _INSERT_CHANGE, [(access_key_id,) for access_key_id in subjects(access_key_ids)]
+        )
+        connection.execute(_PRUNE_CHANGES, (_CHANGES_KEPT,))
+
+    def _announce(self, access_key_ids: Sequence[str | None]) -> None:
+        """:meth:`LocalInvalidation.publish`'s way to tell other processes. Best effort."""
+        try:
+            with self._serial, self._write_transaction() as connection:
+                self._changed(connection, access_key_ids)
+        except (sqlite3.Error, AliakError) as error:
+            _log.warning(
+                "aliak: could not log a key change in %s (%s); other processes will see "
+                "it within their freshness",
+                self._database,
+                type(error).__name__,
+            )
+
+    def _last_change(self) -> int:
+        (seq,) = self._connection().execute(_LAST_CHANGE).fetchone()
+        return int(seq)
+
+    def _look_for_changes(self) -> None:
+        """The change check behind ``invalidations.refresh()``. ``PRAGMA data_version``
+        on this thread's connection (a counter SQLite keeps in shared memory; it moves
+        when *another* connection commits, so this store's own writes, the nonce claim
+        of every request among them, leave it still) and, only when it moved, the change
+        log since the last row delivered. Each logged key id is delivered; a gap in the
+        log (this process fell more than _CHANGES_KEPT rows behind) or more ids than an
+        announcement names delivers ``None``. A thread that finds another one reading
+        the log does not wait: that one delivers. Never raises."""
+        try:
+            connection = self._connection()
+            slot: _ThreadSlot = self._local.slot
+            (version,) = connection.execute("PRAGMA data_version").fetchone()
+            if version == slot.data_version or not self._look_lock.acquire(blocking=False):
+                return
+        except (sqlite3.Error, AliakError, AttributeError):
+            return  # closed, or busy: looked at again before the next request
+        try:
+            seen = self._seen_change
+            rows = connection.execute(_CHANGES_SINCE, (seen,)).fetchall()
+            changed: list[str | None] = [access_key_id for _, access_key_id in rows]
+            last = rows[-1][0] if rows else seen
+            if len(rows) > MAX_IDS_PER_CHANGE:
+                changed = [None]
+                (last,) = connection.execute(_LAST_CHANGE).fetchone()
+            elif rows and rows[0][0] != seen + 1:
+                changed = [None]  # fell behind the pruned log: what was missed is unknown
+            slot.data_version = version  # only once the log was read
+            self._seen_change = int(last)
+        except sqlite3.Error:
+            return
+        finally:
+            self._look_lock.release()
+        if changed:
+            self._changes.deliver(changed)
 
     # -- opening ----------------------------------------------------------------------
 
@@ -531,6 +634,8 @@ class SQLiteStore:
             )
             connection.execute(_INSERT_KEY, row_from_record(record, _owner_columns))
             _append_audit(connection, audit)
+            self._changed(connection, [record.access_key_id])  # cached as unknown, maybe
+        self._changes.deliver([record.access_key_id])
 
     @_fail_closed
     def list_keys(self, owner: Owner) -> list[KeyRecord]:
@@ -551,7 +656,9 @@ class SQLiteStore:
             if changed != 1:
                 raise AccessKeyNotFound(detail=access_key_id)
             _append_audit(connection, audit)
+            self._changed(connection, [access_key_id])
             row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
+        self._changes.deliver([access_key_id])
         return record_from_row(row, _owner_from_columns)
 
     @_fail_closed
@@ -585,6 +692,8 @@ class SQLiteStore:
                     _append_audit(
                         connection, audit.purge_of(key_id, deleted.owner, lifecycle.EVICTED)
                     )
+            self._changed(connection, [access_key_id, *evicted])
+        self._changes.deliver([access_key_id, *evicted])
         return evicted
 
     @_fail_closed
@@ -608,6 +717,8 @@ class SQLiteStore:
                 (seconds(restored.recycled_at), restored.status.value, access_key_id),
             )
             _append_audit(connection, audit)
+            self._changed(connection, [access_key_id])
+        self._changes.deliver([access_key_id])
         return restored
 
     @_fail_closed
@@ -625,6 +736,8 @@ class SQLiteStore:
             )
             _destroy_key(connection, access_key_id)
             _append_audit(connection, audit)
+            self._changed(connection, [access_key_id])
+        self._changes.deliver([access_key_id])
         return record
 
     @_fail_closed
@@ -648,7 +761,10 @@ class SQLiteStore:
                         connection,
                         audit.purge_of(record.access_key_id, record.owner, lifecycle.EXPIRED),
                     )
-        return [record.access_key_id for record in expired]
+            purged = [record.access_key_id for record in expired]
+            self._changed(connection, purged)
+        self._changes.deliver(purged)
+        return purged
 
     @_fail_closed
     def list_recycle_bin(self, owner: Owner) -> list[KeyRecord]:
@@ -669,7 +785,9 @@ class SQLiteStore:
             if changed != 1:
                 raise AccessKeyNotFound(detail=access_key_id)
             _append_audit(connection, audit)
+            self._changed(connection, [access_key_id])
             row = connection.execute(_SELECT_KEY, (access_key_id,)).fetchone()
+        self._changes.deliver([access_key_id])
         return record_from_row(row, _owner_from_columns)
 
     def iter_keys(self) -> Iterator[KeyRecord]:
@@ -706,20 +824,26 @@ class SQLiteStore:
                 (name, value),
             )
             _append_audit(connection, audit)
+            self._changed(connection, [None])
+        self._changes.deliver([None])
 
     @_fail_closed
     def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
         # Compare-and-set in one statement: a concurrent change makes it a no-op.
-        changed = (
-            self._connection()
-            .execute(
-                "UPDATE aliak_keys SET sealed_secret = ? "
-                "WHERE access_key_id = ? AND sealed_secret = ?",
-                (new, access_key_id, old),
+        with self._write_transaction() as connection:
+            replaced = (
+                connection.execute(
+                    "UPDATE aliak_keys SET sealed_secret = ? "
+                    "WHERE access_key_id = ? AND sealed_secret = ?",
+                    (new, access_key_id, old),
+                ).rowcount
+                == 1
             )
-            .rowcount
-        )
-        return changed == 1
+            if replaced:
+                self._changed(connection, [access_key_id])
+        if replaced:
+            self._changes.deliver([access_key_id])
+        return replaced
 
     def iter_sealed_secrets(self) -> Iterator[tuple[str, bytes]]:
         """Pages through the keys by id, so no read transaction stays open between pages
@@ -805,6 +929,9 @@ class SQLiteStore:
                     ),
                 )
             _append_audit(connection, audit)
+            subject = target.id if target.level == "key" else None
+            self._changed(connection, [subject])
+        self._changes.deliver([subject])
 
     # -- UsageLog ---------------------------------------------------------------------
 
