@@ -58,7 +58,15 @@ this process only.
 
 **Invalidations.** :attr:`Store.invalidations` is the channel on which changes of a key
 are announced to every verifier, or ``None`` when the store has none (verifiers then
-rely on their cache freshness alone). Every store has the attribute.
+rely on their cache freshness alone). Every store has the attribute; the built-in ones
+all have a channel. A store announces its *own* changes: each method that changes a key,
+a policy or a setting delivers the key id (``None``: anything) to the channel's
+subscribers in this process after its transaction commits and before it returns
+(:class:`aliak.storage.invalidation.LocalInvalidation` does the delivering), so a
+verifier on the store object sees a :class:`~aliak.KeyManager` change at its next
+request; a refused change announces nothing. How other processes hear of it is the
+engine's: a change log that :meth:`InvalidationChannel.refresh` looks at (SQLite),
+``NOTIFY`` sent inside the changing transaction (PostgreSQL), pub/sub (Redis).
 
 **The async face.** :meth:`Store.as_async` returns an :class:`AsyncStore` over the same
 data with the same guarantees and failures: real async I/O where the driver has it
@@ -381,8 +389,9 @@ class InvalidationChannel(Protocol):
         ...
 
     def subscribe(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
-        """Call ``callback`` for every announcement, from a background thread; returns a
-        function that unsubscribes."""
+        """Call ``callback`` for every announcement -- in the thread that made a change
+        of this process, from a background thread (or :meth:`refresh`) for one made
+        elsewhere; returns a function that unsubscribes."""
         ...
 
     def refresh(self) -> None:
