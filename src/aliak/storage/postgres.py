@@ -265,6 +265,14 @@ _MERGE_SOURCE_IP: Final = (
     "first_seen = LEAST(aliak_key_source_ips.first_seen, EXCLUDED.first_seen), "
     "last_seen = GREATEST(aliak_key_source_ips.last_seen, EXCLUDED.last_seen)"
 )
+# The bound on a key's history (lifecycle.source_ips_to_forget, said in SQL): all but the
+# most recently seen addresses go. The batch holds the key's row lock, so two batches of
+# one key trim one after the other.
+_TRIM_SOURCE_IPS: Final = (
+    "DELETE FROM aliak_key_source_ips WHERE access_key_id = %(id)s AND source_ip IN "
+    "(SELECT source_ip FROM aliak_key_source_ips WHERE access_key_id = %(id)s "
+    "ORDER BY last_seen DESC, source_ip OFFSET %(keep)s)"
+)
 _AUDIT_COLUMNS: Final = "at, actor, action, access_key_id, account_id, user_name, detail"
 _INSERT_AUDIT: Final = (
     f"INSERT INTO aliak_audit ({_AUDIT_COLUMNS}) "  # noqa: S608
@@ -566,7 +574,7 @@ def _op_set_network_policy(
     yield from _append_audit(audit)
 
 
-def _op_record_usage(records: Sequence[UsageRecord]) -> _Op[None]:
+def _op_record_usage(records: Sequence[UsageRecord], max_source_ips: int) -> _Op[None]:
     latest, spans = coalesce_usage(records)
     wanted = sorted(set(latest) | {key_id for key_id, _ in spans})
     answer = yield _Query(_LOCK_USED_KEYS, (wanted,))
@@ -585,6 +593,8 @@ def _op_record_usage(records: Sequence[UsageRecord]) -> _Op[None]:
     ]
     if source_ips:
         yield _Query(_MERGE_SOURCE_IP, many=source_ips)
+        grown = sorted({key_id for key_id, _, _, _ in source_ips})
+        yield _Query(_TRIM_SOURCE_IPS, many=[{"id": k, "keep": max_source_ips} for k in grown])
 
 
 def _op_get_last_used(access_key_id: str) -> _Op[LastUsed | None]:
@@ -1063,7 +1073,9 @@ class PostgresStore:
     ``migrate``: bring the schema to this version at startup (serialised across
     servers); with ``False`` a missing or older schema is refused ("run migrations").
     ``prune_every``: every that many claims, expired nonces are deleted (0 turns this
-    off; then call :meth:`prune_nonces` yourself).
+    off; then call :meth:`prune_nonces` yourself). ``max_source_ips_per_key``: how many
+    source addresses a key's history keeps (the most recently seen; the usage batch that
+    overfills it trims it in the same transaction).
 
     :meth:`as_async` gives the same store over an ``AsyncConnectionPool`` (see
     :class:`AsyncPostgresStore`).
@@ -1080,6 +1092,7 @@ class PostgresStore:
         connect_timeout: float = 5.0,
         migrate: bool = True,
         prune_every: int = 1000,
+        max_source_ips_per_key: int = lifecycle.DEFAULT_MAX_SOURCE_IPS_PER_KEY,
     ) -> None:
         self._settings = _parse_settings(
             dsn,
@@ -1089,6 +1102,7 @@ class PostgresStore:
             connect_timeout=connect_timeout,
             prune_every=prune_every,
         )
+        self._max_source_ips = lifecycle.check_source_ip_limit(max_source_ips_per_key)
         self._keyring = _fleet_keyring(master_key)
         self._claims = itertools.count(1)
         self._closed = False
@@ -1343,7 +1357,7 @@ class PostgresStore:
 
     def record_usage(self, records: Sequence[UsageRecord]) -> None:
         if records:
-            self._run(lambda: _op_record_usage(records), transaction=True)
+            self._run(lambda: _op_record_usage(records, self._max_source_ips), transaction=True)
 
     def get_last_used(self, access_key_id: str) -> LastUsed | None:
         return self._run(lambda: _op_get_last_used(access_key_id), read=True)
@@ -1646,7 +1660,9 @@ class AsyncPostgresStore:
 
     async def record_usage(self, records: Sequence[UsageRecord]) -> None:
         if records:
-            await self._run(lambda: _op_record_usage(records), transaction=True)
+            await self._run(
+                lambda: _op_record_usage(records, self.sync._max_source_ips), transaction=True
+            )
 
     async def get_last_used(self, access_key_id: str) -> LastUsed | None:
         return await self._run(lambda: _op_get_last_used(access_key_id), read=True)

@@ -330,6 +330,12 @@ class UsageLog(Protocol):
         source IP), first seen is the earliest and last seen the latest. Merging is
         commutative, so batches from several verifiers may arrive in any order. Records
         for ids the store does not hold are ignored.
+
+        The history is bounded: a key keeps at most the store's
+        ``max_source_ips_per_key`` addresses (100 by default), the most recently seen
+        (ties by address), as :func:`~aliak.storage.lifecycle.source_ips_to_forget`
+        ranks them; the rest are deleted in the same transaction as the merge. An
+        address forgotten and seen again comes back with a new first seen.
         """
         ...
 

@@ -210,6 +210,13 @@ _MERGE_SOURCE_IP: Final = (
     "first_seen = min(first_seen, excluded.first_seen), "
     "last_seen = max(last_seen, excluded.last_seen)"
 )
+# The bound on a key's history (lifecycle.source_ips_to_forget, said in SQL): all but the
+# most recently seen ?2 addresses go. A key's history is at most the bound plus one batch.
+_TRIM_SOURCE_IPS: Final = (
+    "DELETE FROM aliak_key_source_ips WHERE access_key_id = ?1 AND source_ip IN "
+    "(SELECT source_ip FROM aliak_key_source_ips WHERE access_key_id = ?1 "
+    "ORDER BY last_seen DESC, source_ip LIMIT -1 OFFSET ?2)"
+)
 _SECRETS_PAGE: Final = 500
 _KEYS_PAGE: Final = 500
 _AUDIT_COLUMNS: Final = "at, actor, action, access_key_id, account_id, user_name, detail"
@@ -268,6 +275,8 @@ class SQLiteStore:
     created with mode 0600). ``busy_timeout``: seconds to wait for another writer before
     failing closed. ``prune_every``: every that many claims, expired nonces are deleted
     (0 turns this off; then call :meth:`prune_nonces` yourself).
+    ``max_source_ips_per_key``: how many source addresses a key's history keeps (the most
+    recently seen; the write that overfills it trims it in the same transaction).
     """
 
     def __init__(
@@ -277,6 +286,7 @@ class SQLiteStore:
         master_key: MasterKeyring | str | bytes | None = None,
         busy_timeout: float = 5.0,
         prune_every: int = 1000,
+        max_source_ips_per_key: int = lifecycle.DEFAULT_MAX_SOURCE_IPS_PER_KEY,
     ) -> None:
         if sqlite3.sqlite_version_info < _MINIMUM_SQLITE:
             raise InternalError(
@@ -292,6 +302,7 @@ class SQLiteStore:
         self._in_memory = self._database == MEMORY
         self._busy_timeout = float(busy_timeout)
         self._prune_every = prune_every
+        self._max_source_ips = lifecycle.check_source_ip_limit(max_source_ips_per_key)
         self._claims = itertools.count(1)
         self._closed = False
         # Every connection this store opened, with the pid that opened it. Plain dict
@@ -808,6 +819,7 @@ class SQLiteStore:
         with self._write_transaction() as connection:
             _merge_last_used(connection, latest)
             _merge_source_ips(connection, source_ips)
+            _trim_source_ips(connection, {key_id for key_id, _ in source_ips}, self._max_source_ips)
 
     @_fail_closed
     def get_last_used(self, access_key_id: str) -> LastUsed | None:
@@ -1041,3 +1053,7 @@ def _merge_source_ips(connection: sqlite3.Connection, spans: SourceIpSpans) -> N
         _MERGE_SOURCE_IP,
         [(key_id, ip, first, last) for (key_id, ip), (first, last) in spans.items()],
     )
+
+
+def _trim_source_ips(connection: sqlite3.Connection, key_ids: set[str], limit: int) -> None:
+    connection.executemany(_TRIM_SOURCE_IPS, [(key_id, limit) for key_id in sorted(key_ids)])
