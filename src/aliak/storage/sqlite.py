@@ -12,6 +12,15 @@ Every state change writes its audit event inside its own transaction, so the tra
 the state never disagree. The audit table is append-only twice over: this code never
 updates or deletes a row, and triggers make the engine refuse it from anyone else.
 
+Private files: the database, its ``-wal`` and ``-shm`` files and the key file are mode
+0600 whatever the umask. This code creates the (empty) database file itself with
+``O_CREAT | O_EXCL`` and mode 0600 before SQLite opens it; SQLite creates the ``-wal``,
+``-shm`` (and a transient ``-journal``) with the database file's permission bits and
+sets them with ``fchmod`` before writing anything, so none is ever readable by others,
+even for an instant, and no process-wide umask is touched. An existing database or side
+file that group or others may access is tightened to 0600 at open, with a warning in the
+``aliak`` log (refused only when it cannot be: not ours to ``chmod``).
+
 Store failures (the lock held beyond ``busy_timeout``, disk I/O) raise
 :class:`~aliak.errors.InternalError` chained from the ``sqlite3`` error: the verifier
 fails closed. A database this code cannot use (no such directory, not an SQLite file,
@@ -25,8 +34,10 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 import weakref
@@ -71,6 +82,8 @@ from aliak.storage.rows import (
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+_log = logging.getLogger("aliak")
 
 MEMORY: Final = ":memory:"
 KEY_FILE_SUFFIX: Final = ".key"
@@ -316,6 +329,7 @@ class SQLiteStore:
             self._serial = threading.RLock()
         else:
             _check_directory(Path(self._database))
+            _make_private(self._database)
             self._serial = contextlib.nullcontext()
         try:
             self._prepare_database()
@@ -937,6 +951,58 @@ def _check_directory(path: Path) -> None:
         raise InvalidParameter("db", detail=f"{path} is a directory")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise InvalidParameter("db", detail=f"{path} is not readable and writable")
+
+
+_PRIVATE_MODE: Final = 0o600
+# The files SQLite keeps beside a database: WAL mode's log and shared-memory index, and
+# the rollback journal it uses while switching a new file to WAL.
+_SIDE_FILE_SUFFIXES: Final = ("-wal", "-shm", "-journal")
+
+
+def _make_private(database: str) -> None:
+    """Create the database file 0600 if absent (SQLite then gives its side files the same
+    bits), and tighten an existing one and its side files that others may access."""
+    try:
+        descriptor = os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL, _PRIVATE_MODE)
+    except FileExistsError:
+        pass  # there already (or another process just made it): checked below
+    except OSError as error:
+        raise InvalidParameter(
+            "db", detail=f"cannot create {database}: {error.strerror}"
+        ) from error
+    else:
+        try:
+            os.fchmod(descriptor, _PRIVATE_MODE)  # the umask may have taken owner bits too
+        finally:
+            os.close(descriptor)
+    for name in (database, *(database + suffix for suffix in _SIDE_FILE_SUFFIXES)):
+        _tighten(name)
+
+
+def _tighten(name: str) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(name).st_mode)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise InvalidParameter("db", detail=f"cannot inspect {name}: {error.strerror}") from error
+    if not mode & 0o077:
+        return
+    private = mode & 0o700
+    try:
+        os.chmod(name, private)
+    except OSError as error:
+        raise InvalidParameter(
+            "db",
+            detail=f"{name} is accessible to group or others (mode {mode:04o}) and cannot be "
+            f"made private ({error.strerror}); chmod 600 it",
+        ) from error
+    _log.warning(
+        "%s was accessible to group or others (mode %04o); made private (mode %04o)",
+        name,
+        mode,
+        private,
+    )
 
 
 def _enable_wal(connection: sqlite3.Connection, database: str, busy_timeout: float) -> None:
