@@ -27,7 +27,7 @@ from aliak.storage.protocols import PolicyTarget
 from aliak.storage.rows import row_from_record
 from aliak.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 
-from .conftest import ALICE, at, hmac_record, new_key_id, ts
+from .conftest import ALICE, KEYRING, at, hmac_record, new_key_id, ts
 
 NOW = 1_700_000_000.0
 
@@ -573,7 +573,7 @@ def test_version_1_database_migrates_forward_keeping_its_data(db: Path) -> None:
         )
     connection.close()
 
-    store = SQLiteStore(db, master_key=MasterKeyring.generate())
+    store = SQLiteStore(db, master_key=KEYRING)  # the keyring that sealed the rows above
     try:
         assert SCHEMA_VERSION == 2
         with raw(db) as connection:

@@ -91,7 +91,15 @@ from aliak.model import (
     UsageRecord,
     utc_from_timestamp,
 )
-from aliak.sealing import ENV_MASTER_KEY, MasterKeyring, load_master_keyring
+from aliak.sealing import (
+    CHECK_SAMPLE_SIZE,
+    ENV_MASTER_KEY,
+    MasterKeyring,
+    check_setting_range,
+    keyring_checks_to_record,
+    locate_master_keyring,
+    recorded_checks,
+)
 from aliak.storage import lifecycle
 from aliak.storage.protocols import InvalidationChannel, PolicyTarget
 from aliak.storage.rows import (
@@ -508,6 +516,33 @@ def _op_set_setting(name: str, value: str, audit: AuditEvent | None) -> _Op[None
     yield from _append_audit(audit)
 
 
+def _op_adopt_keyring(locks: str, keyring: MasterKeyring, source: str, where: str) -> _Op[None]:
+    """Refuse ``keyring`` unless it matches the store's check values; record those of its
+    versions the store has none for. One fleet member at a time (an advisory lock), so
+    members starting together record one value per version."""
+    yield _Query(_LOCK_OWNER, (_advisory_key(locks, "keyring"),))
+    answer = yield _Query(
+        "SELECT name, value FROM aliak_settings WHERE name >= %s AND name < %s",
+        check_setting_range(),
+    )
+    recorded = recorded_checks(answer.rows)
+    samples: list[tuple[str, bytes]] = []
+    if not recorded:
+        answer = yield _Query(
+            "SELECT access_key_id, sealed_secret FROM aliak_keys "
+            "WHERE sealed_secret IS NOT NULL ORDER BY access_key_id LIMIT %s",
+            (CHECK_SAMPLE_SIZE,),
+        )
+        samples = [(key_id, bytes(value)) for key_id, value in answer.rows]
+    new = keyring_checks_to_record(
+        keyring, recorded, source=source, where=where, sealed_samples=samples
+    )
+    if new:
+        yield _Query(
+            "INSERT INTO aliak_settings (name, value) VALUES (%s, %s)", many=sorted(new.items())
+        )
+
+
 def _op_reseal_secret(access_key_id: str, old: bytes, new: bytes) -> _Op[bool]:
     # Compare-and-set in one statement: a concurrent change makes it a no-op.
     answer = yield _Query(
@@ -917,17 +952,17 @@ def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _fleet_keyring(master_key: MasterKeyring | str | bytes | None) -> MasterKeyring:
+def _fleet_keyring(master_key: MasterKeyring | str | bytes | None) -> tuple[MasterKeyring, str]:
     """A fleet shares one master key, so it comes from the caller or the environment,
-    never from a key file beside one server."""
+    never from a key file beside one server; and where it came from, for messages."""
     if master_key is None and not os.environ.get(ENV_MASTER_KEY):
         raise InvalidParameter(
             "MasterKey",
             detail=f"PostgresStore needs the fleet's master key: pass master_key=... or set "
             f"{ENV_MASTER_KEY}; every server sharing the database must use the same one",
         )
-    keyring, _ = load_master_keyring(master_key)
-    return keyring
+    keyring, _, source = locate_master_keyring(master_key)
+    return keyring, source
 
 
 def _advisory_key(namespace: str, *parts: str) -> int:
@@ -1073,7 +1108,11 @@ class PostgresStore:
     ``migrate``: bring the schema to this version at startup (serialised across
     servers); with ``False`` a missing or older schema is refused ("run migrations").
     ``prune_every``: every that many claims, expired nonces are deleted (0 turns this
-    off; then call :meth:`prune_nonces` yourself). ``max_source_ips_per_key``: how many
+    off; then call :meth:`prune_nonces` yourself). The keyring must be the fleet's: the
+    schema records a check value per master-key version (the first member to open a
+    schema without them records them, after its keyring opened a sample of the sealed
+    secrets), and a keyring that does not match is refused at construction with
+    :class:`InvalidParameter` naming where it came from. ``max_source_ips_per_key``: how many
     source addresses a key's history keeps (the most recently seen; the usage batch that
     overfills it trims it in the same transaction).
 
@@ -1103,7 +1142,7 @@ class PostgresStore:
             prune_every=prune_every,
         )
         self._max_source_ips = lifecycle.check_source_ip_limit(max_source_ips_per_key)
-        self._keyring = _fleet_keyring(master_key)
+        self._keyring, source = _fleet_keyring(master_key)
         self._claims = itertools.count(1)
         self._closed = False
         self._twin: AsyncPostgresStore | None = None
@@ -1113,6 +1152,11 @@ class PostgresStore:
         self.applied_migrations: tuple[int, ...] = _prepare(self._settings, bool(migrate))
         """The schema versions this construction applied; empty when already current."""
         self._pool = self._open_pool()
+        try:
+            self._adopt_keyring(self._keyring, source)
+        except BaseException:
+            self.close()
+            raise
 
     invalidations: InvalidationChannel | None = None
     """None: fleet members see a change within their freshness (compose with a channel,
@@ -1221,7 +1265,15 @@ class PostgresStore:
         server the new keyring too, before secrets sealed under it are relied on."""
         if not isinstance(keyring, MasterKeyring):
             raise InvalidParameter("MasterKey", detail="a MasterKeyring is expected")
+        self._adopt_keyring(keyring, "the new keyring")
         self._keyring = keyring
+
+    def _adopt_keyring(self, keyring: MasterKeyring, source: str) -> None:
+        settings = self._settings
+        where = f"schema {settings.schema!r} on {settings.where}"
+        self._run(
+            lambda: _op_adopt_keyring(settings.locks, keyring, source, where), transaction=True
+        )
 
     def get_key(self, access_key_id: str) -> KeyRecord | None:
         return self._run(lambda: _op_get_key(access_key_id), read=True)

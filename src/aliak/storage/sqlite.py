@@ -66,7 +66,17 @@ from aliak.model import (
     UsageRecord,
     utc_from_timestamp,
 )
-from aliak.sealing import ENV_MASTER_KEY, KeyFile, MasterKeyring, load_master_keyring
+from aliak.sealing import (
+    CHECK_SAMPLE_SIZE,
+    ENV_MASTER_KEY,
+    KeyFile,
+    MasterKeyring,
+    check_agrees_with_key_file,
+    check_setting_range,
+    keyring_checks_to_record,
+    locate_master_keyring,
+    recorded_checks,
+)
 from aliak.storage import lifecycle
 from aliak.storage.async_adapter import AsyncStoreAdapter
 from aliak.storage.protocols import InvalidationChannel, PolicyTarget
@@ -290,6 +300,14 @@ class SQLiteStore:
     (0 turns this off; then call :meth:`prune_nonces` yourself).
     ``max_source_ips_per_key``: how many source addresses a key's history keeps (the most
     recently seen; the write that overfills it trims it in the same transaction).
+
+    The keyring must be the store's: the store records a check value per master-key
+    version (on first open, for a database that has none yet, after the keyring opened a
+    sample of its sealed secrets), and a keyring that does not match, or a
+    ``master_key=`` / ``ALIAK_MASTER_KEY`` that disagrees with an existing key file, is
+    refused at construction with :class:`InvalidParameter` naming where it came from.
+    ``check_keyring=False`` skips this, for a store opened under a throwaway keyring
+    only to read key metadata (it must seal nothing).
     """
 
     def __init__(
@@ -300,6 +318,7 @@ class SQLiteStore:
         busy_timeout: float = 5.0,
         prune_every: int = 1000,
         max_source_ips_per_key: int = lifecycle.DEFAULT_MAX_SOURCE_IPS_PER_KEY,
+        check_keyring: bool = True,
     ) -> None:
         if sqlite3.sqlite_version_info < _MINIMUM_SQLITE:
             raise InternalError(
@@ -316,6 +335,7 @@ class SQLiteStore:
         self._busy_timeout = float(busy_timeout)
         self._prune_every = prune_every
         self._max_source_ips = lifecycle.check_source_ip_limit(max_source_ips_per_key)
+        self._check_keyring = bool(check_keyring)
         self._claims = itertools.count(1)
         self._closed = False
         # Every connection this store opened, with the pid that opened it. Plain dict
@@ -456,7 +476,8 @@ class SQLiteStore:
             if master_key is None and not os.environ.get(ENV_MASTER_KEY):
                 # Nothing sealed here outlives the process, so a random key will do.
                 return MasterKeyring.generate(), None
-            return load_master_keyring(master_key)
+            keyring, _, source = locate_master_keyring(master_key)
+            return self._adopt_keyring(keyring, source), None
         key_file = self._database + KEY_FILE_SUFFIX
         if (
             master_key is None
@@ -472,11 +493,32 @@ class SQLiteStore:
                 f"restore it, or give the key with master_key= or {ENV_MASTER_KEY}",
             )
         try:
-            return load_master_keyring(master_key, key_file=key_file)
+            keyring, file, source = locate_master_keyring(master_key, key_file=key_file)
         except OSError as error:
             raise InvalidParameter(
                 "MasterKeyFile", detail=f"cannot read or create {key_file}: {error.strerror}"
             ) from error
+        if file is None and self._check_keyring:
+            check_agrees_with_key_file(keyring, source, key_file)
+        return self._adopt_keyring(keyring, source), file
+
+    def _adopt_keyring(self, keyring: MasterKeyring, source: str) -> MasterKeyring:
+        """``keyring`` if it is this store's (recording the check values of versions the
+        store has none for), else a refusal naming ``source``."""
+        if not self._check_keyring:
+            return keyring
+        try:
+            with self._write_transaction() as connection:
+                _record_keyring_checks(connection, keyring, source=source, where=self._database)
+        except sqlite3.OperationalError as error:
+            if _is_busy(error):
+                raise InternalError(
+                    detail=f"{self._database} stayed locked beyond busy_timeout: {error}"
+                ) from error
+            raise _unusable_database(self._database, error) from error
+        except sqlite3.Error as error:
+            raise _unusable_database(self._database, error) from error
+        return keyring
 
     def _holds_sealed_secrets(self) -> bool:
         row = (
@@ -510,20 +552,30 @@ class SQLiteStore:
                 ) from error
         return self._keyring
 
+    @_fail_closed
     def set_keyring(self, keyring: MasterKeyring) -> None:
         """Put ``keyring`` in force. When the keyring lives in a key file it is written
         there first, so what is sealed under it stays openable after a restart and other
-        processes pick it up with :meth:`reload_keyring`."""
+        processes pick it up with :meth:`reload_keyring`. A keyring that does not match
+        the store's check values is refused; the check values of its new versions are
+        recorded in the transaction that holds the write lock while the key file is
+        written (a crash between the two leaves the file ahead, and the next open records
+        them)."""
         if not isinstance(keyring, MasterKeyring):
             raise InvalidParameter("MasterKey", detail="a MasterKeyring is expected")
-        if self._key_file is not None:
-            try:
-                self._key_file.save(keyring)
-            except OSError as error:
-                raise InternalError(
-                    detail=f"cannot write the master key file {self._key_file.path}: "
-                    f"{error.strerror}"
-                ) from error
+        with self._write_transaction() as connection:
+            if self._check_keyring:
+                _record_keyring_checks(
+                    connection, keyring, source="the new keyring", where=self._database
+                )
+            if self._key_file is not None:
+                try:
+                    self._key_file.save(keyring)
+                except OSError as error:
+                    raise InternalError(
+                        detail=f"cannot write the master key file {self._key_file.path}: "
+                        f"{error.strerror}"
+                    ) from error
         self._keyring = keyring
 
     @_fail_closed
@@ -1052,6 +1104,32 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
 
 def _unusable_database(database: str, error: sqlite3.Error) -> InvalidParameter:
     return InvalidParameter("db", detail=f"cannot use {database} as an aliak database: {error}")
+
+
+def _record_keyring_checks(
+    connection: sqlite3.Connection, keyring: MasterKeyring, *, source: str, where: str
+) -> None:
+    """Inside a write transaction: refuse ``keyring`` unless it matches the store's check
+    values, and record those of its versions the store has none for."""
+    rows = connection.execute(
+        "SELECT name, value FROM aliak_settings WHERE name >= ? AND name < ?",
+        check_setting_range(),
+    ).fetchall()
+    recorded = recorded_checks(rows)
+    samples: list[tuple[str, bytes]] = []
+    if not recorded:
+        sealed = connection.execute(
+            "SELECT access_key_id, sealed_secret FROM aliak_keys "
+            "WHERE sealed_secret IS NOT NULL ORDER BY access_key_id LIMIT ?",
+            (CHECK_SAMPLE_SIZE,),
+        ).fetchall()
+        samples = [(key_id, bytes(value)) for key_id, value in sealed]
+    new = keyring_checks_to_record(
+        keyring, recorded, source=source, where=where, sealed_samples=samples
+    )
+    connection.executemany(
+        "INSERT INTO aliak_settings (name, value) VALUES (?, ?)", sorted(new.items())
+    )
 
 
 # -- row mapping ----------------------------------------------------------------------
