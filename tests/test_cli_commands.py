@@ -902,6 +902,39 @@ def test_a_store_that_cannot_be_used_is_refused_in_one_line_and_never_created(
     assert not Path(f"{keyless.db}.key").exists()  # no new key would open the old secrets
 
 
+def test_a_master_key_that_is_not_the_stores_is_refused_with_a_clear_error(
+    store: Store, tmp_path: Path
+) -> None:
+    from aliak.sealing import MasterKeyring
+
+    store.create_key("alice")
+    before = store.snapshot("alice")
+    on_disk = Path(f"{store.db}.key").read_text()
+    other = MasterKeyring.generate().to_text()
+    for command in (
+        ["keys", "list", "--account", ACCOUNT, "--user", "alice"],
+        ["keys", "create", "--account", ACCOUNT, "--user", "bob"],
+    ):
+        result = store.run(*command, env={"ALIAK_MASTER_KEY": other})
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: InvalidParameter: "), result.stderr
+        assert len(result.stderr.splitlines()) == 1
+        assert "ALIAK_MASTER_KEY" in result.stderr
+        assert f"{store.db}.key" in result.stderr
+        for text in (other, on_disk):
+            for line in text.splitlines():
+                assert line.split(":", 1)[1] not in result.stderr + result.stdout
+    assert store.snapshot("alice") == before
+
+    # The key file replaced by another key: refused, naming the key file.
+    Path(f"{store.db}.key").write_text(other)
+    result = store.run("keys", "list", "--account", ACCOUNT, "--user", "alice")
+    assert result.returncode == 1
+    assert f"the key file {store.db}.key" in result.stderr
+    Path(f"{store.db}.key").write_text(on_disk)
+    assert store.snapshot("alice") == before
+
+
 def test_db_defaults_to_the_environment_then_the_working_directory(tmp_path: Path) -> None:
     by_env = tmp_path / "from-env.db"
     result = run_aliak(

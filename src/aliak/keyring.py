@@ -9,12 +9,21 @@ belongs to by associated data (the AccessKey id), so a sealed secret copied onto
 key does not open.
 
 Sealed format: ``b"\\x01" | kek_version (4 bytes, big-endian) | nonce (12) | ciphertext+tag``.
+
+A store tells its own keyring from another by a *check value* per version
+(:meth:`MasterKeyring.check_value`): ``hmac-sha256:<salt>:<tag>``, the tag being
+HMAC-SHA256 of a fixed label, the version and a random salt, under a subkey derived (HKDF)
+for this purpose alone. It is not the key and opens nothing; over a 256-bit random key
+it is a pseudorandom value, so it gives no foothold for guessing the key, and the salt
+keeps two stores that share a key from recording the same value.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import re
 from collections.abc import Mapping
@@ -34,6 +43,10 @@ _NONCE_SIZE = 12
 _HEADER_SIZE = 1 + 4 + _NONCE_SIZE
 _MASTER_KEY_SIZE = 32
 _PURPOSE_SECRET = b"aliak/v1/access-key-secret"
+_PURPOSE_CHECK = b"aliak/v1/keyring-check"
+_CHECK_FORMAT = "hmac-sha256"
+_CHECK_LABEL = b"aliak master key check\x00"
+_CHECK_SALT_SIZE = 16
 
 _keyring_entry = re.compile(r"\s*(\d{1,9})\s*:\s*([A-Za-z0-9+/=_-]+)\s*")
 
@@ -123,6 +136,47 @@ class MasterKeyring:
     def __repr__(self) -> str:
         return f"MasterKeyring(versions={list(self.versions)}, current={self.current_version})"
 
+    def differing_versions(self, other: MasterKeyring) -> list[int]:
+        """The versions both keyrings hold with different keys (compared in constant
+        time; nothing about the keys leaves this method)."""
+        shared = sorted(self._keys.keys() & other._keys.keys())
+        return [v for v in shared if not hmac.compare_digest(self._keys[v], other._keys[v])]
+
+    def check_value(self, version: int) -> str:
+        """A fresh check value for ``version`` (see the module docstring): what a store
+        records so that it can later tell whether a keyring holds the same key."""
+        salt = os.urandom(_CHECK_SALT_SIZE)
+        tag = self._check_tag(version, salt)
+        return f"{_CHECK_FORMAT}:{_b64(salt)}:{_b64(tag)}"
+
+    def matches_check_value(self, version: int, value: str) -> bool:
+        """Whether this keyring's ``version`` is the key ``value`` was made with.
+
+        Raises :class:`UnknownMasterKeyVersion` if the keyring lacks the version, and
+        :class:`SealingError` if ``value`` is not a check value.
+        """
+        parts = value.split(":") if isinstance(value, str) else []
+        if len(parts) != 3 or parts[0] != _CHECK_FORMAT:
+            raise SealingError(detail=f"the check value of master key version {version} is corrupt")
+        try:
+            salt = base64.urlsafe_b64decode(parts[1])
+            tag = base64.urlsafe_b64decode(parts[2])
+        except (binascii.Error, ValueError):
+            raise SealingError(
+                detail=f"the check value of master key version {version} is corrupt"
+            ) from None
+        return hmac.compare_digest(self._check_tag(version, salt), tag)
+
+    def _check_tag(self, version: int, salt: bytes) -> bytes:
+        key = self._keys.get(version)
+        if key is None:
+            raise UnknownMasterKeyVersion(detail=f"no master key of version {version} is loaded")
+        subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_PURPOSE_CHECK).derive(
+            key
+        )
+        message = _CHECK_LABEL + version.to_bytes(4, "big") + salt
+        return hmac.new(subkey, message, hashlib.sha256).digest()
+
     def _cipher(self, version: int, purpose: bytes) -> AESGCM:
         cipher = self._ciphers.get((version, purpose))
         if cipher is None:
@@ -160,6 +214,10 @@ class MasterKeyring:
 
     def open_secret(self, access_key_id: str, sealed: bytes) -> Secret:
         return Secret(self.open(_PURPOSE_SECRET, access_key_id.encode(), sealed).decode())
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
 def sealed_version(sealed: bytes) -> int:

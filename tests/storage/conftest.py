@@ -31,11 +31,17 @@ class BackendStore(Store, Protocol):
     def as_async(self) -> AsyncStore: ...
 
 
+class OpenStore(Protocol):
+    def __call__(self, directory: Path, **options: object) -> BackendStore: ...
+
+
 @dataclass(frozen=True)
 class Backend:
-    """How to open a fresh, empty store; ``directory`` is private to the test."""
+    """How to open a fresh, empty store; ``directory`` is private to the test, and
+    ``options`` are keyword arguments every backend's store takes (e.g.
+    ``max_source_ips_per_key``)."""
 
-    open: Callable[[Path], BackendStore]
+    open: OpenStore
     needs_env: str | None = None  # e.g. "ALIAK_TEST_POSTGRES_URL" for a server backend
     # A second store object on the same data, as another process would open it; None
     # when nothing outside the store object can reach its data (memory, ":memory:").
@@ -43,7 +49,7 @@ class Backend:
     reopen: Callable[[Path, BackendStore], BackendStore] | None = None
 
 
-def _memory_with_redis_nonces(directory: Path) -> BackendStore:
+def _memory_with_redis_nonces(directory: Path, **options: object) -> BackendStore:
     """Keys in memory, nonces in Redis (a fresh key prefix, so tests never share claims)."""
     import uuid
 
@@ -53,7 +59,7 @@ def _memory_with_redis_nonces(directory: Path) -> BackendStore:
     nonces = RedisNonceStore(
         os.environ["ALIAK_TEST_REDIS_URL"], prefix=f"aliak-test:{uuid.uuid4().hex}:"
     )
-    return CompositeStore(MemoryStore(), nonces=nonces)
+    return CompositeStore(MemoryStore(**options), nonces=nonces)
 
 
 POSTGRES_DSN = "ALIAK_TEST_POSTGRES_DSN"
@@ -81,12 +87,15 @@ def _throwaway_postgres_store() -> type[BackendStore]:
     from aliak.storage.postgres import PostgresStore
 
     class ThrowawaySchemaStore(PostgresStore):
-        def __init__(self) -> None:
+        def __init__(self, **options: object) -> None:
             self.dsn = os.environ[POSTGRES_DSN]
             self.throwaway_schema = new_schema_name()
             self.dropped = False
             super().__init__(
-                self.dsn, schema=self.throwaway_schema, master_key=MasterKeyring.generate()
+                self.dsn,
+                schema=self.throwaway_schema,
+                master_key=MasterKeyring.generate(),
+                **options,
             )
 
         def close(self) -> None:
@@ -110,11 +119,14 @@ def _same_file(directory: Path, store: BackendStore) -> BackendStore:
 
 
 BACKENDS: dict[str, Backend] = {
-    "memory": Backend(lambda directory: MemoryStore()),
-    "sqlite": Backend(lambda directory: SQLiteStore(directory / "aliak.db"), reopen=_same_file),
-    "sqlite-memory": Backend(lambda directory: SQLiteStore(":memory:")),
+    "memory": Backend(lambda directory, **options: MemoryStore(**options)),
+    "sqlite": Backend(
+        lambda directory, **options: SQLiteStore(directory / "aliak.db", **options),
+        reopen=_same_file,
+    ),
+    "sqlite-memory": Backend(lambda directory, **options: SQLiteStore(":memory:", **options)),
     "postgres": Backend(
-        lambda directory: _throwaway_postgres_store()(),
+        lambda directory, **options: _throwaway_postgres_store()(**options),
         needs_env=POSTGRES_DSN,
         reopen=_same_schema,
     ),
@@ -135,13 +147,14 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture
 def open_store(
     backend: Backend, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], BackendStore]]:
-    """Opens as many fresh stores of the backend as a test wants; closes them after."""
+) -> Iterator[Callable[..., BackendStore]]:
+    """Opens as many fresh stores of the backend as a test wants (with the store options
+    given); closes them after."""
     opened: list[BackendStore] = []
 
-    def open_fresh() -> BackendStore:
+    def open_fresh(**options: object) -> BackendStore:
         directory = tmp_path_factory.mktemp("store")
-        store = backend.open(directory)
+        store = backend.open(directory, **options)
         directories[id(store)] = directory
         opened.append(store)
         return store
@@ -222,7 +235,7 @@ def hmac_record(
         "sealed_secret": KEYRING.seal_secret(key_id, Secret(f"secret-of-{key_id}")),
     }
     fields.update(changes)
-    return KeyRecord(**fields)  # type: ignore[arg-type]
+    return KeyRecord(**fields)
 
 
 def rsa_record(owner: Owner = ACCOUNT, *, created_at: datetime = T0) -> KeyRecord:

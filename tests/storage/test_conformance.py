@@ -28,6 +28,7 @@ from aliak.errors import (
     AccessKeyNotInactive,
     AccessKeyNotInRecycleBin,
     AliakError,
+    InvalidParameter,
 )
 from aliak.model import (
     MAX_KEYS_IN_RECYCLE_BIN,
@@ -49,6 +50,7 @@ from .conftest import (
     ACCOUNT,
     ALICE,
     BOB,
+    Backend,
     BackendStore,
     at,
     hmac_record,
@@ -583,6 +585,128 @@ def test_source_ip_history_is_per_key(store: BackendStore, key_id: str) -> None:
         [use(key_id, 10, ip="192.0.2.1"), use(other.access_key_id, 10, ip="192.0.2.9")]
     )
     assert [entry.source_ip for entry in store.source_ip_history(key_id)] == ["192.0.2.1"]
+
+
+# -- UsageLog: the bound on source-IP history ---------------------------------------------
+
+
+def v6(n: int) -> str:
+    """An address of one IPv6 /64: what a caller cycling through its block sends."""
+    return f"2001:db8:0:1::{n:x}"
+
+
+def ips_of(store: BackendStore, key_id: str) -> list[str]:
+    return [entry.source_ip for entry in store.source_ip_history(key_id)]
+
+
+def bounded_store(open_store: Callable[..., BackendStore], limit: int) -> tuple[BackendStore, str]:
+    store = open_store(max_source_ips_per_key=limit)
+    record = hmac_record()
+    store.add_key(record, max_keys_per_owner=5)
+    return store, record.access_key_id
+
+
+def test_source_ip_history_keeps_the_100_most_recent_addresses_by_default(
+    store: BackendStore, key_id: str
+) -> None:
+    store.record_usage([use(key_id, n, ip=v6(n)) for n in range(1, 151)])
+    assert ips_of(store, key_id) == [v6(n) for n in range(150, 50, -1)]
+
+
+def test_source_ip_bound_holds_across_batches(open_store: Callable[..., BackendStore]) -> None:
+    store, key_id = bounded_store(open_store, 3)
+    for n in range(1, 11):
+        store.record_usage([use(key_id, n, ip=v6(n))])
+    assert ips_of(store, key_id) == [v6(10), v6(9), v6(8)]
+
+
+def test_an_address_seen_again_stays_and_the_least_recently_seen_goes(
+    open_store: Callable[..., BackendStore],
+) -> None:
+    store, key_id = bounded_store(open_store, 3)
+    store.record_usage([use(key_id, 1, ip="192.0.2.1"), use(key_id, 2, ip="192.0.2.2")])
+    store.record_usage([use(key_id, 3, ip="192.0.2.3")])
+    store.record_usage([use(key_id, 4, ip="192.0.2.1")])
+    store.record_usage([use(key_id, 5, ip="192.0.2.4")])
+    assert ips_of(store, key_id) == ["192.0.2.4", "192.0.2.1", "192.0.2.3"]
+    assert store.source_ip_history(key_id)[1] == SourceIpUse("192.0.2.1", at(1), at(4))
+
+
+def test_a_late_batch_of_older_uses_never_pushes_out_newer_addresses(
+    open_store: Callable[..., BackendStore],
+) -> None:
+    store, key_id = bounded_store(open_store, 2)
+    store.record_usage([use(key_id, 10, ip="192.0.2.1"), use(key_id, 20, ip="192.0.2.2")])
+    store.record_usage([use(key_id, 5, ip="192.0.2.3")])
+    assert ips_of(store, key_id) == ["192.0.2.2", "192.0.2.1"]
+
+
+def test_source_ip_bound_breaks_a_tie_in_time_by_address(
+    open_store: Callable[..., BackendStore],
+) -> None:
+    store, key_id = bounded_store(open_store, 2)
+    store.record_usage([use(key_id, 7, ip=ip) for ip in ("192.0.2.9", "192.0.2.1", "192.0.2.5")])
+    assert ips_of(store, key_id) == ["192.0.2.1", "192.0.2.5"]
+
+
+def test_source_ip_bound_is_per_key(open_store: Callable[..., BackendStore]) -> None:
+    store, key_id = bounded_store(open_store, 2)
+    other = hmac_record()
+    store.add_key(other, max_keys_per_owner=5)
+    store.record_usage([use(other.access_key_id, 1, ip="198.51.100.1")])
+    store.record_usage([use(key_id, n, ip=v6(n)) for n in range(1, 6)])
+    assert ips_of(store, key_id) == [v6(5), v6(4)]
+    assert ips_of(store, other.access_key_id) == ["198.51.100.1"]
+
+
+def test_the_bound_leaves_the_last_use_alone(open_store: Callable[..., BackendStore]) -> None:
+    store, key_id = bounded_store(open_store, 1)
+    store.record_usage([use(key_id, 9, "Ram", ip="192.0.2.1"), use(key_id, 3, ip="192.0.2.2")])
+    assert store.get_last_used(key_id) == LastUsed(at(9), "Ram")
+    assert ips_of(store, key_id) == ["192.0.2.1"]
+
+
+def test_the_async_face_keeps_the_same_bound(open_store: Callable[..., BackendStore]) -> None:
+    store, key_id = bounded_store(open_store, 2)
+    async_store = store.as_async()
+    asyncio.run(async_store.record_usage([use(key_id, n, ip=v6(n)) for n in range(1, 5)]))
+    assert ips_of(store, key_id) == [v6(4), v6(3)]
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "3", None])
+def test_an_unusable_source_ip_bound_is_refused(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory, bad: object
+) -> None:
+    with pytest.raises(InvalidParameter) as caught:
+        backend.open(tmp_path_factory.mktemp("store"), max_source_ips_per_key=bad)
+    assert caught.value.parameter == "max_source_ips_per_key"
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30)), max_size=5),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_bounded_history_is_the_most_recent_part_of_the_unbounded_one(
+    open_store: Callable[..., BackendStore], batches: list[list[tuple[int, int]]]
+) -> None:
+    store, key_id = bounded_store(open_store, 3)
+    latest: dict[str, int] = {}
+    for batch in batches:
+        store.record_usage([use(key_id, t, ip=f"192.0.2.{i}") for i, t in batch])
+        for i, t in batch:
+            latest[f"192.0.2.{i}"] = max(t, latest.get(f"192.0.2.{i}", t))
+    expected = sorted(latest.items(), key=lambda entry: (-entry[1], entry[0]))[:3]
+    history = store.source_ip_history(key_id)
+    assert [(entry.source_ip, entry.last_seen) for entry in history] == [
+        (ip, at(t)) for ip, t in expected
+    ]
+    store.close()
 
 
 _usage_batches = st.lists(

@@ -179,8 +179,12 @@ def test_migrate_false_without_the_tables_is_refused_at_construction(
 def test_outdated_schema_is_refused_without_migrate_and_brought_forward_with_it(
     dsn: str, schema: str
 ) -> None:
-    # A schema left at version 1, holding a key written then.
+    # A schema left at version 1, holding a key written then (sealed under the keyring
+    # the store is opened with: a store refuses a keyring that opens none of its secrets).
     record = hmac_record(ALICE)
+    record = attrs.evolve(
+        record, sealed_secret=KEYRING.seal_secret(record.access_key_id, Secret("s3cr3t"))
+    )
     with raw(dsn, "public") as connection:
         connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     with raw(dsn, schema) as connection:

@@ -35,7 +35,7 @@ from aliak.storage.rows import row_from_record
 from aliak.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 from conftest import MakeVerifier
 
-from .conftest import ALICE, at, hmac_record, new_key_id, ts
+from .conftest import ALICE, KEYRING, at, hmac_record, new_key_id, ts
 
 NOW = 1_700_000_000.0
 
@@ -208,6 +208,115 @@ def test_repr_shows_no_secret(store: SQLiteStore) -> None:
     for version_line in store.keyring.to_text().splitlines():
         assert version_line.split(":", 1)[1] not in text
     assert "aliak.db" in text
+
+
+# -- private files ------------------------------------------------------------------------
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def side_files(db: Path) -> list[Path]:
+    return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+
+
+@pytest.fixture(params=[0o000, 0o022], ids=["umask-000", "umask-022"])
+def permissive_umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def test_database_wal_shm_and_key_file_are_created_private(db: Path, permissive_umask: int) -> None:
+    store = SQLiteStore(db)
+    try:
+        store.add_key(hmac_record(), max_keys_per_owner=2)  # the WAL holds data now
+        for path in [*side_files(db), db.with_name("aliak.db.key")]:
+            assert path.exists(), path
+            assert mode_of(path) == 0o600, path
+    finally:
+        store.close()
+
+
+def test_a_second_process_opening_the_file_keeps_it_private(
+    db: Path, permissive_umask: int
+) -> None:
+    first = SQLiteStore(db)
+    try:
+        _in_child(_open_add_and_close, str(db))
+        for path in side_files(db):
+            assert mode_of(path) == 0o600, path
+    finally:
+        first.close()
+
+
+def _open_add_and_close(path: str) -> None:
+    store = SQLiteStore(path)
+    store.add_key(hmac_record(), max_keys_per_owner=5)
+    store.close()
+
+
+def _in_child(target: Any, *args: object) -> None:
+    child = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+
+
+def test_an_existing_readable_database_is_tightened_with_a_warning(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = SQLiteStore(db)  # keeps -wal and -shm in place
+    try:
+        holder.add_key(hmac_record(), max_keys_per_owner=2)
+        for path in side_files(db):
+            path.chmod(0o644)
+        with caplog.at_level("WARNING", logger="aliak"):
+            SQLiteStore(db).close()
+        for path in side_files(db):
+            assert mode_of(path) == 0o600, path
+        warned = " ".join(record.getMessage() for record in caplog.records)
+        assert str(db) in warned
+        assert "made private" in warned
+        assert holder.get_key("LTAIneverStored") is None  # the open store carries on
+    finally:
+        holder.close()
+
+
+def test_a_private_database_is_opened_without_a_warning(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    SQLiteStore(db).close()
+    with caplog.at_level("WARNING", logger="aliak"):
+        SQLiteStore(db).close()
+    assert not caplog.records
+
+
+def test_a_readable_database_that_cannot_be_tightened_is_refused(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SQLiteStore(db).close()
+    db.chmod(0o644)
+
+    def not_the_owner(path: object, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(os, "chmod", not_the_owner)
+    with pytest.raises(InvalidParameter) as caught:
+        SQLiteStore(db)
+    assert "chmod 600" in str(caught.value)
+    assert mode_of(db) == 0o644
+
+
+def test_a_readable_key_file_is_refused_not_tightened(db: Path) -> None:
+    SQLiteStore(db).close()
+    key_file = db.with_name("aliak.db.key")
+    key_file.chmod(0o644)
+    with pytest.raises(InvalidParameter) as caught:
+        SQLiteStore(db)
+    assert "chmod 600" in str(caught.value)
+    assert mode_of(key_file) == 0o644
 
 
 # -- several processes on one file ---------------------------------------------------------
@@ -472,7 +581,7 @@ def test_version_1_database_migrates_forward_keeping_its_data(db: Path) -> None:
         )
     connection.close()
 
-    store = SQLiteStore(db, master_key=MasterKeyring.generate())
+    store = SQLiteStore(db, master_key=KEYRING)  # the keyring that sealed the rows above
     try:
         assert SCHEMA_VERSION == 3
         with raw(db) as connection:

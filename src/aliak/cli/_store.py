@@ -78,14 +78,15 @@ def open_store(
     """The SQLite store at ``location``, closed on exit.
 
     ``reads_secrets=False`` (a store searched for key owners only) opens it under a
-    throwaway keyring, so its key file is neither needed nor touched.
+    throwaway keyring, so its key file is neither needed nor touched (nor checked
+    against the store: nothing is sealed or opened).
     """
     path = Path(location)
     exists = _check_location(path, may_create=may_create)
     if exists and _holds_data(path) and reads_secrets:
         _check_master_key(path)
     master_key = None if reads_secrets else MasterKeyring.generate()
-    store = SQLiteStore(path, master_key=master_key)
+    store = SQLiteStore(path, master_key=master_key, check_keyring=reads_secrets)
     try:
         yield store
     finally:

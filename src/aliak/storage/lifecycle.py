@@ -26,6 +26,10 @@ The rules:
   the key comes back Inactive (it had to be disabled to be deleted).
 - **Purge.** ``DeleteAccessKeyInRecycleBin`` purges only from the bin; deleting a root key
   purges only an Inactive key outside the bin.
+- **Source-IP history.** A key remembers at most ``max_source_ips_per_key`` addresses
+  (100 by default): the most recently seen (by whole seconds, ties by address), so one
+  caller cycling through an IPv6 /64 cannot grow the store without end. The write that
+  overfills the history forgets the rest in the same transaction.
 """
 
 from __future__ import annotations
@@ -46,12 +50,14 @@ from aliak.errors import (
 from aliak.model import RECYCLE_BIN_RETENTION, KeyRecord, KeyStatus, Owner
 
 __all__ = [
+    "DEFAULT_MAX_SOURCE_IPS_PER_KEY",
     "EVICTED",
     "EXPIRED",
     "PurgeCondition",
     "check_owner_limit",
     "check_purge_condition",
     "check_purgeable",
+    "check_source_ip_limit",
     "evictions",
     "expired",
     "recycled",
@@ -60,6 +66,7 @@ __all__ = [
     "retention_cutoff",
     "retention_ended",
     "skips_recycle_bin",
+    "source_ips_to_forget",
 ]
 
 # Why a purge happened, as the audit trail records it.
@@ -67,6 +74,8 @@ EVICTED: Final = "evicted: the recycle bin is full"
 EXPIRED: Final = "the retention period ended"
 
 PurgeCondition = Literal["in_recycle_bin", "inactive"]
+
+DEFAULT_MAX_SOURCE_IPS_PER_KEY: Final = 100
 
 
 def check_owner_limit(owner: Owner, in_recycle_bin: Iterable[bool], *, limit: int) -> None:
@@ -188,3 +197,25 @@ def check_purgeable(
     if record.status is not KeyStatus.INACTIVE:
         raise AccessKeyNotInactive(detail=access_key_id)
     return record
+
+
+def check_source_ip_limit(value: object) -> int:
+    """``max_source_ips_per_key`` as given to a store, or a refusal: a whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidParameter(
+            "max_source_ips_per_key", detail="a whole number of addresses per key, >= 1"
+        )
+    return value
+
+
+def source_ips_to_forget(history: Iterable[tuple[str, float]], *, limit: int) -> list[str]:
+    """The addresses of one key's history to delete so that ``limit`` remain.
+
+    ``history``: ``(source_ip, last_seen)`` of every address the key has *after* the
+    write. The ``limit`` most recently seen stay, ranked as
+    :meth:`~aliak.storage.protocols.UsageLog.source_ip_history` lists them (last seen in
+    whole seconds, newest first, then by address), so every engine keeps the same ones;
+    the SQL engines say the same ranking in SQL (``ORDER BY last_seen DESC, source_ip``).
+    """
+    ranked = sorted(history, key=lambda entry: (-int(entry[1]), entry[0]))
+    return [source_ip for source_ip, _ in ranked[limit:]]

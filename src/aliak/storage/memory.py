@@ -56,6 +56,8 @@ class MemoryStore:
     ``master_key``: a :class:`MasterKeyring`, or its text form; by default a fresh random
     keyring (fine, since nothing it seals outlives the process). Every ``prune_every``
     claims, expired nonces are dropped, so memory stays bounded by one window of traffic.
+    ``max_source_ips_per_key``: how many source addresses a key's history keeps (the
+    most recently seen; see :mod:`aliak.storage.lifecycle`).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class MemoryStore:
         *,
         master_key: MasterKeyring | str | bytes | None = None,
         prune_every: int = 10_000,
+        max_source_ips_per_key: int = lifecycle.DEFAULT_MAX_SOURCE_IPS_PER_KEY,
     ) -> None:
         self._keyring = (
             load_master_keyring(master_key)[0]
@@ -76,7 +79,9 @@ class MemoryStore:
         self._prune_every = prune_every
         self._policies: dict[PolicyTarget, NetworkPolicy] = {}
         self._last_used: dict[str, tuple[float, str]] = {}
-        self._ips: dict[tuple[str, str], tuple[float, float]] = {}
+        # access key id -> source IP -> (first seen, last seen)
+        self._ips: dict[str, dict[str, tuple[float, float]]] = {}
+        self._max_source_ips = lifecycle.check_source_ip_limit(max_source_ips_per_key)
         self._settings: dict[str, str] = {}
         self._events: list[AuditEvent] = []
         self._changes = LocalInvalidation()
@@ -221,8 +226,7 @@ class MemoryStore:
         del self._keys[access_key_id]
         self._last_used.pop(access_key_id, None)
         self._policies.pop(PolicyTarget.key(access_key_id), None)
-        for ip_key in [k for k in self._ips if k[0] == access_key_id]:
-            del self._ips[ip_key]
+        self._ips.pop(access_key_id, None)
 
     def purge_expired(self, *, now: datetime, audit: AuditEvent | None = None) -> list[str]:
         with self._lock:
@@ -346,6 +350,7 @@ class MemoryStore:
 
     def record_usage(self, records: Sequence[UsageRecord]) -> None:
         with self._lock:
+            grown: set[str] = set()
             for record in records:
                 key_id = record.access_key_id
                 if key_id not in self._keys:
@@ -356,12 +361,23 @@ class MemoryStore:
                 if previous is None or use > previous:
                     self._last_used[key_id] = use
                 if record.source_ip is not None:
-                    ip_key = (key_id, record.source_ip)
-                    seen = self._ips.get(ip_key)
+                    history = self._ips.setdefault(key_id, {})
+                    seen = history.get(record.source_ip)
                     first, last = record.first_used_at, record.used_at
                     if seen is not None:
                         first, last = min(first, seen[0]), max(last, seen[1])
-                    self._ips[ip_key] = (first, last)
+                    history[record.source_ip] = (first, last)
+                    grown.add(key_id)
+            # Bounded, under the same lock as the merge: the batch is merged first, so
+            # which addresses stay does not depend on the order of the batch.
+            for key_id in grown:
+                history = self._ips[key_id]
+                if len(history) > self._max_source_ips:
+                    for source_ip in lifecycle.source_ips_to_forget(
+                        ((ip, last) for ip, (_, last) in history.items()),
+                        limit=self._max_source_ips,
+                    ):
+                        del history[source_ip]
 
     def get_last_used(self, access_key_id: str) -> LastUsed | None:
         with self._lock:
@@ -375,8 +391,8 @@ class MemoryStore:
         with self._lock:
             rows = [
                 (ip, first, last)
-                for (key_id, ip), (first, last) in self._ips.items()
-                if key_id == access_key_id and (floor is None or last >= floor)
+                for ip, (first, last) in self._ips.get(access_key_id, {}).items()
+                if floor is None or last >= floor
             ]
         rows.sort(key=lambda row: (-row[2], row[0]))
         return [

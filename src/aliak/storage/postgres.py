@@ -93,7 +93,15 @@ from aliak.model import (
     UsageRecord,
     utc_from_timestamp,
 )
-from aliak.sealing import ENV_MASTER_KEY, MasterKeyring, load_master_keyring
+from aliak.sealing import (
+    CHECK_SAMPLE_SIZE,
+    ENV_MASTER_KEY,
+    MasterKeyring,
+    check_setting_range,
+    keyring_checks_to_record,
+    locate_master_keyring,
+    recorded_checks,
+)
 from aliak.storage import lifecycle
 from aliak.storage.invalidation import LocalInvalidation, subjects
 from aliak.storage.protocols import InvalidationChannel, PolicyTarget
@@ -268,6 +276,14 @@ _MERGE_SOURCE_IP: Final = (
     "VALUES (%s, %s, %s, %s) ON CONFLICT (access_key_id, source_ip) DO UPDATE SET "
     "first_seen = LEAST(aliak_key_source_ips.first_seen, EXCLUDED.first_seen), "
     "last_seen = GREATEST(aliak_key_source_ips.last_seen, EXCLUDED.last_seen)"
+)
+# The bound on a key's history (lifecycle.source_ips_to_forget, said in SQL): all but the
+# most recently seen addresses go. The batch holds the key's row lock, so two batches of
+# one key trim one after the other.
+_TRIM_SOURCE_IPS: Final = (
+    "DELETE FROM aliak_key_source_ips WHERE access_key_id = %(id)s AND source_ip IN "
+    "(SELECT source_ip FROM aliak_key_source_ips WHERE access_key_id = %(id)s "
+    "ORDER BY last_seen DESC, source_ip OFFSET %(keep)s)"
 )
 _AUDIT_COLUMNS: Final = "at, actor, action, access_key_id, account_id, user_name, detail"
 _INSERT_AUDIT: Final = (
@@ -510,6 +526,33 @@ def _op_set_setting(name: str, value: str, audit: AuditEvent | None) -> _Op[None
     yield from _append_audit(audit)
 
 
+def _op_adopt_keyring(locks: str, keyring: MasterKeyring, source: str, where: str) -> _Op[None]:
+    """Refuse ``keyring`` unless it matches the store's check values; record those of its
+    versions the store has none for. One fleet member at a time (an advisory lock), so
+    members starting together record one value per version."""
+    yield _Query(_LOCK_OWNER, (_advisory_key(locks, "keyring"),))
+    answer = yield _Query(
+        "SELECT name, value FROM aliak_settings WHERE name >= %s AND name < %s",
+        check_setting_range(),
+    )
+    recorded = recorded_checks(answer.rows)
+    samples: list[tuple[str, bytes]] = []
+    if not recorded:
+        answer = yield _Query(
+            "SELECT access_key_id, sealed_secret FROM aliak_keys "
+            "WHERE sealed_secret IS NOT NULL ORDER BY access_key_id LIMIT %s",
+            (CHECK_SAMPLE_SIZE,),
+        )
+        samples = [(key_id, bytes(value)) for key_id, value in answer.rows]
+    new = keyring_checks_to_record(
+        keyring, recorded, source=source, where=where, sealed_samples=samples
+    )
+    if new:
+        yield _Query(
+            "INSERT INTO aliak_settings (name, value) VALUES (%s, %s)", many=sorted(new.items())
+        )
+
+
 def _op_reseal_secret(access_key_id: str, old: bytes, new: bytes) -> _Op[bool]:
     # Compare-and-set in one statement: a concurrent change makes it a no-op.
     answer = yield _Query(
@@ -576,7 +619,7 @@ def _op_set_network_policy(
     yield from _append_audit(audit)
 
 
-def _op_record_usage(records: Sequence[UsageRecord]) -> _Op[None]:
+def _op_record_usage(records: Sequence[UsageRecord], max_source_ips: int) -> _Op[None]:
     latest, spans = coalesce_usage(records)
     wanted = sorted(set(latest) | {key_id for key_id, _ in spans})
     answer = yield _Query(_LOCK_USED_KEYS, (wanted,))
@@ -595,6 +638,8 @@ def _op_record_usage(records: Sequence[UsageRecord]) -> _Op[None]:
     ]
     if source_ips:
         yield _Query(_MERGE_SOURCE_IP, many=source_ips)
+        grown = sorted({key_id for key_id, _, _, _ in source_ips})
+        yield _Query(_TRIM_SOURCE_IPS, many=[{"id": k, "keep": max_source_ips} for k in grown])
 
 
 def _op_get_last_used(access_key_id: str) -> _Op[LastUsed | None]:
@@ -923,17 +968,17 @@ def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _fleet_keyring(master_key: MasterKeyring | str | bytes | None) -> MasterKeyring:
+def _fleet_keyring(master_key: MasterKeyring | str | bytes | None) -> tuple[MasterKeyring, str]:
     """A fleet shares one master key, so it comes from the caller or the environment,
-    never from a key file beside one server."""
+    never from a key file beside one server; and where it came from, for messages."""
     if master_key is None and not os.environ.get(ENV_MASTER_KEY):
         raise InvalidParameter(
             "MasterKey",
             detail=f"PostgresStore needs the fleet's master key: pass master_key=... or set "
             f"{ENV_MASTER_KEY}; every server sharing the database must use the same one",
         )
-    keyring, _ = load_master_keyring(master_key)
-    return keyring
+    keyring, _, source = locate_master_keyring(master_key)
+    return keyring, source
 
 
 def _advisory_key(namespace: str, *parts: str) -> int:
@@ -1180,7 +1225,13 @@ class PostgresStore:
     ``migrate``: bring the schema to this version at startup (serialised across
     servers); with ``False`` a missing or older schema is refused ("run migrations").
     ``prune_every``: every that many claims, expired nonces are deleted (0 turns this
-    off; then call :meth:`prune_nonces` yourself).
+    off; then call :meth:`prune_nonces` yourself). The keyring must be the fleet's: the
+    schema records a check value per master-key version (the first member to open a
+    schema without them records them, after its keyring opened a sample of the sealed
+    secrets), and a keyring that does not match is refused at construction with
+    :class:`InvalidParameter` naming where it came from. ``max_source_ips_per_key``: how many
+    source addresses a key's history keeps (the most recently seen; the usage batch that
+    overfills it trims it in the same transaction).
 
     :meth:`as_async` gives the same store over an ``AsyncConnectionPool`` (see
     :class:`AsyncPostgresStore`).
@@ -1197,6 +1248,7 @@ class PostgresStore:
         connect_timeout: float = 5.0,
         migrate: bool = True,
         prune_every: int = 1000,
+        max_source_ips_per_key: int = lifecycle.DEFAULT_MAX_SOURCE_IPS_PER_KEY,
     ) -> None:
         self._settings = _parse_settings(
             dsn,
@@ -1206,7 +1258,8 @@ class PostgresStore:
             connect_timeout=connect_timeout,
             prune_every=prune_every,
         )
-        self._keyring = _fleet_keyring(master_key)
+        self._max_source_ips = lifecycle.check_source_ip_limit(max_source_ips_per_key)
+        self._keyring, source = _fleet_keyring(master_key)
         self._claims = itertools.count(1)
         self._closed = False
         self._twin: AsyncPostgresStore | None = None
@@ -1225,6 +1278,11 @@ class PostgresStore:
         """Every change this store object commits is delivered to this process's
         verifiers before the method returns; every change committed by any server of the
         fleet arrives by ``LISTEN/NOTIFY`` (a thread started by the first subscriber)."""
+        try:
+            self._adopt_keyring(self._keyring, source)
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._settings.where}, schema={self._settings.schema!r})"
@@ -1360,7 +1418,15 @@ class PostgresStore:
         server the new keyring too, before secrets sealed under it are relied on."""
         if not isinstance(keyring, MasterKeyring):
             raise InvalidParameter("MasterKey", detail="a MasterKeyring is expected")
+        self._adopt_keyring(keyring, "the new keyring")
         self._keyring = keyring
+
+    def _adopt_keyring(self, keyring: MasterKeyring, source: str) -> None:
+        settings = self._settings
+        where = f"schema {settings.schema!r} on {settings.where}"
+        self._run(
+            lambda: _op_adopt_keyring(settings.locks, keyring, source, where), transaction=True
+        )
 
     def get_key(self, access_key_id: str) -> KeyRecord | None:
         return self._run(lambda: _op_get_key(access_key_id), read=True)
@@ -1504,7 +1570,7 @@ class PostgresStore:
 
     def record_usage(self, records: Sequence[UsageRecord]) -> None:
         if records:
-            self._run(lambda: _op_record_usage(records), transaction=True)
+            self._run(lambda: _op_record_usage(records, self._max_source_ips), transaction=True)
 
     def get_last_used(self, access_key_id: str) -> LastUsed | None:
         return self._run(lambda: _op_get_last_used(access_key_id), read=True)
@@ -1827,7 +1893,9 @@ class AsyncPostgresStore:
 
     async def record_usage(self, records: Sequence[UsageRecord]) -> None:
         if records:
-            await self._run(lambda: _op_record_usage(records), transaction=True)
+            await self._run(
+                lambda: _op_record_usage(records, self.sync._max_source_ips), transaction=True
+            )
 
     async def get_last_used(self, access_key_id: str) -> LastUsed | None:
         return await self._run(lambda: _op_get_last_used(access_key_id), read=True)

@@ -54,7 +54,11 @@ rotated) and returns it; a store whose keyring came from the caller or the envir
 has nothing to re-read and returns the one it has. :meth:`Store.set_keyring` writes the
 new keyring where it lives *before* returning, so that secrets sealed under it survive a
 restart; a fleet's keyring lives in each server's configuration, so there it changes
-this process only.
+this process only. A store that persists (SQLite, PostgreSQL) keeps a check value per
+master-key version in its settings (``master_key_check:<version>``, see
+:mod:`aliak.sealing`): it refuses at construction, and in ``set_keyring``, a keyring
+that does not match them, with :class:`~aliak.errors.InvalidParameter` naming where the
+keyring came from, and records the values of new versions in the same transaction.
 
 **Invalidations.** :attr:`Store.invalidations` is the channel on which changes of a key
 are announced to every verifier, or ``None`` when the store has none (verifiers then
@@ -338,6 +342,12 @@ class UsageLog(Protocol):
         source IP), first seen is the earliest and last seen the latest. Merging is
         commutative, so batches from several verifiers may arrive in any order. Records
         for ids the store does not hold are ignored.
+
+        The history is bounded: a key keeps at most the store's
+        ``max_source_ips_per_key`` addresses (100 by default), the most recently seen
+        (ties by address), as :func:`~aliak.storage.lifecycle.source_ips_to_forget`
+        ranks them; the rest are deleted in the same transaction as the merge. An
+        address forgotten and seen again comes back with a new first seen.
         """
         ...
 
@@ -414,7 +424,9 @@ class Store(KeyStore, NonceStore, PolicyStore, UsageLog, AuditLog, Protocol):
 
     def set_keyring(self, keyring: MasterKeyring) -> None:
         """Make ``keyring`` the one in force, saving it where the keyring lives (the key
-        file) *before* returning, so secrets sealed under it survive a restart."""
+        file) *before* returning, so secrets sealed under it survive a restart. A store
+        that records check values refuses a keyring that does not match them and records
+        those of its new versions."""
         ...
 
     def as_async(self) -> AsyncStore:

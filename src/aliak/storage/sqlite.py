@@ -12,6 +12,15 @@ Every state change writes its audit event inside its own transaction, so the tra
 the state never disagree. The audit table is append-only twice over: this code never
 updates or deletes a row, and triggers make the engine refuse it from anyone else.
 
+Private files: the database, its ``-wal`` and ``-shm`` files and the key file are mode
+0600 whatever the umask. This code creates the (empty) database file itself with
+``O_CREAT | O_EXCL`` and mode 0600 before SQLite opens it; SQLite creates the ``-wal``,
+``-shm`` (and a transient ``-journal``) with the database file's permission bits and
+sets them with ``fchmod`` before writing anything, so none is ever readable by others,
+even for an instant, and no process-wide umask is touched. An existing database or side
+file that group or others may access is tightened to 0600 at open, with a warning in the
+``aliak`` log (refused only when it cannot be: not ours to ``chmod``).
+
 Store failures (the lock held beyond ``busy_timeout``, disk I/O) raise
 :class:`~aliak.errors.InternalError` chained from the ``sqlite3`` error: the verifier
 fails closed. A database this code cannot use (no such directory, not an SQLite file,
@@ -28,6 +37,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 import weakref
@@ -56,7 +66,17 @@ from aliak.model import (
     UsageRecord,
     utc_from_timestamp,
 )
-from aliak.sealing import ENV_MASTER_KEY, KeyFile, MasterKeyring, load_master_keyring
+from aliak.sealing import (
+    CHECK_SAMPLE_SIZE,
+    ENV_MASTER_KEY,
+    KeyFile,
+    MasterKeyring,
+    check_agrees_with_key_file,
+    check_setting_range,
+    keyring_checks_to_record,
+    locate_master_keyring,
+    recorded_checks,
+)
 from aliak.storage import lifecycle
 from aliak.storage.async_adapter import AsyncStoreAdapter
 from aliak.storage.invalidation import MAX_IDS_PER_CHANGE, LocalInvalidation, subjects
@@ -73,6 +93,8 @@ from aliak.storage.rows import (
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+_log = logging.getLogger("aliak")
 
 MEMORY: Final = ":memory:"
 KEY_FILE_SUFFIX: Final = ".key"
@@ -228,6 +250,13 @@ _MERGE_SOURCE_IP: Final = (
     "first_seen = min(first_seen, excluded.first_seen), "
     "last_seen = max(last_seen, excluded.last_seen)"
 )
+# The bound on a key's history (lifecycle.source_ips_to_forget, said in SQL): all but the
+# most recently seen ?2 addresses go. A key's history is at most the bound plus one batch.
+_TRIM_SOURCE_IPS: Final = (
+    "DELETE FROM aliak_key_source_ips WHERE access_key_id = ?1 AND source_ip IN "
+    "(SELECT source_ip FROM aliak_key_source_ips WHERE access_key_id = ?1 "
+    "ORDER BY last_seen DESC, source_ip LIMIT -1 OFFSET ?2)"
+)
 _SECRETS_PAGE: Final = 500
 _KEYS_PAGE: Final = 500
 _INSERT_CHANGE: Final = "INSERT INTO aliak_changes (access_key_id) VALUES (?)"
@@ -299,6 +328,16 @@ class SQLiteStore:
     created with mode 0600). ``busy_timeout``: seconds to wait for another writer before
     failing closed. ``prune_every``: every that many claims, expired nonces are deleted
     (0 turns this off; then call :meth:`prune_nonces` yourself).
+    ``max_source_ips_per_key``: how many source addresses a key's history keeps (the most
+    recently seen; the write that overfills it trims it in the same transaction).
+
+    The keyring must be the store's: the store records a check value per master-key
+    version (on first open, for a database that has none yet, after the keyring opened a
+    sample of its sealed secrets), and a keyring that does not match, or a
+    ``master_key=`` / ``ALIAK_MASTER_KEY`` that disagrees with an existing key file, is
+    refused at construction with :class:`InvalidParameter` naming where it came from.
+    ``check_keyring=False`` skips this, for a store opened under a throwaway keyring
+    only to read key metadata (it must seal nothing).
     """
 
     def __init__(
@@ -308,6 +347,8 @@ class SQLiteStore:
         master_key: MasterKeyring | str | bytes | None = None,
         busy_timeout: float = 5.0,
         prune_every: int = 1000,
+        max_source_ips_per_key: int = lifecycle.DEFAULT_MAX_SOURCE_IPS_PER_KEY,
+        check_keyring: bool = True,
     ) -> None:
         if sqlite3.sqlite_version_info < _MINIMUM_SQLITE:
             raise InternalError(
@@ -323,6 +364,8 @@ class SQLiteStore:
         self._in_memory = self._database == MEMORY
         self._busy_timeout = float(busy_timeout)
         self._prune_every = prune_every
+        self._max_source_ips = lifecycle.check_source_ip_limit(max_source_ips_per_key)
+        self._check_keyring = bool(check_keyring)
         self._claims = itertools.count(1)
         self._closed = False
         # Every connection this store opened, with the pid that opened it. Plain dict
@@ -336,6 +379,7 @@ class SQLiteStore:
             self._serial = threading.RLock()
         else:
             _check_directory(Path(self._database))
+            _make_private(self._database)
             self._serial = contextlib.nullcontext()
         # The change check (see _look_for_changes): the last change-log row delivered,
         # read and moved under a lock that is never waited for.
@@ -541,7 +585,8 @@ class SQLiteStore:
             if master_key is None and not os.environ.get(ENV_MASTER_KEY):
                 # Nothing sealed here outlives the process, so a random key will do.
                 return MasterKeyring.generate(), None
-            return load_master_keyring(master_key)
+            keyring, _, source = locate_master_keyring(master_key)
+            return self._adopt_keyring(keyring, source), None
         key_file = self._database + KEY_FILE_SUFFIX
         if (
             master_key is None
@@ -557,11 +602,32 @@ class SQLiteStore:
                 f"restore it, or give the key with master_key= or {ENV_MASTER_KEY}",
             )
         try:
-            return load_master_keyring(master_key, key_file=key_file)
+            keyring, file, source = locate_master_keyring(master_key, key_file=key_file)
         except OSError as error:
             raise InvalidParameter(
                 "MasterKeyFile", detail=f"cannot read or create {key_file}: {error.strerror}"
             ) from error
+        if file is None and self._check_keyring:
+            check_agrees_with_key_file(keyring, source, key_file)
+        return self._adopt_keyring(keyring, source), file
+
+    def _adopt_keyring(self, keyring: MasterKeyring, source: str) -> MasterKeyring:
+        """``keyring`` if it is this store's (recording the check values of versions the
+        store has none for), else a refusal naming ``source``."""
+        if not self._check_keyring:
+            return keyring
+        try:
+            with self._write_transaction() as connection:
+                _record_keyring_checks(connection, keyring, source=source, where=self._database)
+        except sqlite3.OperationalError as error:
+            if _is_busy(error):
+                raise InternalError(
+                    detail=f"{self._database} stayed locked beyond busy_timeout: {error}"
+                ) from error
+            raise _unusable_database(self._database, error) from error
+        except sqlite3.Error as error:
+            raise _unusable_database(self._database, error) from error
+        return keyring
 
     def _holds_sealed_secrets(self) -> bool:
         row = (
@@ -595,20 +661,30 @@ class SQLiteStore:
                 ) from error
         return self._keyring
 
+    @_fail_closed
     def set_keyring(self, keyring: MasterKeyring) -> None:
         """Put ``keyring`` in force. When the keyring lives in a key file it is written
         there first, so what is sealed under it stays openable after a restart and other
-        processes pick it up with :meth:`reload_keyring`."""
+        processes pick it up with :meth:`reload_keyring`. A keyring that does not match
+        the store's check values is refused; the check values of its new versions are
+        recorded in the transaction that holds the write lock while the key file is
+        written (a crash between the two leaves the file ahead, and the next open records
+        them)."""
         if not isinstance(keyring, MasterKeyring):
             raise InvalidParameter("MasterKey", detail="a MasterKeyring is expected")
-        if self._key_file is not None:
-            try:
-                self._key_file.save(keyring)
-            except OSError as error:
-                raise InternalError(
-                    detail=f"cannot write the master key file {self._key_file.path}: "
-                    f"{error.strerror}"
-                ) from error
+        with self._write_transaction() as connection:
+            if self._check_keyring:
+                _record_keyring_checks(
+                    connection, keyring, source="the new keyring", where=self._database
+                )
+            if self._key_file is not None:
+                try:
+                    self._key_file.save(keyring)
+                except OSError as error:
+                    raise InternalError(
+                        detail=f"cannot write the master key file {self._key_file.path}: "
+                        f"{error.strerror}"
+                    ) from error
         self._keyring = keyring
 
     @_fail_closed
@@ -943,6 +1019,7 @@ class SQLiteStore:
         with self._write_transaction() as connection:
             _merge_last_used(connection, latest)
             _merge_source_ips(connection, source_ips)
+            _trim_source_ips(connection, {key_id for key_id, _ in source_ips}, self._max_source_ips)
 
     @_fail_closed
     def get_last_used(self, access_key_id: str) -> LastUsed | None:
@@ -1062,6 +1139,58 @@ def _check_directory(path: Path) -> None:
         raise InvalidParameter("db", detail=f"{path} is not readable and writable")
 
 
+_PRIVATE_MODE: Final = 0o600
+# The files SQLite keeps beside a database: WAL mode's log and shared-memory index, and
+# the rollback journal it uses while switching a new file to WAL.
+_SIDE_FILE_SUFFIXES: Final = ("-wal", "-shm", "-journal")
+
+
+def _make_private(database: str) -> None:
+    """Create the database file 0600 if absent (SQLite then gives its side files the same
+    bits), and tighten an existing one and its side files that others may access."""
+    try:
+        descriptor = os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL, _PRIVATE_MODE)
+    except FileExistsError:
+        pass  # there already (or another process just made it): checked below
+    except OSError as error:
+        raise InvalidParameter(
+            "db", detail=f"cannot create {database}: {error.strerror}"
+        ) from error
+    else:
+        try:
+            os.fchmod(descriptor, _PRIVATE_MODE)  # the umask may have taken owner bits too
+        finally:
+            os.close(descriptor)
+    for name in (database, *(database + suffix for suffix in _SIDE_FILE_SUFFIXES)):
+        _tighten(name)
+
+
+def _tighten(name: str) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(name).st_mode)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise InvalidParameter("db", detail=f"cannot inspect {name}: {error.strerror}") from error
+    if not mode & 0o077:
+        return
+    private = mode & 0o700
+    try:
+        os.chmod(name, private)
+    except OSError as error:
+        raise InvalidParameter(
+            "db",
+            detail=f"{name} is accessible to group or others (mode {mode:04o}) and cannot be "
+            f"made private ({error.strerror}); chmod 600 it",
+        ) from error
+    _log.warning(
+        "%s was accessible to group or others (mode %04o); made private (mode %04o)",
+        name,
+        mode,
+        private,
+    )
+
+
 def _enable_wal(connection: sqlite3.Connection, database: str, busy_timeout: float) -> None:
     # Switching a new file to WAL takes an exclusive lock, and SQLite answers "locked" at
     # once instead of calling the busy handler; so when several processes open a new file
@@ -1109,6 +1238,32 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
 
 def _unusable_database(database: str, error: sqlite3.Error) -> InvalidParameter:
     return InvalidParameter("db", detail=f"cannot use {database} as an aliak database: {error}")
+
+
+def _record_keyring_checks(
+    connection: sqlite3.Connection, keyring: MasterKeyring, *, source: str, where: str
+) -> None:
+    """Inside a write transaction: refuse ``keyring`` unless it matches the store's check
+    values, and record those of its versions the store has none for."""
+    rows = connection.execute(
+        "SELECT name, value FROM aliak_settings WHERE name >= ? AND name < ?",
+        check_setting_range(),
+    ).fetchall()
+    recorded = recorded_checks(rows)
+    samples: list[tuple[str, bytes]] = []
+    if not recorded:
+        sealed = connection.execute(
+            "SELECT access_key_id, sealed_secret FROM aliak_keys "
+            "WHERE sealed_secret IS NOT NULL ORDER BY access_key_id LIMIT ?",
+            (CHECK_SAMPLE_SIZE,),
+        ).fetchall()
+        samples = [(key_id, bytes(value)) for key_id, value in sealed]
+    new = keyring_checks_to_record(
+        keyring, recorded, source=source, where=where, sealed_samples=samples
+    )
+    connection.executemany(
+        "INSERT INTO aliak_settings (name, value) VALUES (?, ?)", sorted(new.items())
+    )
 
 
 # -- row mapping ----------------------------------------------------------------------
@@ -1176,3 +1331,7 @@ def _merge_source_ips(connection: sqlite3.Connection, spans: SourceIpSpans) -> N
         _MERGE_SOURCE_IP,
         [(key_id, ip, first, last) for (key_id, ip), (first, last) in spans.items()],
     )
+
+
+def _trim_source_ips(connection: sqlite3.Connection, key_ids: set[str], limit: int) -> None:
+    connection.executemany(_TRIM_SOURCE_IPS, [(key_id, limit) for key_id in sorted(key_ids)])
