@@ -314,8 +314,12 @@ def _release(
     # forbids carrying a connection across fork. It stays referenced in the registry.
     if os.getpid() != pid:
         return
-    registry.pop(connection, None)
-    connection.close()
+    # Whoever takes the connection out of the registry closes it, exactly once: a thread
+    # that ends while close() runs must not close the same connection too (closing one
+    # twice at once corrupts the heap in some sqlite3 builds).
+    if registry.pop(connection, None) is not None:
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
 
 
 class SQLiteStore:
@@ -1102,8 +1106,8 @@ class SQLiteStore:
         self._shared = None
         pid = os.getpid()
         for connection, opened_by in list(self._open.items()):
-            if opened_by == pid:
-                self._open.pop(connection, None)
+            # The pop decides who closes (see _release): a finaliser may race us here.
+            if opened_by == pid and self._open.pop(connection, None) is not None:
                 with contextlib.suppress(sqlite3.Error):
                     connection.close()
 
