@@ -130,6 +130,8 @@ _SIGNATURE_CHECK_REFUSALS: tuple[type[SignatureDoesNotMatch | InvalidAccessKeyId
     SignatureDoesNotMatch,
     InvalidAccessKeyIdNotFound,
 )
+# How many source addresses' canonical forms a verifier remembers.
+_MAX_SOURCES = 4096
 # The id the dummy secret is sealed to: the usual length of an AccessKey id.
 _DUMMY_ID = "LTAI" + "0" * 20
 # Seconds a nonce is kept past the last instant its request's date is accepted.
@@ -381,6 +383,7 @@ class _Flow:
         self._is_high_risk: HighRiskPredicate = (
             high_risk.matches if isinstance(high_risk, HighRiskActions) else high_risk
         )
+        self._sources: dict[str, tuple[IpAddress, str]] = {}
         self.keys: _TtlCache[str, _KeyEntry] = _TtlCache(settings.freshness, settings.cache_size)
         self.usage = _UsageBuffer()
         self._next_flush = clock() + settings.usage_flush_interval
@@ -478,8 +481,7 @@ class _Flow:
         else:
             # One form per address (IPv4-mapped IPv6 as IPv4, no zone id): the ACL, the
             # result and the source-IP history all see the same text.
-            pending.source_address = parse_source_ip(source_ip)
-            pending.source_ip = str(pending.source_address)
+            pending.source_address, pending.source_ip = self._source(source_ip)
         pending.vpc_id = vpc_id
         index = request.headers._index
         pending.index = index
@@ -503,6 +505,18 @@ class _Flow:
             # against without it.
             raise MissingSecurityToken(detail=pending.authorization.access_key_id)
         return pending
+
+    def _source(self, source_ip: str) -> tuple[IpAddress, str]:
+        """The address and its canonical text; remembered (bounded), since clients come
+        back from the same few addresses and ``str()`` of one costs more than parsing."""
+        known = self._sources.get(source_ip)
+        if known is None:
+            address = parse_source_ip(source_ip)
+            known = (address, str(address))
+            if len(self._sources) >= _MAX_SOURCES:
+                self._sources.clear()
+            self._sources[source_ip] = known
+        return known
 
     def _service(self, host: str) -> str | None:
         """The service the request is for, as the server knows it (never the caller's
