@@ -553,14 +553,8 @@ class SQLiteStore:
             if not self._in_memory:
                 _enable_wal(connection, self._database, self._busy_timeout)
             self._migrate(connection)
-        except sqlite3.OperationalError as error:
-            if _is_busy(error):
-                raise InternalError(
-                    detail=f"{self._database} stayed locked beyond busy_timeout: {error}"
-                ) from error
-            raise _unusable_database(self._database, error) from error
         except sqlite3.Error as error:
-            raise _unusable_database(self._database, error) from error
+            raise _opening_failure(self._database, error) from error
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
         current = _schema_version(connection)
@@ -623,14 +617,8 @@ class SQLiteStore:
         try:
             with self._write_transaction() as connection:
                 _record_keyring_checks(connection, keyring, source=source, where=self._database)
-        except sqlite3.OperationalError as error:
-            if _is_busy(error):
-                raise InternalError(
-                    detail=f"{self._database} stayed locked beyond busy_timeout: {error}"
-                ) from error
-            raise _unusable_database(self._database, error) from error
         except sqlite3.Error as error:
-            raise _unusable_database(self._database, error) from error
+            raise _opening_failure(self._database, error) from error
         return keyring
 
     def _holds_sealed_secrets(self) -> bool:
@@ -1118,6 +1106,14 @@ class SQLiteStore:
 
 
 # -- opening helpers ------------------------------------------------------------------
+
+
+def _opening_failure(database: str, error: sqlite3.Error) -> AliakError:
+    """What opening (or adopting a keyring) says of an engine error: a lock held past
+    the busy timeout, or a file that is not a usable database."""
+    if isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+        return InternalError(detail=f"{database} stayed locked beyond busy_timeout: {error}")
+    return _unusable_database(database, error)
 
 
 def _database_name(path: str | os.PathLike[str]) -> str:
