@@ -50,6 +50,7 @@ __all__ = [
     "StsValidator",
     "is_sts_access_key_id",
     "open_security_token",
+    "open_security_token_reloaded",
 ]
 
 MIN_DURATION = 900  # DurationSeconds: 900 .. 43200, default 3600 (§7.5)
@@ -237,7 +238,15 @@ class SealedTokenValidator:
         except UnknownMasterKeyVersion:
             if self._reload is None:
                 raise _malformed("sealed under an unknown master key") from None
-            try:
-                return open_security_token(self._reload(), access_key_id, token)
-            except UnknownMasterKeyVersion:
-                raise _malformed("sealed under an unknown master key") from None
+            return open_security_token_reloaded(self._reload(), access_key_id, token)
+
+
+def open_security_token_reloaded(
+    keyring: MasterKeyring, access_key_id: str, token: str
+) -> StsClaims:
+    """The second and last try of :func:`open_security_token`, with a keyring just
+    reloaded: a version still unknown now makes the token malformed (fail closed)."""
+    try:
+        return open_security_token(keyring, access_key_id, token)
+    except UnknownMasterKeyVersion:
+        raise _malformed("sealed under an unknown master key") from None

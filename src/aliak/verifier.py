@@ -74,7 +74,6 @@ from aliak.errors import (
     InvalidAccessKeyIdNotFound,
     InvalidParameter,
     InvalidSecurityTokenExpired,
-    InvalidSecurityTokenMalformed,
     InvalidSecurityTokenMismatch,
     InvalidTimeStampExpired,
     MissingParameter,
@@ -106,7 +105,12 @@ from aliak.storage.protocols import (
     PolicyTarget,
     Store,
 )
-from aliak.sts import StsClaims, StsValidator, open_security_token
+from aliak.sts import (
+    StsClaims,
+    StsValidator,
+    open_security_token,
+    open_security_token_reloaded,
+)
 from aliak.timestamps import ACS_DATE_FORMAT, Clock, parse_acs_date, system_clock
 
 __all__ = [
@@ -457,12 +461,7 @@ class _Flow:
             except UnknownMasterKeyVersion:
                 # Sealed under a version this process has not loaded yet: reload once.
                 keyring = yield _RELOAD_KEYRING
-                try:
-                    claims = open_security_token(keyring, access_key_id, token)
-                except UnknownMasterKeyVersion:
-                    raise InvalidSecurityTokenMalformed(
-                        detail="security token: sealed under an unknown master key"
-                    ) from None
+                claims = open_security_token_reloaded(keyring, access_key_id, token)
         return _KeyEntry(None, secret=claims.secret, claims=claims, token=token)
 
     # -- steps 1-3: no store, no secret ---------------------------------------------
