@@ -227,6 +227,19 @@ def test_no_host_lets_a_leak_restricted_key_run_a_high_risk_action(
         assert refusal(verifier, request).code == "Forbidden", host
 
 
+@pytest.mark.parametrize("service_name", ["ECS", "Ecs", "ecs"])
+def test_the_configured_service_matches_the_table_whatever_its_case(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier, service_name: str
+) -> None:
+    leak_restricted(store, key)
+    verifier = make_verifier(store, clock=lambda: NOW, service_name=service_name)
+    request = signed_for(key, "api.example.com", "RunInstances", f"case-{service_name}")
+    assert refusal(verifier, request).code == "Forbidden"
+    assert verifier.verify(
+        signed_for(key, "api.example.com", "DescribeRegions", f"ok-{service_name}")
+    )
+
+
 def test_alibaba_endpoint_forms_of_one_service_map_to_it() -> None:
     endpoints = AlibabaEndpoints(["ecs"])
     for host in (

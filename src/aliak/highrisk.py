@@ -113,6 +113,8 @@ class HighRiskActions:
     def matches(self, service: str | None, version: str | None, action: str | None) -> bool:
         """Whether (service, version, action) is high-risk; ``service`` ``None`` when the
         server cannot tell (then every pattern's service matches: fail safe)."""
+        if service is not None:
+            service = service.lower()  # the patterns are stored lower-case
         candidates = self._service_wide
         if action is not None:
             candidates = [*self._by_action.get(action, ()), *candidates]
