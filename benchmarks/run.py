@@ -153,6 +153,23 @@ def print_table(headings: list[str], rows: list[list[str]]) -> None:
         print(fmt(line))
 
 
+def print_rows(rows: list[Row], settings: Settings) -> None:
+    """The timing table every part prints: one line per measured operation."""
+    print_table(
+        ["operation", "median µs/op", "best µs/op", "ops/s", "loops x repeats"],
+        [
+            [
+                row.name,
+                f"{row.median_ns / 1000:.2f}",
+                f"{row.best_ns / 1000:.2f}",
+                f"{1e9 / row.median_ns:,.0f}",
+                f"{row.loops} x {settings.repeats}",
+            ]
+            for row in rows
+        ],
+    )
+
+
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -263,19 +280,7 @@ def part1(settings: Settings) -> None:
         bench("botocore AWSRequest + SigV4Auth.add_auth", botocore_op, settings),
         bench("floor: sha256(body)+sha256(canonical)+hmac", floor_op, settings),
     ]
-    print_table(
-        ["operation", "median µs/op", "best µs/op", "ops/s", "loops x repeats"],
-        [
-            [
-                row.name,
-                f"{row.median_ns / 1000:.2f}",
-                f"{row.best_ns / 1000:.2f}",
-                f"{1e9 / row.median_ns:,.0f}",
-                f"{row.loops} x {settings.repeats}",
-            ]
-            for row in rows
-        ],
-    )
+    print_rows(rows, settings)
     aliak_row, _, official_row, botocore_row, floor_row = rows
     vs_official = aliak_row.median_ns / official_row.median_ns
     vs_botocore = aliak_row.median_ns / botocore_row.median_ns
@@ -507,19 +512,7 @@ def part3(settings: Settings) -> None:
 
     print(f"Part 3: verify the same request (POST {HOST}/, {len(body)}-byte body), warm caches")
     print()
-    print_table(
-        ["operation", "median µs/op", "best µs/op", "ops/s", "loops x repeats"],
-        [
-            [
-                row.name,
-                f"{row.median_ns / 1000:.2f}",
-                f"{row.best_ns / 1000:.2f}",
-                f"{1e9 / row.median_ns:,.0f}",
-                f"{row.loops} x {settings.repeats}",
-            ]
-            for row in rows
-        ],
-    )
+    print_rows(rows, settings)
     official, memory_row, bad_signature, unknown, sqlite_row = rows
     print()
     for name, row, target in (
@@ -628,19 +621,7 @@ def part_invalidation(settings: Settings) -> None:  # noqa: PLR0915 - one scenar
     print("Part 5: the change check a verifier runs before each request on SQLite (another")
     print("process's change is seen at the next request), warm caches")
     print()
-    print_table(
-        ["operation", "median µs/op", "best µs/op", "ops/s", "loops x repeats"],
-        [
-            [
-                row.name,
-                f"{row.median_ns / 1000:.2f}",
-                f"{row.best_ns / 1000:.2f}",
-                f"{1e9 / row.median_ns:,.0f}",
-                f"{row.loops} x {settings.repeats}",
-            ]
-            for row in rows
-        ],
-    )
+    print_rows(rows, settings)
     print()
     for label, without_row, with_row in (
         ("", off, on),
