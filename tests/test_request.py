@@ -7,7 +7,7 @@ import io
 import attrs
 import pytest
 
-from aliak import AliakError, Headers, Request
+from aliak import AliakError, Headers, InvalidParameter, Request
 
 
 def test_request_is_frozen_and_compared_by_value() -> None:
@@ -157,3 +157,30 @@ def test_from_wire_without_a_host_header_has_no_host_and_refuses_what_request_re
         Request.from_wire("GET", "/a b", "", [])
     with pytest.raises(AliakError):
         Request.from_wire("GET", "/", "", [("x-acs-bad", "line\r\nbreak")])
+
+
+@pytest.mark.parametrize("target", ["http://[::1/p", "http://[zz]/p", "https://[/x?y=1"])
+def test_from_wire_refuses_a_malformed_absolute_target_as_invalid_path(target: str) -> None:
+    with pytest.raises(InvalidParameter) as caught:
+        Request.from_wire("GET", target, "", [("host", "h")])
+    assert caught.value.message == 'The specified parameter "path" is not valid.'
+
+
+@pytest.mark.parametrize("sent", [" api.example.com", "api.example.com ", "\tapi.example.com\t"])
+def test_from_wire_takes_the_host_without_its_optional_whitespace(sent: str) -> None:
+    assert Request.from_wire("GET", "/", "", [("Host", sent)]).host == "api.example.com"
+
+
+def test_with_body_swaps_only_the_body() -> None:
+    head = Request.from_wire("POST", "/p", "a=1", [("host", "h"), ("x-acs-date", "d")], b"")
+    full = head.with_body(b"{}")
+    assert (full.method, full.host, full.path, full.query, full.body) == (
+        "POST",
+        "h",
+        "/p",
+        (("a", "1"),),
+        b"{}",
+    )
+    assert list(full.headers.items()) == list(head.headers.items())
+    with pytest.raises(TypeError):
+        head.with_body("text")  # type: ignore[arg-type]

@@ -420,3 +420,13 @@ def test_a_source_address_is_recorded_in_one_form(
     verifier.flush()
     history = store.source_ip_history(key.access_key_id)
     assert [use.source_ip for use in history] == [recorded]
+
+
+@pytest.mark.parametrize("second", ["api.example.com", "evil.example.com"])
+def test_a_repeated_host_header_is_refused_from_the_wire(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier, second: str
+) -> None:
+    signed = signed_at(key, NOW, f"two-hosts-{second}")
+    pairs = [*signed.headers.items(), ("HOST", second)]
+    wire = Request.from_wire(signed.method, signed.path, "", pairs, b"")
+    assert refusal(make_verifier(store, clock=lambda: NOW), wire).code == "IncompleteSignature"

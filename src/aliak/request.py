@@ -207,7 +207,10 @@ def _check_path(_instance: Any, _attribute: Any, path: object) -> None:
 def _origin_path(target: str) -> str:
     path = target.partition("?")[0]
     if not path.startswith("/") and "://" in path:
-        path = urlsplit(path).path
+        try:
+            path = urlsplit(path).path
+        except ValueError:  # e.g. an unclosed "[" in the authority
+            raise InvalidParameter("path", detail="not an absolute-form request target") from None
     return path or "/"
 
 
@@ -292,7 +295,7 @@ class Request:
         host = None
         for name, value in header_pairs:
             if name.lower() == "host":
-                host = value or None
+                host = value.strip(" \t") or None  # optional whitespace (RFC 9110 §5.5)
                 break
         return cls(
             method,
@@ -307,6 +310,13 @@ class Request:
     def is_streamed(self) -> bool:
         """True when the body is a file object or an iterable rather than bytes."""
         return not isinstance(self.body, bytes)
+
+    def with_body(self, body: bytes) -> Request:
+        """This request with ``body`` instead of its own, nothing else re-validated (a
+        server builds the head first, then reads the body)."""
+        if not isinstance(body, bytes):
+            raise TypeError(f"with_body() takes bytes, not {type(body).__name__}")
+        return self._with_headers(self.headers, body)
 
     def _with_headers(self, headers: Headers, body: Body) -> Request:
         """A copy with other headers and body, skipping re-validation: the hot path."""

@@ -104,17 +104,6 @@ def check_announced_length(scope: Scope, max_body_size: int) -> bool:
     return body_follows
 
 
-async def read_body(scope: Scope, receive: Receive, max_body_size: int) -> bytes:
-    """The whole body from ``receive``, never more than ``max_body_size`` bytes of it.
-
-    An announced ``Content-Length`` over the limit is refused before anything is read; a
-    body that passes the limit is refused at that message, without reading further. A
-    ``http.disconnect`` before the last message raises :class:`IncompleteBody`.
-    """
-    check_announced_length(scope, max_body_size)
-    return await _receive_body(receive, max_body_size)
-
-
 async def _receive_body(receive: Receive, max_body_size: int) -> bytes:
     chunks: list[bytes] = []
     size = 0

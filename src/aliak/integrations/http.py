@@ -260,14 +260,7 @@ def with_body(head: Request, body: bytes) -> Request:
     read after it passed."""
     if not body:
         return head
-    return Request(
-        head.method,
-        host=head.host,
-        path=head.path,
-        query=head.query,
-        headers=head.headers,
-        body=body,
-    )
+    return head.with_body(body)
 
 
 # ---------------------------------------------------------------------------------------

@@ -218,17 +218,6 @@ def announced_length(environ: Mapping[str, Any], max_body_size: int) -> int | No
     return None
 
 
-def read_body(environ: Mapping[str, Any], max_body_size: int) -> bytes:
-    """The body from ``wsgi.input``, never more than ``max_body_size`` bytes of it.
-
-    With ``CONTENT_LENGTH``: exactly that many bytes (a longer announcement is refused
-    before reading; fewer bytes mean the client left: :class:`IncompleteBody`). Chunked
-    input without a length (``Transfer-Encoding: chunked`` or ``wsgi.input_terminated``):
-    read to the end, refused as soon as it passes the limit. Otherwise there is no body.
-    """
-    return _read_framed(environ, announced_length(environ, max_body_size), max_body_size)
-
-
 def _read_framed(environ: Mapping[str, Any], length: int | None, max_body_size: int) -> bytes:
     if length is None:
         return b""
@@ -296,7 +285,8 @@ class AliakWSGIMiddleware:
             # then is the body read.
             length = announced_length(environ, self.max_body_size)
             head = request_from_environ(environ, b"")
-            self.verifier.precheck(head)
+            if length:  # with no body to spare, verify() alone makes the same checks
+                self.verifier.precheck(head)
             body = _read_framed(environ, length, self.max_body_size)
             verified = self.verifier.verify(
                 with_body(head, body),
