@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aliak import KeyManager, RamUser, SQLiteStore
+from aliak import AliakError, KeyManager, RamUser, SQLiteStore
 from aliak.errors import InvalidParameter
 from aliak.sealing import ENV_MASTER_KEY, MasterKeyring
 
@@ -408,3 +408,45 @@ def test_postgres_schema_without_check_values_records_them_on_first_open(
         store.close()
     with pytest.raises(InvalidParameter):
         PostgresStore(dsn, schema=schema, master_key=MasterKeyring.generate())
+
+
+# -- what an attacker with write access to the settings (or the key file) could try -----
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda value: value + "!!!",  # junk a lenient decoder would drop
+        lambda value: value.rsplit(":", 1)[0] + ":" + "A" * 8,  # a short tag
+        lambda value: value.replace(value.split(":")[1], "AAAA", 1),  # a short salt
+        lambda value: "v9:" + value.split(":", 1)[1],  # an unknown format
+        lambda value: "",
+    ],
+    ids=["junk-appended", "short-tag", "short-salt", "unknown-format", "empty"],
+)
+def test_a_tampered_check_value_never_matches(tamper: object) -> None:
+    keyring = MasterKeyring.generate()
+    value = keyring.check_value(1)
+    with pytest.raises(AliakError) as caught:
+        keyring.matches_check_value(1, tamper(value))  # type: ignore[operator]
+    assert caught.value.code == "InternalError"
+
+
+def test_a_key_file_that_is_not_ascii_is_a_clear_refusal(db: Path) -> None:
+    SQLiteStore(db).close()
+    key_file_of(db).write_bytes("1:é\n".encode())
+    with pytest.raises(InvalidParameter) as caught:
+        SQLiteStore(db)
+    assert "not a master key file" in str(caught.value)
+
+
+def test_a_check_setting_whose_version_is_not_a_decimal_number_is_refused(db: Path) -> None:
+    SQLiteStore(db).close()
+    with sqlite3.connect(db) as connection:
+        connection.execute(
+            "INSERT INTO aliak_settings (name, value) VALUES (?, ?)",
+            (CHECK_SETTING_PREFIX + "²", "x"),
+        )
+    with pytest.raises(AliakError) as caught:
+        SQLiteStore(db)
+    assert caught.value.code == "InternalError"

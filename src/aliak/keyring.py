@@ -159,12 +159,13 @@ class MasterKeyring:
         if len(parts) != 3 or parts[0] != _CHECK_FORMAT:
             raise SealingError(detail=f"the check value of master key version {version} is corrupt")
         try:
-            salt = base64.urlsafe_b64decode(parts[1])
-            tag = base64.urlsafe_b64decode(parts[2])
+            # Strictly: a lenient decoder would drop junk and let a tampered value match.
+            salt = base64.b64decode(parts[1], altchars=b"-_", validate=True)
+            tag = base64.b64decode(parts[2], altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
-            raise SealingError(
-                detail=f"the check value of master key version {version} is corrupt"
-            ) from None
+            salt = tag = b""
+        if len(salt) != _CHECK_SALT_SIZE or len(tag) != hashlib.sha256().digest_size:
+            raise SealingError(detail=f"the check value of master key version {version} is corrupt")
         return hmac.compare_digest(self._check_tag(version, salt), tag)
 
     def _check_tag(self, version: int, salt: bytes) -> bytes:

@@ -109,7 +109,12 @@ class KeyFile:
                 "MasterKeyFile",
                 detail=f"{self.path} is readable by group or others; chmod 600 it",
             )
-        text = self.path.read_text("ascii")
+        try:
+            text = self.path.read_text("ascii")
+        except UnicodeDecodeError:
+            raise InvalidParameter(
+                "MasterKeyFile", detail=f"{self.path} is not a master key file (not ASCII)"
+            ) from None
         if not text.strip():
             raise SealingError(detail=f"the master key file {self.path} is empty")
         return MasterKeyring.from_text(text)
@@ -189,7 +194,7 @@ def recorded_checks(settings: Iterable[tuple[str, str]]) -> dict[int, str]:
         if not name.startswith(CHECK_SETTING_PREFIX):
             continue
         version = name[len(CHECK_SETTING_PREFIX) :]
-        if not version.isdigit():
+        if not (version.isascii() and version.isdecimal()):
             raise InternalError(detail=f"the store's setting {name!r} is not a check value")
         recorded[int(version)] = value
     return recorded

@@ -12,12 +12,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from aliak.acl import NetworkPolicy
 from aliak.model import AuditEvent, KeyRecord, KeyStatus, LastUsed, Owner, SourceIpUse, UsageRecord
 from aliak.sealing import MasterKeyring
-from aliak.storage.invalidation import MAX_IDS_PER_CHANGE, CombinedInvalidation, LocalInvalidation
+from aliak.storage.invalidation import CombinedInvalidation, LocalInvalidation, subjects
 from aliak.storage.protocols import (
     AsyncNonceStore,
     AsyncStore,
@@ -31,19 +31,13 @@ __all__ = ["AsyncCompositeStore", "CompositeStore"]
 
 _log = logging.getLogger("aliak")
 
-# Purging more keys than this at once announces "anything changed" instead of each id.
-_MAX_IDS_PER_CHANGE: Final = MAX_IDS_PER_CHANGE
-
 
 def _announce(channel: InvalidationChannel | None, access_key_ids: Sequence[str | None]) -> None:
     """Publish after a successful change. Never fails the change: the store is the truth,
     and a lost message costs at most one freshness period."""
     if channel is None or not access_key_ids:
         return
-    targets: Sequence[str | None] = (
-        [None] if len(access_key_ids) > _MAX_IDS_PER_CHANGE else access_key_ids
-    )
-    for access_key_id in targets:
+    for access_key_id in subjects(access_key_ids):
         try:
             channel.publish(access_key_id)
         except Exception as error:

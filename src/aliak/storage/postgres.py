@@ -1366,21 +1366,23 @@ class PostgresStore:
                 if self._closed:
                     raise PoolClosed("the store is closed")
                 with self._connection() as connection:
-                    if changes is not None:
-                        with connection.transaction():
-                            result = _drive(connection, operation())
-                            changed = subjects(changes(result))
-                            _drive(connection, _op_notify(self._notify_channel, changed))
-                        self._changes.deliver(changed)
-                        return result
-                    if transaction:
-                        with connection.transaction():
-                            return _drive(connection, operation())
-                    return _drive(connection, operation())
+                    if changes is None:
+                        if transaction:
+                            with connection.transaction():
+                                return _drive(connection, operation())
+                        return _drive(connection, operation())
+                    with connection.transaction():
+                        result = _drive(connection, operation())
+                        changed = subjects(changes(result))
+                        _drive(connection, _op_notify(self._notify_channel, changed))
             except psycopg.Error as error:
                 if _retry(error, read=read, attempt=attempt):
                     continue
                 raise _translate(error, self._settings) from error
+            else:
+                # With the connection back in the pool: a subscriber may read the store.
+                self._changes.deliver(changed)
+                return result
 
     def _announce(self, access_key_ids: Sequence[str | None]) -> None:
         """:meth:`LocalInvalidation.publish`'s way to tell the fleet. Best effort."""
@@ -1780,23 +1782,25 @@ class AsyncPostgresStore:
             attempt += 1
             try:
                 async with self._connection() as connection:
-                    if changes is not None:
-                        async with connection.transaction():
-                            result = await _drive_async(connection, operation())
-                            changed = subjects(changes(result))
-                            await _drive_async(
-                                connection, _op_notify(self.sync._notify_channel, changed)
-                            )
-                        self.sync._changes.deliver(changed)
-                        return result
-                    if transaction:
-                        async with connection.transaction():
-                            return await _drive_async(connection, operation())
-                    return await _drive_async(connection, operation())
+                    if changes is None:
+                        if transaction:
+                            async with connection.transaction():
+                                return await _drive_async(connection, operation())
+                        return await _drive_async(connection, operation())
+                    async with connection.transaction():
+                        result = await _drive_async(connection, operation())
+                        changed = subjects(changes(result))
+                        await _drive_async(
+                            connection, _op_notify(self.sync._notify_channel, changed)
+                        )
             except psycopg.Error as error:
                 if _retry(error, read=read, attempt=attempt):
                     continue
                 raise _translate(error, self._settings) from error
+            else:
+                # With the connection back in the pool: a subscriber may read the store.
+                self.sync._changes.deliver(changed)
+                return result
 
     def _close_from_sync(self) -> None:
         self._closed = True

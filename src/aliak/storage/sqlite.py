@@ -272,7 +272,6 @@ _CHANGES_SINCE: Final = (
 _AUDIT_COLUMNS: Final = "at, actor, action, access_key_id, account_id, user_name, detail"
 _INSERT_AUDIT: Final = f"INSERT INTO aliak_audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
-_log = logging.getLogger("aliak")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
