@@ -393,6 +393,9 @@ class SQLiteStore:
             self._keyring, self._key_file = self._load_keyring(master_key)
             if not self._in_memory:
                 self._seen_change = self._last_change()
+        except sqlite3.Error as error:  # a read above that met an engine error
+            self.close()
+            raise _opening_failure(self._database, error) from error
         except BaseException:
             self.close()
             raise
@@ -511,8 +514,9 @@ class SQLiteStore:
     def _look_for_changes(self) -> None:
         """The change check behind ``invalidations.refresh()``. ``PRAGMA data_version``
         on this thread's connection (a counter SQLite keeps in shared memory; it moves
-        when *another* connection commits, so this store's own writes, the nonce claim
-        of every request among them, leave it still) and, only when it moved, the change
+        when *another* connection commits -- another process's, or another thread's of
+        this store, nonce claims included; this thread's own writes leave it still)
+        and, only when it moved, a primary-key range read of the change
         log since the last row delivered. Each logged key id is delivered; a gap in the
         log (this process fell more than _CHANGES_KEPT rows behind) or more ids than an
         announcement names delivers ``None``. A thread that finds another one reading
