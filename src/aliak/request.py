@@ -207,10 +207,12 @@ def _check_path(_instance: Any, _attribute: Any, path: object) -> None:
 def _origin_path(target: str) -> str:
     path = target.partition("?")[0]
     if not path.startswith("/") and "://" in path:
-        try:
-            path = urlsplit(path).path
-        except ValueError:  # e.g. an unclosed "[" in the authority
-            raise InvalidParameter("path", detail="not an absolute-form request target") from None
+        # Absolute form (RFC 9112 §3.2.2): the path starts at the first "/" after the
+        # authority. Cut by hand: urlsplit raises on some authorities ("[::1") and not
+        # others depending on the Python version, and the authority is not used here.
+        authority_and_path = path.partition("://")[2]
+        slash = authority_and_path.find("/")
+        path = "" if slash < 0 else authority_and_path[slash:]
     return path or "/"
 
 
@@ -259,7 +261,10 @@ class Request:
         """
         if not isinstance(url, str):
             raise TypeError(f"url must be str, not {type(url).__name__}")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed "[" in the authority
+            raise InvalidParameter("url", detail="not a URL") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise InvalidParameter("url", detail="an absolute http(s) URL is expected")
         if "@" in parts.netloc:
