@@ -17,6 +17,7 @@ __all__ = [
     "AccessKeyNotInRecycleBin",
     "AccessKeyNotInactive",
     "AliakError",
+    "ContentMD5NotMatched",
     "Forbidden",
     "IncompleteBody",
     "IncompleteSignature",
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidSignatureMethod",
     "InvalidTimeStampExpired",
     "InvalidTimeStampFormat",
+    "LengthRequired",
     "LimitExceeded",
     "MissingParameter",
     "MissingSecurityToken",
@@ -130,6 +132,15 @@ class InvalidParameter(AliakError):
     def __init__(self, parameter: str, *, detail: str | None = None) -> None:
         self.parameter = parameter
         super().__init__(f'The specified parameter "{parameter}" is not valid.', detail=detail)
+
+
+class ContentMD5NotMatched(AliakError):
+    """ROA: the signed ``Content-MD5`` is not the MD5 of the body received (the ROA
+    signature covers the body only through that header)."""
+
+    code = "ContentMD5NotMatched"
+    default_message = "The Content-MD5 you specified does not match the body received."
+    http_status = 400
 
 
 class InvalidTimeStampFormat(AliakError):
@@ -350,6 +361,17 @@ class PayloadTooLarge(AliakError):
     code = "PayloadTooLarge"
     default_message = "The request body exceeds the allowed size."
     http_status = 413
+
+
+class LengthRequired(AliakError):
+    """A chunked body under a server that does not decode chunked framing: answered at
+    once, rather than read until the client gives up."""
+
+    code = "MissingContentLength"
+    default_message = (
+        "This server cannot read a chunked request body: send it with a Content-Length."
+    )
+    http_status = 411
 
 
 class IncompleteBody(AliakError):
