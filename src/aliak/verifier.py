@@ -30,12 +30,11 @@ import contextlib
 import hmac
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import IO, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import attrs
 from cryptography.hazmat.primitives import serialization
@@ -49,19 +48,7 @@ from aliak.acl import (
     evaluate_network_access,
     parse_source_ip,
 )
-from aliak.algorithms import Algorithm, VerifyingKey, get_algorithm
-from aliak.authorization import Authorization, parse_authorization
-from aliak.canonical import (
-    STREAM_CHUNK_SIZE,
-    canonical_headers,
-    canonical_method,
-    canonical_query_string,
-    canonical_request,
-    canonical_uri,
-    hash_stream,
-    hashed_payload,
-    string_to_sign,
-)
+from aliak.algorithms import VerifyingKey, get_algorithm
 from aliak.credentials import Secret, is_sts_access_key_id
 from aliak.errors import (
     AccessDenied,
@@ -75,8 +62,8 @@ from aliak.errors import (
     InvalidParameter,
     InvalidSecurityTokenExpired,
     InvalidSecurityTokenMismatch,
+    InvalidSignatureMethod,
     InvalidTimeStampExpired,
-    MissingParameter,
     MissingSecurityToken,
     PayloadTooLarge,
     SignatureDoesNotMatch,
@@ -90,6 +77,7 @@ from aliak.highrisk import (
     service_of_host,
 )
 from aliak.keyring import MasterKeyring, UnknownMasterKeyVersion
+from aliak.legacy import RPC_PATH, legacy_verifying_key
 from aliak.model import (
     AssumedRole,
     KeyAlgorithm,
@@ -100,6 +88,16 @@ from aliak.model import (
     utc_from_timestamp,
 )
 from aliak.request import Body, Request
+from aliak.schemes import (
+    DEFAULT_SCHEMES,
+    SCHEME_NAMES,
+    Presented,
+    Scheme,
+    build_schemes,
+    has_rpc_signature,
+    is_form,
+    printable,
+)
 from aliak.storage.protocols import (
     AsyncStore,
     PolicyTarget,
@@ -111,7 +109,7 @@ from aliak.sts import (
     open_security_token,
     open_security_token_reloaded,
 )
-from aliak.timestamps import ACS_DATE_FORMAT, Clock, parse_acs_date, system_clock
+from aliak.timestamps import ACS_DATE_FORMAT, Clock, format_acs_date, system_clock
 
 __all__ = [
     "DEFAULT_ALLOWED_ALGORITHMS",
@@ -141,11 +139,8 @@ _DUMMY_ID = "LTAI" + "0" * 20
 # Seconds a nonce is kept past the last instant its request's date is accepted.
 _NONCE_MARGIN = 60
 _is_nonce = re.compile(r"[\x21-\x7e]{1,128}").fullmatch
-# Headers that must be present (§2 step 2); action and version can be made optional.
-_ALWAYS_REQUIRED = ("host", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256")
-_ACTION_HEADERS = ("x-acs-action", "x-acs-version")
-# A required x-acs header sent twice is ambiguous (which value did the client mean?).
-_SINGLE_VALUED = (*_ALWAYS_REQUIRED, *_ACTION_HEADERS, "x-acs-security-token")
+# The kinds whose key is a public key: an RSA verification, real or dummy.
+_RSA_KINDS = frozenset({"ACS3-RSA-SHA256", "RPC-RSA-SHA256"})
 
 
 @attrs.frozen(kw_only=True)
@@ -181,6 +176,19 @@ class VerifierSettings:
       ``None`` for no limit.
     - ``sts_revoked``: a hook for emergency revocation of live STS credentials (by
       principal, issue time, ...); a revoked credential reads as expired.
+    - ``schemes``: the signature schemes accepted -- ``"ACS3"`` (V3), ``"RPC"`` and
+      ``"ROA"`` (V2), all three by default as Alibaba's gateway accepts them. A request
+      in another is refused with a message naming what was seen. The window
+      (``max_skew``) is the same for every scheme: ``x-acs-date``, RPC's ``Timestamp``
+      and ROA's ``Date`` alike. RPC's ``SHA256withRSA`` follows ``ACS3-RSA-SHA256`` in
+      ``allowed_algorithms``.
+    - ``rpc_paths``: the request paths an RPC signature is accepted at (``/`` by
+      default): its string to sign names ``/`` whatever the path, so the path is not
+      covered.
+    - ``require_signed_body``: refuse a request whose signature does not cover its
+      body -- an RPC request with a body that is not a form, an ROA request with a body
+      and no ``Content-MD5``. Off by default, as the gateway accepts them;
+      :attr:`Verified.body_signed` tells either way.
     """
 
     max_skew: timedelta = timedelta(minutes=15)
@@ -200,6 +208,9 @@ class VerifierSettings:
     max_body_size: int | None = DEFAULT_MAX_BODY_SIZE
     cache_size: int = 10_000
     sts_revoked: Callable[[StsClaims], bool] | None = None
+    schemes: frozenset[str] = DEFAULT_SCHEMES
+    rpc_paths: frozenset[str] = frozenset({RPC_PATH})
+    require_signed_body: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.error_profile not in ("alibaba", "opaque"):
@@ -211,6 +222,11 @@ class VerifierSettings:
         }
         if unknown:
             raise InvalidParameter("allowed_algorithms", detail=f"unknown: {sorted(unknown)}")
+        unknown = set(self.schemes) - set(SCHEME_NAMES)
+        if unknown or not self.schemes:
+            raise InvalidParameter(
+                "schemes", detail=f"a non-empty set of {', '.join(SCHEME_NAMES)}"
+            )
         if self.max_skew <= timedelta(0) or self.freshness < 0:
             raise InvalidParameter("max_skew", detail="the window must be positive")
 
@@ -227,6 +243,11 @@ class Verified:
 
     ``body`` is what the application should read: the bytes received, or, for a
     streamed request, a spooled copy that was hashed before anyone could act on it.
+    ``scheme`` is the signature's (``ACS3``, ``RPC``, ``ROA``) and ``algorithm`` its
+    method (``ACS3-HMAC-SHA256``, ``HMAC-SHA1``, ``SHA256withRSA``). ``body_signed`` is
+    ``False`` when the signature does not cover the body: an RPC body that is not a form,
+    an ROA body sent without ``Content-MD5``. ``signed_headers`` are the headers the
+    signature covers (none for RPC).
     """
 
     access_key_id: str
@@ -241,6 +262,8 @@ class Verified:
     source_ip: str | None
     acl_rule: str | None
     body: Body = attrs.field(eq=False, repr=False)
+    scheme: str = "ACS3"
+    body_signed: bool = True
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready, without the body."""
@@ -263,45 +286,12 @@ class Verified:
             "Timestamp": self.timestamp.strftime(ACS_DATE_FORMAT),
             "SourceIp": self.source_ip,
             "AclRule": self.acl_rule,
+            "Scheme": self.scheme,
+            "BodySigned": self.body_signed,
         }
 
 
-class _Pending:
-    """What steps 1-3 learned from a request; carried through the later steps."""
-
-    __slots__ = (
-        "action",
-        "algorithm",
-        "authorization",
-        "body",
-        "index",
-        "nonce",
-        "payload_hash",
-        "request",
-        "service",
-        "source_address",
-        "source_ip",
-        "timestamp",
-        "token",
-        "version",
-        "vpc_id",
-    )
-
-    authorization: Authorization
-    algorithm: Algorithm
-    index: dict[str, list[str]]
-    request: Request
-    body: Body
-    payload_hash: str
-    timestamp: int
-    nonce: str
-    action: str | None
-    version: str | None
-    service: str | None
-    source_ip: str | None
-    source_address: IpAddress | None
-    vpc_id: str | None
-    token: str | None
+_Pending = Presented
 
 
 class _KeyEntry:
@@ -381,8 +371,9 @@ class _Flow:
         self._dummy_keyring = MasterKeyring.generate()
         # Bound to an id of the usual length: the associated data costs what a real one does.
         self._dummy_sealed = self._dummy_keyring.seal_secret(_DUMMY_ID, self._dummy_secret)
-        self._required = _ALWAYS_REQUIRED + (_ACTION_HEADERS if settings.require_action else ())
-        self._required_set = frozenset(self._required)
+        self._schemes = build_schemes(settings)
+        self._enabled = settings.schemes
+        self._accepted = _accepted(settings.schemes)
         high_risk = settings.high_risk_actions
         self._is_high_risk: HighRiskPredicate = (
             high_risk.matches if isinstance(high_risk, HighRiskActions) else high_risk
@@ -401,8 +392,14 @@ class _Flow:
         """Every check in the spec's order; yields a step wherever the store is needed."""
         now = self.clock()
         pending = self.prepare(request, now, source_ip, vpc_id)
-        self.hash_body(pending)
-        key_id = pending.authorization.access_key_id
+        assert pending is not None  # only a head-only read defers
+        pending.scheme.take_body(pending)
+        if self.settings.require_signed_body and not pending.body_signed:
+            raise IncompleteSignature(
+                detail=f"{pending.scheme.describe(request)} does not cover this body, and "
+                "this verifier requires a signed body"
+            )
+        key_id = pending.access_key_id
         claim = ClaimNonce(key_id, pending.nonce, now, pending.timestamp + self._nonce_lifetime)
         sts = pending.token is not None and is_sts_access_key_id(key_id)
         if self.refresh is not None:
@@ -431,7 +428,7 @@ class _Flow:
         if not self._early_claim and not (yield claim):
             raise _nonce_used(pending)
         if record is not None:
-            service = pending.service or _service_of(pending.index["host"][0])
+            service = pending.service or _service_of(request.host or "")
             self.usage.add(key_id, now, service, pending.source_ip)
             if now >= self._next_flush:
                 self._next_flush = now + self.settings.usage_flush_interval
@@ -451,7 +448,7 @@ class _Flow:
 
     def _sts_entry(self, pending: _Pending) -> Generator[_Step, Any, _KeyEntry]:
         """Open the security token (no store read) and prepare its secret."""
-        access_key_id, token = pending.authorization.access_key_id, pending.token
+        access_key_id, token = pending.access_key_id, pending.token
         assert token is not None
         if self._sts_validator is not None:
             claims = self._sts_validator.open(access_key_id, token)
@@ -472,7 +469,10 @@ class _Flow:
         now: float,
         source_ip: str | None,
         vpc_id: str | None,
-    ) -> _Pending:
+        head_only: bool = False,
+    ) -> _Pending | None:
+        """Steps 1-3, whatever the scheme; ``None`` when ``head_only`` and the head alone
+        cannot tell (an RPC form body may hold the signed parameters)."""
         pending = _Pending()
         pending.request = request
         if source_ip is None:
@@ -484,26 +484,58 @@ class _Flow:
         pending.vpc_id = vpc_id
         index = request.headers._index
         pending.index = index
-        pending.authorization = self._parse_authorization(index)
-        pending.algorithm = get_algorithm(pending.authorization.algorithm)
-        self._check_required_headers(pending, index)
-        pending.timestamp = self._check_timestamp(index["x-acs-date"][0], now)
-        nonce = index["x-acs-signature-nonce"][0]
-        if _is_nonce(nonce) is None:
-            raise InvalidParameter("x-acs-signature-nonce", detail="1-128 printable ASCII")
-        pending.nonce = nonce
-        pending.action = _identifier(index, "x-acs-action")
-        pending.version = _identifier(index, "x-acs-version")
-        pending.service = self._service(index["host"][0])
-        if not self.settings.allow_repeated_query_names:
-            _check_query_names(request.query)
-        token = index.get("x-acs-security-token")
-        pending.token = None if token is None else token[0]
-        if pending.token is None and is_sts_access_key_id(pending.authorization.access_key_id):
+        scheme = self._recognise(request, index)
+        pending.scheme = scheme
+        if not scheme.read(pending, head_only):
+            return None
+        if abs(now - pending.timestamp) > self._skew:
+            raise InvalidTimeStampExpired(
+                detail=f"{format_acs_date(pending.timestamp)} is outside +-{self._skew:.0f} s"
+            )
+        nonce_field, action_field, version_field = scheme.fields
+        if _is_nonce(pending.nonce) is None:
+            raise InvalidParameter(nonce_field, detail="1-128 printable ASCII")
+        _check_identifier(pending.action, action_field)
+        _check_identifier(pending.version, version_field)
+        pending.service = self._service(request)
+        if pending.token is None and is_sts_access_key_id(pending.access_key_id):
             # The secret of an STS credential travels in its token: nothing to check
             # against without it.
-            raise MissingSecurityToken(detail=pending.authorization.access_key_id)
+            raise MissingSecurityToken(detail=pending.access_key_id)
         return pending
+
+    def _recognise(self, request: Request, index: dict[str, list[str]]) -> Scheme:
+        """Which scheme signed the request, by its shape; refused by name when that
+        scheme is not enabled here, or when it is none this verifier knows."""
+        values = index.get("authorization")
+        if values is not None:
+            first = values[0].lstrip(" ")
+            if first.startswith("ACS3-"):
+                name = "ACS3"
+            elif first.startswith("acs "):
+                name = "ROA"
+            else:
+                seen = first.partition(" ")[0]
+                raise InvalidSignatureMethod(
+                    f"Specified signature method is not supported: an Authorization of "
+                    f"scheme {printable(seen)!r}, which this verifier does not know; "
+                    f"it accepts {self._accepted}.",
+                    detail="unknown Authorization scheme",
+                )
+        elif has_rpc_signature(request) or ("RPC" in self._enabled and is_form(index)):
+            name = "RPC"
+        else:
+            raise IncompleteSignature(
+                detail="Authorization: missing (and no RPC Signature parameter)"
+            )
+        scheme = self._schemes[name]
+        if name not in self._enabled:
+            raise InvalidSignatureMethod(
+                f"Specified signature method is not supported: "
+                f"{scheme.describe(request)}; this verifier accepts {self._accepted}.",
+                detail=f"the {name} scheme is not enabled",
+            )
+        return scheme
 
     def _source(self, source_ip: str) -> tuple[IpAddress, str]:
         """The address and its canonical text; remembered (bounded), since clients come
@@ -517,86 +549,16 @@ class _Flow:
             self._sources[source_ip] = known
         return known
 
-    def _service(self, host: str) -> str | None:
+    def _service(self, request: Request) -> str | None:
         """The service the request is for, as the server knows it (never the caller's
         word alone): the configured service, or the server's host mapping."""
         settings = self.settings
         if settings.service_name is not None:
             return settings.service_name
         if settings.host_services is not None:
-            return service_of_host(host, settings.host_services)
+            host = request.host or request.headers.get("host")
+            return None if host is None else service_of_host(host, settings.host_services)
         return None
-
-    def _parse_authorization(self, index: dict[str, list[str]]) -> Authorization:
-        values = index.get("authorization")
-        if values is None:
-            raise IncompleteSignature(detail="Authorization: missing")
-        if len(values) != 1:
-            raise IncompleteSignature(detail="Authorization: sent more than once")
-        return parse_authorization(
-            values[0],
-            allowed_algorithms=self.settings.allowed_algorithms,
-            lenient=self.settings.lenient_authorization,
-        )
-
-    def _check_required_headers(self, pending: _Pending, index: dict[str, list[str]]) -> None:
-        names = index.keys()
-        if not self._required_set <= names:
-            for name in self._required:
-                if name not in index:
-                    raise MissingParameter(name)
-        authorization = pending.authorization
-        signed = set(authorization.signed_headers)
-        if not signed <= names:
-            absent = sorted(signed - names)
-            raise IncompleteSignature(detail=f"signed headers {absent} are not in the request")
-        allowed_unsigned = self.settings.unsigned_headers_allowed
-        for name in names - signed:
-            if name == "authorization":
-                continue
-            if (
-                name in self._required_set
-                or name == "content-type"
-                or (name.startswith("x-acs-") and name not in allowed_unsigned)
-            ):
-                raise IncompleteSignature(detail=f"header {name!r} must be signed")
-        if len(pending.request.headers) != len(index):  # some name is repeated
-            for name in _SINGLE_VALUED:
-                values = index.get(name)
-                if values is not None and len(values) != 1:
-                    raise IncompleteSignature(detail=f"header {name!r} is sent more than once")
-        key_id_header = index.get("x-acs-accesskey-id")
-        if key_id_header is not None and key_id_header != [authorization.access_key_id]:
-            raise IncompleteSignature(detail="x-acs-accesskey-id differs from Credential")
-
-    def _check_timestamp(self, text: str, now: float) -> int:
-        timestamp = parse_acs_date(text)
-        if abs(now - timestamp) > self._skew:
-            raise InvalidTimeStampExpired(detail=f"{text} is outside +-{self._skew:.0f} s")
-        return timestamp
-
-    def hash_body(self, pending: _Pending) -> None:
-        """The payload line is the hash of the body *received* (§5.5)."""
-        body = pending.request.body
-        algorithm = pending.algorithm
-        limit = self.settings.max_body_size
-        if isinstance(body, bytes):
-            if limit is not None and len(body) > limit:
-                raise PayloadTooLarge(detail=f"more than {limit} bytes")
-            pending.body = body
-            pending.payload_hash = hashed_payload(body, algorithm)
-            return
-        spool = tempfile.SpooledTemporaryFile(max_size=4 * STREAM_CHUNK_SIZE)  # noqa: SIM115
-        sink: IO[bytes] = spool
-        if limit is not None:
-            sink = _LimitedSink(spool, limit)  # type: ignore[assignment]
-        try:
-            pending.payload_hash = hash_stream(body, algorithm.hasher(), sink=sink)
-        except BaseException:
-            spool.close()
-            raise
-        spool.seek(0)
-        pending.body = spool
 
     # -- steps 4-5 ------------------------------------------------------------------
 
@@ -612,13 +574,14 @@ class _Flow:
         secret = keyring.open_secret(record.access_key_id, record.sealed_secret)
         return _KeyEntry(record, secret=secret)
 
-    def verifying_key(self, entry: _KeyEntry, algorithm: str) -> tuple[VerifyingKey, bool]:
-        """The entry's key for ``algorithm`` and whether it is real: built on first use
-        from the entry's material, or from dummy material of the same kind."""
-        found = entry.keys.get(algorithm)
+    def verifying_key(self, entry: _KeyEntry, kind: str) -> tuple[VerifyingKey, bool]:
+        """The entry's key for ``kind`` (an ACS3 algorithm or a legacy kind) and whether
+        it is real: built on first use from the entry's material, or from dummy material
+        of the same kind."""
+        found = entry.keys.get(kind)
         if found is not None:
             return found
-        if algorithm == "ACS3-RSA-SHA256":
+        if kind in _RSA_KINDS:
             material, usable = entry.public_key, entry.public_key is not None
             if material is None:
                 material = _dummy_rsa_public_key()
@@ -626,56 +589,41 @@ class _Flow:
             usable = entry.secret is not None
             secret = self._dummy_secret if entry.secret is None else entry.secret
             material = secret.reveal()
-        found = (get_algorithm(algorithm).verifying_key(material), usable)
-        entry.keys[algorithm] = found
+        key: VerifyingKey
+        if kind.startswith("ACS3-"):
+            key = get_algorithm(kind).verifying_key(material)
+        else:
+            key = legacy_verifying_key(kind, material)  # type: ignore[arg-type]
+        found = (key, usable)
+        entry.keys[kind] = found
         return found
 
     def authenticate(self, pending: _Pending, entry: _KeyEntry) -> None:
-        """Step 5: rebuild the canonical request as received, compare in constant time."""
-        authorization = pending.authorization
-        request = pending.request
-        names = authorization.signed_headers
-        canonical = canonical_request(
-            canonical_method(request.method),
-            canonical_uri(request.path),
-            canonical_query_string(request.query),
-            canonical_headers(pending.index, names),
-            authorization.signed_headers_line,
-            pending.payload_hash,
-        )
-        to_sign = string_to_sign(pending.algorithm, canonical)
-        key, usable = self.verifying_key(entry, authorization.algorithm)
-        try:
-            key.verify(to_sign.encode("utf-8", "surrogateescape"), authorization.signature)
-            matched = usable
-        except SignatureDoesNotMatch:
-            matched = False
-        if not matched:
+        """Step 5: rebuild what was signed as received, compare in constant time."""
+        scheme = pending.scheme
+        strings = scheme.strings_to_sign(pending)
+        key, usable = self.verifying_key(entry, pending.key_kind)
+        matched = False
+        for position, text in enumerate(strings):  # how many: the request's, not the key's
+            try:
+                key.verify(text.encode("utf-8", "surrogateescape"), pending.signature)
+            except SignatureDoesNotMatch:
+                continue
+            matched = True
+            pending.matched = position
+            break
+        echoed = strings[0] if self.settings.echoes_string_to_sign else None
+        if not (matched and usable):
             # One path for both refusals, the reason worked out either way: an unknown
             # id costs what a wrong signature for a known one does.
-            reason = self._mismatch_reason(pending, usable)
-            echoed = to_sign if self.settings.echoes_string_to_sign else None
+            reason = scheme.mismatch_reason(pending)
+            if not usable:
+                reason = "the key cannot sign with the algorithm claimed"
             unknown = entry.record is None and entry.claims is None
             raise _SIGNATURE_CHECK_REFUSALS[unknown](
-                echoed, detail=authorization.access_key_id if unknown else reason
+                echoed, detail=pending.access_key_id if unknown else reason
             )
-        # The signature covers the body's real hash (the last line), but an application
-        # may read the header: it must say the same, so all zeros or UNSIGNED-PAYLOAD
-        # cannot ride along on a valid signature.
-        if pending.index["x-acs-content-sha256"][0].lower() != pending.payload_hash:
-            raise SignatureDoesNotMatch(
-                to_sign if self.settings.echoes_string_to_sign else None,
-                detail="x-acs-content-sha256 does not match the body received",
-            )
-
-    def _mismatch_reason(self, pending: _Pending, usable: bool) -> str:
-        claimed = pending.index["x-acs-content-sha256"][0].lower()
-        body_differs = not hmac.compare_digest(claimed.encode(), pending.payload_hash.encode())
-        if not usable:
-            return "the key cannot sign with the algorithm claimed"
-        if body_differs:
-            return "x-acs-content-sha256 does not match the body received"
-        return "signature mismatch"
+        scheme.check_signed(pending, echoed)
 
     # -- steps 6-7: only after a valid signature --------------------------------------
 
@@ -684,10 +632,16 @@ class _Flow:
             raise InvalidAccessKeyIdInactive(detail=f"{record.access_key_id} is Inactive")
         if record.in_recycle_bin:
             raise InvalidAccessKeyIdInactive(detail=f"{record.access_key_id} is in the bin")
-        if record.leak_restricted and self._is_high_risk(
-            pending.service, pending.version, pending.action
-        ):
-            raise Forbidden(detail=f"{record.access_key_id} is leak-restricted")
+        if record.leak_restricted:
+            if pending.action is None and pending.scheme.name == "ROA":
+                # An ROA call names its API by path; without x-acs-action there is no
+                # telling it from a high-risk one: fail safe.
+                raise Forbidden(
+                    detail=f"{record.access_key_id} is leak-restricted and the ROA request "
+                    "names no x-acs-action"
+                )
+            if self._is_high_risk(pending.service, pending.version, pending.action):
+                raise Forbidden(detail=f"{record.access_key_id} is leak-restricted")
 
     def check_network(
         self,
@@ -722,14 +676,13 @@ class _Flow:
     def verified(
         self, pending: _Pending, principal: Owner | AssumedRole, decision: AclDecision
     ) -> Verified:
-        authorization = pending.authorization
         # Positional: the fields in their declared order (cheaper than keywords).
         return Verified(
-            authorization.access_key_id,
+            pending.access_key_id,
             principal,
             "sts" if isinstance(principal, AssumedRole) else "permanent",
-            authorization.algorithm,
-            authorization.signed_headers,
+            pending.algorithm,
+            pending.signed_headers,
             pending.action,
             pending.version,
             pending.nonce,
@@ -737,6 +690,8 @@ class _Flow:
             pending.source_ip,
             decision.rule,
             pending.body,
+            pending.scheme.name,
+            pending.body_signed,
         )
 
     def refuse(self, error: Exception) -> None:
@@ -754,23 +709,6 @@ class _Flow:
             error, (InternalError, PayloadTooLarge)
         ):
             raise AccessDenied(error) from error
-
-
-class _LimitedSink:
-    """A spool that refuses to grow past a limit (nothing is read past it)."""
-
-    __slots__ = ("_limit", "_size", "_spool")
-
-    def __init__(self, spool: IO[bytes], limit: int) -> None:
-        self._spool = spool
-        self._limit = limit
-        self._size = 0
-
-    def write(self, data: bytes) -> int:
-        self._size += len(data)
-        if self._size > self._limit:
-            raise PayloadTooLarge(detail=f"more than {self._limit} bytes")
-        return self._spool.write(data)
 
 
 class _Missing:
@@ -873,27 +811,17 @@ def _same_token(entry: _KeyEntry, pending: _Pending) -> bool:
 _is_identifier = re.compile(r"[\x21-\x7e]{1,256}").fullmatch
 
 
-def _identifier(index: dict[str, list[str]], name: str) -> str | None:
-    values = index.get(name)
-    if values is None:
-        return None
-    value = values[0]
-    if _is_identifier(value) is None:
+def _check_identifier(value: str | None, name: str) -> None:
+    if value is not None and _is_identifier(value) is None:
         raise InvalidParameter(name, detail="printable ASCII without spaces, 1-256 characters")
-    return value
 
 
-def _check_query_names(query: tuple[tuple[str, str], ...]) -> None:
-    """Each query name once: the canonical query sorts repeated values, so the order a
-    client sent them in (``Amount=1&Amount=1000``) is not covered by its signature."""
-    if len(query) > 1 and len({name for name, _ in query}) != len(query):
-        seen: set[str] = set()
-        for name, _ in query:
-            if name in seen:
-                raise InvalidParameter(
-                    name, detail="a query name sent more than once (its order is unsigned)"
-                )
-            seen.add(name)
+def _accepted(schemes: frozenset[str]) -> str:
+    """``ACS3 only``, ``ACS3 and ROA``, ``ACS3, RPC and ROA``: for refusal messages."""
+    names = [name for name in SCHEME_NAMES if name in schemes]
+    if len(names) == 1:
+        return f"{names[0]} only"
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _nonce_used(pending: _Pending) -> SignatureNonceUsed:
@@ -1081,7 +1009,7 @@ class _Shell(Generic[S, R]):
             raise TypeError(f"precheck() takes an aliak.Request, not {type(request).__name__}")
         flow = self._flow
         try:
-            flow.prepare(request, flow.clock(), None, None)
+            flow.prepare(request, flow.clock(), None, None, head_only=True)
         except Exception as error:
             flow.refuse(error)
             raise
