@@ -28,8 +28,18 @@ from aliak import (
 )
 from aliak import algorithms as algorithms_module
 from aliak import keyring as keyring_module
+from aliak import verifier as verifier_module
+from aliak.legacy import (
+    format_http_date,
+    legacy_signing_key,
+    roa_canonical_headers,
+    roa_canonical_resource,
+    roa_string_to_sign,
+    rpc_string_to_sign,
+)
 from aliak.storage import memory as memory_module
 from aliak.storage import sqlite as sqlite_module
+from aliak.timestamps import format_acs_date
 
 NOW = 1_700_000_000
 OWNER = RamUser("1234567890123456", "parity")
@@ -72,6 +82,13 @@ class Work:
             return evolving(instance, **changes)
 
         monkeypatch.setattr(memory_module.attrs, "evolve", evolve)
+        legacy_key = verifier_module.legacy_verifying_key
+
+        def legacy_verifying_key(kind: str, material: str) -> Any:
+            self.done.append(f"build {kind} key")
+            return legacy_key(kind, material)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(verifier_module, "legacy_verifying_key", legacy_verifying_key)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -129,3 +146,60 @@ def test_an_rsa_key_opens_a_sealed_secret_too(store: Any, monkeypatch: pytest.Mo
     as_hmac = cold_work(store, work, AccessKey(rsa_key.access_key_id, WRONG), "opaque")
     unknown = cold_work(store, work, AccessKey("LTAI" + "7" * 20, WRONG), "opaque")
     assert as_hmac == unknown
+
+
+def legacy_request(scheme: str, access_key_id: str, secret: str) -> Request:
+    """An RPC or ROA request signed (with ``secret``) the way the official SDKs sign."""
+    if scheme == "RPC":
+        params = {
+            "AccessKeyId": access_key_id,
+            "Action": "A",
+            "Format": "JSON",
+            "SignatureMethod": "HMAC-SHA1",
+            "SignatureNonce": "parity-nonce",
+            "SignatureVersion": "1.0",
+            "Timestamp": format_acs_date(NOW),
+            "Version": "V",
+        }
+        to_sign = rpc_string_to_sign("GET", params.items())
+        params["Signature"] = legacy_signing_key("RPC-HMAC-SHA1", secret).sign(to_sign.encode())
+        return Request("GET", host="api.example.com", query=params)
+    headers = {
+        "date": format_http_date(NOW),
+        "x-acs-signature-method": "HMAC-SHA1",
+        "x-acs-signature-nonce": "parity-nonce",
+        "x-acs-signature-version": "1.0",
+        "x-acs-version": "V",
+    }
+    to_sign = roa_string_to_sign(
+        "GET",
+        accept="",
+        content_md5="",
+        content_type="",
+        date=headers["date"],
+        canonical_headers=roa_canonical_headers(headers.items()),
+        canonical_resource=roa_canonical_resource("/", []),
+    )
+    signature = legacy_signing_key("ROA-HMAC-SHA1", secret).sign(to_sign.encode())
+    headers["authorization"] = f"acs {access_key_id}:{signature}"
+    return Request("GET", host="api.example.com", headers=headers)
+
+
+@pytest.mark.parametrize("scheme", ["RPC", "ROA"])
+@pytest.mark.parametrize("profile", ["alibaba", "opaque"])
+def test_legacy_schemes_do_the_same_work_for_unknown_ids(
+    store: Any, monkeypatch: pytest.MonkeyPatch, scheme: str, profile: str
+) -> None:
+    new = KeyManager(store, clock=lambda: NOW).create_access_key(OWNER)
+    work = Work(monkeypatch)
+    done = []
+    for access_key_id in (new.access_key_id, "LTAI" + "7" * 20):
+        verifier = Verifier(store, clock=lambda: NOW, error_profile=profile)
+        work.done.clear()
+        with pytest.raises(AliakError):
+            verifier.verify(legacy_request(scheme, access_key_id, WRONG))
+        done.append(list(work.done))
+    known, unknown = done
+    assert known == unknown
+    assert "open sealed secret" in known
+    assert f"build {scheme}-HMAC-SHA1 key" in known
