@@ -787,3 +787,51 @@ def test_generated_roa_requests_signed_by_the_sdk_verify(query: dict[str, str]) 
     key = KeyManager(store).create_access_key(OWNER).access_key
     verified = Verifier(store).verify(sdk_roa(key, query=query))
     assert verified.scheme == "ROA"
+
+
+def test_rpc_sha256withrsa_from_python_sdk_core(
+    store: MemoryStore, make_verifier: MakeVerifier
+) -> None:
+    import base64
+
+    from aliyunsdkcore.auth.algorithm import sha_hmac256
+    from aliyunsdkcore.auth.composer import rpc_signature_composer
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    der = private.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    record = KeyManager(store).register_public_key(OWNER, public.decode())
+    url, _ = rpc_signature_composer.get_signed_url(
+        {"Action": "DescribeRegions", "Version": "2014-05-26"},
+        record.access_key_id,
+        base64.b64encode(der).decode(),
+        "JSON",
+        "GET",
+        {},
+        sha_hmac256,
+    )
+    path, raw_query = _split(url)
+    request = Request.from_wire("GET", path, raw_query.encode(), [("Host", HOST)])
+    allowed = frozenset({"ACS3-HMAC-SHA256", "ACS3-RSA-SHA256"})
+    verified = make_verifier(store, allowed_algorithms=allowed).verify(request)
+    assert (verified.scheme, verified.algorithm) == ("RPC", "SHA256withRSA")
+    # Without RSA allowed, the method is refused by name before any key is looked up.
+    error = refusal(make_verifier(store), request)
+    assert error.code == "InvalidSignatureMethod"
+    # An HMAC signature claimed for the RSA key's id: the key cannot make it.
+    hmac_claim = with_query(
+        request,
+        [(n, "HMAC-SHA1" if n == "SignatureMethod" else v) for n, v in request.query
+         if n != "SignatureType"],
+    )  # fmt: skip
+    assert refusal(make_verifier(store, allowed_algorithms=allowed), hmac_claim).code == (
+        "SignatureDoesNotMatch"
+    )
