@@ -835,3 +835,15 @@ def test_rpc_sha256withrsa_from_python_sdk_core(
     assert refusal(make_verifier(store, allowed_algorithms=allowed), hmac_claim).code == (
         "SignatureDoesNotMatch"
     )
+
+
+def test_require_signed_body_accepts_what_is_signed(
+    store: MemoryStore, key: AccessKey, make_verifier: MakeVerifier
+) -> None:
+    strict = make_verifier(store, require_signed_body=True)
+    signed_json = sdk_rpc(
+        key, method="POST", body_params={"Name": "x"}, content_type="application/json"
+    )
+    assert strict.verify(signed_json).body_signed
+    assert strict.verify(sdk_rpc(key, method="POST", body_params={"Name": "y"})).body_signed
+    assert strict.verify(sdk_roa(key, method="POST", body=b"{}")).body_signed

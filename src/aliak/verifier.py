@@ -394,11 +394,6 @@ class _Flow:
         pending = self.prepare(request, now, source_ip, vpc_id)
         assert pending is not None  # only a head-only read defers
         pending.scheme.take_body(pending)
-        if self.settings.require_signed_body and not pending.body_signed:
-            raise IncompleteSignature(
-                detail=f"{pending.scheme.describe(request)} does not cover this body, and "
-                "this verifier requires a signed body"
-            )
         key_id = pending.access_key_id
         claim = ClaimNonce(key_id, pending.nonce, now, pending.timestamp + self._nonce_lifetime)
         sts = pending.token is not None and is_sts_access_key_id(key_id)
@@ -409,6 +404,11 @@ class _Flow:
             entry = yield from (self._sts_entry(pending) if sts else self._key_entry(key_id))
             self.keys.put(key_id, entry, now)
         self.authenticate(pending, entry)
+        if not pending.body_signed and self.settings.require_signed_body:
+            raise IncompleteSignature(
+                detail=f"{pending.scheme.describe(request)} does not cover this body, and "
+                "this verifier requires a signed body"
+            )
         if self._early_claim and not (yield claim):  # claimed here, or after step 8
             raise _nonce_used(pending)
         record = entry.record
