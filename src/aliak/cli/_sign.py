@@ -2,6 +2,7 @@
 
 The credentials come from the official SDK's ``ALIBABA_CLOUD_*`` variables only, never
 from an argument: an argument lands in shell history and in every ``ps`` listing.
+``--scheme`` picks V3 (``ACS3``, the default) or one of the older RPC and ROA signatures.
 """
 
 from __future__ import annotations
@@ -12,16 +13,23 @@ import shlex
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aliak.algorithms import ALGORITHM_NAMES
 from aliak.canonical import canonical_query_string
 from aliak.cli._console import Console
 from aliak.credentials import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN
 from aliak.request import Request
-from aliak.signer import Signer
+from aliak.signer import SCHEME_ALGORITHMS, Signer
 
 __all__ = ["add_sign_command", "curl_command", "wire_url"]
 
 _SECURITY_TOKEN_HEADER = "x-acs-security-token"  # noqa: S105 - a header name
+_SECURITY_TOKEN_PARAMETER = "SecurityToken"  # noqa: S105 - an RPC parameter name
+
+# The command signs with HMAC only: an RSA private key is not a value for an environment
+# variable one exports in a shell.
+_CLI_ALGORITHMS = {
+    scheme: [name for name in algorithms if "RSA" not in name]
+    for scheme, algorithms in SCHEME_ALGORITHMS.items()
+}
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -70,12 +78,19 @@ def _sign(args: argparse.Namespace, console: Console) -> int:
         body = args.data.encode("utf-8", "surrogateescape")
     else:
         body = b""
-    signer = Signer.from_environment(algorithm=args.algorithm)
+    if args.algorithm is not None and args.algorithm not in _CLI_ALGORITHMS[args.scheme]:
+        args.subparser.error(
+            f"--scheme {args.scheme} signs with {' or '.join(_CLI_ALGORITHMS[args.scheme])}, "
+            f"not {args.algorithm}"
+        )
+    signer = Signer.from_environment(scheme=args.scheme, algorithm=args.algorithm)
     request = Request.from_url(args.method, args.url, headers=args.header or (), body=body)
     signed = signer.sign(request, action=args.action, version=args.version)
     url = wire_url(args.url, signed)
     if _SECURITY_TOKEN_HEADER in signed.headers:
         console.warn(f"the {_SECURITY_TOKEN_HEADER} header printed is a credential")
+    if any(name == _SECURITY_TOKEN_PARAMETER for name, _ in signed.query):
+        console.warn(f"the {_SECURITY_TOKEN_PARAMETER} parameter printed is a credential")
     if args.curl:
         console.line(curl_command(signed, url, data=body, data_file=args.data_file))
     elif console.json_output:
@@ -100,10 +115,10 @@ def add_sign_command(
         "sign",
         parents=[common],
         help="sign a request with the ALIBABA_CLOUD_* credentials; print it, or a curl command",
-        description=f"Sign a request (V3, ACS3) with the credentials in {ENV_ACCESS_KEY_ID}, "
-        f"{ENV_ACCESS_KEY_SECRET} and, for STS, {ENV_SECURITY_TOKEN}; never from an argument. "
-        "Prints the method and the URL as sent (canonical query), then every header, "
-        "Authorization included.",
+        description=f"Sign a request (V3 ACS3, or the older RPC or ROA) with the credentials "
+        f"in {ENV_ACCESS_KEY_ID}, {ENV_ACCESS_KEY_SECRET} and, for STS, {ENV_SECURITY_TOKEN}; "
+        "never from an argument. Prints the method and the URL as sent (canonical query, "
+        "with RPC's Signature), then every header, Authorization included.",
     )
     sign.add_argument("method", metavar="METHOD", help="GET, POST, ...")
     sign.add_argument(
@@ -118,19 +133,29 @@ def add_sign_command(
         action="append",
         type=_header,
         metavar="'NAME: VALUE'",
-        help="a header to send (and sign when it is content-type or x-acs-*); repeatable",
+        help="a header to send; repeatable. Signed: content-type and x-acs-* (ACS3); "
+        "Accept, Content-MD5, Content-Type, Date and x-acs-* (ROA); none (RPC)",
     )
-    sign.add_argument("--action", metavar="ACTION", help="x-acs-action, the API name")
-    sign.add_argument("--version", metavar="VERSION", help="x-acs-version, the API version")
+    sign.add_argument("--action", metavar="ACTION", help="the API name (x-acs-action; RPC: Action)")
+    sign.add_argument(
+        "--version", metavar="VERSION", help="the API version (x-acs-version; RPC: Version)"
+    )
+    sign.add_argument(
+        "--scheme",
+        choices=list(_CLI_ALGORITHMS),
+        default="ACS3",
+        help="the signature: ACS3 (V3, the default), or the older RPC (query Signature) "
+        "or ROA (Authorization: acs)",
+    )
     sign.add_argument(
         "--algorithm",
-        choices=[name for name in ALGORITHM_NAMES if name.startswith("ACS3-HMAC")],
-        default="ACS3-HMAC-SHA256",
-        help="the signature algorithm (default ACS3-HMAC-SHA256)",
+        choices=list(dict.fromkeys(name for names in _CLI_ALGORITHMS.values() for name in names)),
+        help="the signature algorithm, one of the scheme's (default ACS3-HMAC-SHA256 for "
+        "ACS3, HMAC-SHA1 for RPC and ROA)",
     )
     sign.add_argument(
         "--curl",
         action="store_true",
         help="print one ready-to-run curl command instead (shell-quoted)",
     )
-    sign.set_defaults(run=_sign)
+    sign.set_defaults(run=_sign, subparser=sign)
