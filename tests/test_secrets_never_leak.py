@@ -100,3 +100,18 @@ def test_invalid_credentials_are_refused_without_echoing_them() -> None:
         AccessKey("LTAIok", "")
     with pytest.raises(AliakError):
         StsCredential("STS.x", "s", "t", expiration=datetime(2030, 1, 1))
+
+
+def test_an_rpc_request_masks_its_token_and_signature() -> None:
+    from aliak import KeyManager, MemoryStore, RamRole, Request, Signer
+
+    sts = KeyManager(MemoryStore()).assume_role(RamRole("1234567890123456", "r"), session_name="s")
+    for scheme in ("RPC", "ROA"):
+        signed = Signer(sts, scheme=scheme).sign(
+            Request("GET", host="ecs.aliyuncs.com"), action="DescribeRegions", version="2014-05-26"
+        )
+        shown = renderings(signed)
+        assert sts.security_token.reveal() not in shown, scheme
+        assert sts.secret.reveal() not in shown, scheme
+        if scheme == "RPC":
+            assert dict(signed.query)["Signature"] not in shown

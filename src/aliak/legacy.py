@@ -44,8 +44,11 @@ __all__ = [
     "LEGACY_KINDS",
     "ROA_STANDARD_HEADERS",
     "RPC_PATH",
+    "SCHEME_NAMES",
+    "LegacyAlgorithmName",
     "LegacyKey",
     "LegacyKind",
+    "SchemeName",
     "content_md5",
     "format_http_date",
     "header_lines",
@@ -59,9 +62,19 @@ __all__ = [
     "rpc_string_to_sign",
 ]
 
+SchemeName = Literal["ACS3", "RPC", "ROA"]
+"""A signature scheme: V3 (``ACS3``), or the older RPC and ROA V2."""
+SCHEME_NAMES: tuple[SchemeName, ...] = ("ACS3", "RPC", "ROA")
+LegacyAlgorithmName = Literal["HMAC-SHA1", "SHA256withRSA"]
+"""``SignatureMethod`` (RPC) / ``x-acs-signature-method`` (ROA) of the V2 schemes."""
 LegacyKind = Literal["RPC-HMAC-SHA1", "RPC-RSA-SHA256", "ROA-HMAC-SHA1"]
 """How a legacy signature is keyed: the scheme and its ``SignatureMethod``."""
-LEGACY_KINDS: tuple[LegacyKind, ...] = ("RPC-HMAC-SHA1", "RPC-RSA-SHA256", "ROA-HMAC-SHA1")
+LEGACY_KINDS: Mapping[tuple[str, str], LegacyKind] = {
+    ("RPC", "HMAC-SHA1"): "RPC-HMAC-SHA1",
+    ("RPC", "SHA256withRSA"): "RPC-RSA-SHA256",
+    ("ROA", "HMAC-SHA1"): "ROA-HMAC-SHA1",
+}
+"""The key kind of each V2 (scheme, method) pair."""
 
 # The path an RPC signature covers: the string to sign names "/" whatever the request
 # line says (every SDK sends RPC calls to it).

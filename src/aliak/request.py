@@ -32,6 +32,8 @@ _is_host_match = _is_host.fullmatch
 
 # Header names whose values are credentials or signatures: masked in repr.
 _MASKED_HEADERS = frozenset({"authorization", "x-acs-security-token"})
+# Query parameters that carry the same (RPC's signature, an STS token in RPC or ROA).
+_MASKED_PARAMETERS = frozenset({"Signature", "SecurityToken"})
 
 
 class Headers:
@@ -341,8 +343,16 @@ class Request:
             body = f"<stream {type(self.body).__name__}>"
         return (
             f"Request({self.method!r}, host={self.host!r}, path={self.path!r}, "
-            f"query={self.query!r}, headers={self.headers!r}, body={body})"
+            f"query={_masked_query(self.query)}, headers={self.headers!r}, body={body})"
         )
+
+
+def _masked_query(query: tuple[tuple[str, str], ...]) -> str:
+    shown = ", ".join(
+        f"({name!r}, {'<masked>' if name in _MASKED_PARAMETERS else repr(value)})"
+        for name, value in query
+    )
+    return f"({shown}{',' if len(query) == 1 else ''})"
 
 
 # The slot descriptors of the frozen class: writing through them skips attrs' frozen

@@ -58,7 +58,9 @@ from aliak.errors import (
     SignatureDoesNotMatch,
 )
 from aliak.legacy import (
+    LEGACY_KINDS,
     ROA_STANDARD_HEADERS,
+    SCHEME_NAMES,
     parse_http_date,
     roa_canonical_headers,
     roa_canonical_resource,
@@ -85,7 +87,6 @@ __all__ = [
     "printable",
 ]
 
-SCHEME_NAMES = ("ACS3", "RPC", "ROA")
 # What Alibaba's gateway accepts; the verifier's default.
 DEFAULT_SCHEMES = frozenset(SCHEME_NAMES)
 
@@ -324,7 +325,6 @@ _RPC_ECHOED_HEADERS = (
     ("x-acs-security-token", "SecurityToken"),
     ("x-acs-signature-nonce", "SignatureNonce"),
 )
-_RPC_METHODS = {"HMAC-SHA1": "RPC-HMAC-SHA1", "SHA256withRSA": "RPC-RSA-SHA256"}
 
 
 class RpcScheme(Scheme):
@@ -356,7 +356,7 @@ class RpcScheme(Scheme):
                 f"{sorted(self.settings.rpc_paths)} only"
             )
         method = _required(values, "SignatureMethod")
-        kind = _RPC_METHODS.get(method)
+        kind = LEGACY_KINDS.get(("RPC", method))
         if kind is None or (
             kind == "RPC-RSA-SHA256" and "ACS3-RSA-SHA256" not in self.settings.allowed_algorithms
         ):

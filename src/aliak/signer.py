@@ -20,7 +20,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, cast
 
 import attrs
 
@@ -49,8 +49,10 @@ from aliak.credentials import (
 from aliak.encoding import parse_query_string
 from aliak.errors import InvalidParameter, InvalidSignatureMethod, MissingParameter
 from aliak.legacy import (
+    LEGACY_KINDS,
     RPC_PATH,
-    LegacyKind,
+    LegacyAlgorithmName,
+    SchemeName,
     content_md5,
     format_http_date,
     header_lines,
@@ -77,10 +79,6 @@ __all__ = [
 
 NonceFactory = Callable[[], str]
 
-SchemeName = Literal["ACS3", "RPC", "ROA"]
-"""The signature a :class:`Signer` makes: V3 (``ACS3``), or the older RPC and ROA V2."""
-LegacyAlgorithmName = Literal["HMAC-SHA1", "SHA256withRSA"]
-"""``SignatureMethod`` (RPC) / ``x-acs-signature-method`` (ROA) of the V2 schemes."""
 SignerAlgorithmName = AlgorithmName | LegacyAlgorithmName
 
 SCHEME_ALGORITHMS: Mapping[SchemeName, tuple[SignerAlgorithmName, ...]] = {
@@ -90,12 +88,6 @@ SCHEME_ALGORITHMS: Mapping[SchemeName, tuple[SignerAlgorithmName, ...]] = {
 }
 """What each scheme can sign with; the first is its default."""
 
-# How each V2 (scheme, algorithm) is keyed (legacy.LegacyKind).
-_LEGACY_KINDS: Mapping[tuple[str, str], LegacyKind] = {
-    ("RPC", "HMAC-SHA1"): "RPC-HMAC-SHA1",
-    ("RPC", "SHA256withRSA"): "RPC-RSA-SHA256",
-    ("ROA", "HMAC-SHA1"): "ROA-HMAC-SHA1",
-}
 
 # One-shot iterables are spooled while hashed so they can still be sent; up to this size
 # the spool stays in memory, past it it moves to a temporary file.
@@ -248,7 +240,7 @@ class Signer:
                     "sign_all_headers",
                     detail=f"{self._scheme} signs a fixed set of headers; the option is ACS3's",
                 )
-            kind = _LEGACY_KINDS[self._scheme, self._algorithm_name]
+            kind = LEGACY_KINDS[self._scheme, self._algorithm_name]
             is_rpc = self._scheme == "RPC"
             self._date = RememberLast(format_acs_date if is_rpc else format_http_date)
             self._prepare = functools.partial(
