@@ -105,7 +105,9 @@ def test_invalid_credentials_are_refused_without_echoing_them() -> None:
 def test_an_rpc_request_masks_its_token_and_signature() -> None:
     from aliak import KeyManager, MemoryStore, RamRole, Request, Signer
 
-    sts = KeyManager(MemoryStore()).assume_role(RamRole("1234567890123456", "r"), session_name="s")
+    sts = KeyManager(MemoryStore()).assume_role(
+        RamRole("1234567890123456", "r"), session_name="leak-test"
+    )
     for scheme in ("RPC", "ROA"):
         signed = Signer(sts, scheme=scheme).sign(
             Request("GET", host="ecs.aliyuncs.com"), action="DescribeRegions", version="2014-05-26"
