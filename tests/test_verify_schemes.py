@@ -847,3 +847,12 @@ def test_require_signed_body_accepts_what_is_signed(
     assert strict.verify(signed_json).body_signed
     assert strict.verify(sdk_rpc(key, method="POST", body_params={"Name": "y"})).body_signed
     assert strict.verify(sdk_roa(key, method="POST", body=b"{}")).body_signed
+
+
+@given(params=_params)
+def test_rpc_second_encoding_is_percent_encoding(params: dict[str, str]) -> None:
+    from aliak.encoding import percent_encode
+    from aliak.legacy import rpc_canonical_query
+
+    once = rpc_canonical_query(params.items())
+    assert rpc_string_to_sign("GET", params.items()) == f"GET&%2F&{percent_encode(once)}"

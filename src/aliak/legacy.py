@@ -105,8 +105,14 @@ def _name(pair: tuple[str, str]) -> str:
 
 
 def rpc_string_to_sign(method: str, params: Iterable[tuple[str, str]]) -> str:
-    """``METHOD&%2F&enc(CanonicalizedQueryString)``: the query is encoded twice."""
-    return f"{method}&{_ENCODED_RPC_PATH}&{percent_encode(rpc_canonical_query(params))}"
+    """``METHOD&%2F&enc(CanonicalizedQueryString)``: the query is encoded twice.
+
+    The canonical query holds only unreserved characters, ``%``, ``=`` and ``&`` (every
+    name and value is encoded already), so encoding it again is exactly these three
+    replacements -- what :func:`percent_encode` would do, byte by byte, 25 times slower."""
+    once = rpc_canonical_query(params)
+    twice = once.replace("%", "%25").replace("=", "%3D").replace("&", "%26")
+    return f"{method}&{_ENCODED_RPC_PATH}&{twice}"
 
 
 # -- ROA ---------------------------------------------------------------------------

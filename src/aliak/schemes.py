@@ -112,6 +112,7 @@ class Presented:
         "body",
         "body_signed",
         "content_md5",
+        "digest",
         "index",
         "key_kind",
         "matched",
@@ -155,6 +156,7 @@ class Presented:
     # Scheme state: ACS3's parsed header and payload hash, RPC's parameters, ROA's
     # Content-MD5 (as sent) and the body's (as received).
     authorization: Authorization
+    digest: Algorithm
     payload_hash: str
     params: list[tuple[str, str]]
     content_md5: str | None
@@ -227,6 +229,7 @@ class Acs3Scheme(Scheme):
         presented.authorization = authorization
         presented.access_key_id = authorization.access_key_id
         presented.key_kind = presented.algorithm = authorization.algorithm
+        presented.digest = get_algorithm(authorization.algorithm)
         presented.signature = authorization.signature
         presented.signed_headers = authorization.signed_headers
         self._check_required_headers(presented, index)
@@ -272,7 +275,7 @@ class Acs3Scheme(Scheme):
     def take_body(self, presented: Presented) -> None:
         """The payload line is the hash of the body *received* (§5.5)."""
         body = presented.request.body
-        algorithm = get_algorithm(presented.key_kind)
+        algorithm = presented.digest
         presented.body_signed = True
         limit = self.settings.max_body_size
         if isinstance(body, bytes):
@@ -294,8 +297,7 @@ class Acs3Scheme(Scheme):
             authorization.signed_headers_line,
             presented.payload_hash,
         )
-        algorithm: Algorithm = get_algorithm(authorization.algorithm)
-        return (string_to_sign(algorithm, canonical),)
+        return (string_to_sign(presented.digest, canonical),)
 
     def mismatch_reason(self, presented: Presented) -> str:
         claimed = presented.index["x-acs-content-sha256"][0].lower()

@@ -604,10 +604,12 @@ class _Flow:
         strings = scheme.strings_to_sign(pending)
         key, usable = self.verifying_key(entry, pending.key_kind)
         matched = False
-        for position, text in enumerate(strings):  # how many: the request's, not the key's
+        position = 0
+        for text in strings:  # how many: the request's, never the key's
             try:
                 key.verify(text.encode("utf-8", "surrogateescape"), pending.signature)
             except SignatureDoesNotMatch:
+                position += 1
                 continue
             matched = True
             pending.matched = position
