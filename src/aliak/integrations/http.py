@@ -129,7 +129,12 @@ def parse_content_length(text: str, max_body_size: int) -> int:
     text = text.strip(" \t")
     if not (text.isascii() and text.isdigit()):
         raise InvalidParameter("Content-Length", detail="not a decimal number")
-    length = int(text)
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(max_body_size)):
+        # Over the limit by its digit count alone; int() of thousands of digits raises
+        # ValueError (Python's int_max_str_digits), which was a 500.
+        raise PayloadTooLarge(detail=f"a Content-Length of {len(digits)} digits > {max_body_size}")
+    length = int(digits)
     if length > max_body_size:
         raise PayloadTooLarge(detail=f"Content-Length {length} > limit {max_body_size}")
     return length
