@@ -10,6 +10,11 @@ verifies the whole request, and either answers with the Alibaba error response
 (``verification.md`` §3) or calls the application with ``environ["aliak.verified"]`` set
 and the body replayed in ``wsgi.input``.
 
+A chunked body is read only from a server that decoded it (``wsgi.input_terminated``,
+the WSGI extension gunicorn and werkzeug use); under one that did not (``wsgiref``,
+Django's ``runserver``) the request is refused with 411 at once, never read until the
+client gives up.
+
 The wire form matters (``acs3-signature.md`` §5.2): ``PATH_INFO`` is already
 percent-decoded, so the raw path is taken from ``RAW_URI`` (gunicorn) or ``REQUEST_URI``
 (uWSGI, mod_wsgi) when the server provides one. Without it, the decoded path is
@@ -26,7 +31,14 @@ from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from aliak import AliakError, IncompleteBody, PayloadTooLarge, Request, parse_authorization
+from aliak import (
+    AliakError,
+    IncompleteBody,
+    LengthRequired,
+    PayloadTooLarge,
+    Request,
+    parse_authorization,
+)
 from aliak.integrations.http import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_RECOMMEND,
@@ -173,6 +185,8 @@ def request_from_environ(environ: Mapping[str, Any], body: bytes) -> Request:
 def _read(stream: Any, size: int) -> bytes:
     try:
         chunk = stream.read(size)
+    except AliakError:
+        raise  # the server refused the framing itself, with its status (aliak serve's decoder)
     except Exception as error:  # each server signals a lost client its own way
         raise IncompleteBody(detail=f"reading the body failed: {type(error).__name__}") from error
     return bytes(chunk)
@@ -211,13 +225,24 @@ def _read_to_end(stream: Any, limit: int) -> bytes:
 
 def announced_length(environ: Mapping[str, Any], max_body_size: int) -> int | None:
     """How the body is framed, from the head alone: its ``CONTENT_LENGTH`` (refused with
-    :class:`PayloadTooLarge` over the limit, before a byte is read), ``-1`` for chunked
-    input without a length, ``None`` for no body."""
-    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    :class:`PayloadTooLarge` over the limit, before a byte is read), ``-1`` for a body the
+    server ends itself (``wsgi.input_terminated``) without a length, ``None`` for no body.
+
+    A ``Transfer-Encoding`` under a server that does not say it decoded the body (no
+    ``wsgi.input_terminated``: ``wsgiref``, Django's ``runserver``) is refused with
+    :class:`LengthRequired` (411) at once: ``wsgi.input`` is then the raw connection,
+    whose end the chunked body never brings, and a ``CONTENT_LENGTH`` beside it would
+    count bytes of framing, not of the body (RFC 9112 §6.1). gunicorn, waitress,
+    werkzeug's development server and ``aliak serve`` decode chunked bodies and set it.
+    """
+    transfer_encoding = str(environ.get("HTTP_TRANSFER_ENCODING", "")).strip()
+    terminated = bool(environ.get("wsgi.input_terminated"))
+    if transfer_encoding and not terminated:
+        raise LengthRequired(detail=f"Transfer-Encoding {transfer_encoding[:40]!r} not decoded")
     length = environ.get("CONTENT_LENGTH")
-    if isinstance(length, str) and length.strip() and not chunked:
+    if isinstance(length, str) and length.strip() and not transfer_encoding:
         return parse_content_length(length, max_body_size)
-    if chunked or environ.get("wsgi.input_terminated"):
+    if terminated:
         return -1
     return None
 
@@ -249,9 +274,12 @@ class AliakWSGIMiddleware:
     - ``max_body_size``: a longer body is refused with ``PayloadTooLarge`` (413), and
       nothing past the limit is read (default :data:`DEFAULT_MAX_BODY_SIZE`, 10 MiB).
 
-    Refusals that need no body come before it is read: a ``CONTENT_LENGTH`` over the
-    limit, then :meth:`aliak.Verifier.precheck` (``Authorization`` missing or malformed,
-    a required or signed header missing, the date out of the window).
+    Refusals that need no body come before it is read: a ``Transfer-Encoding`` the
+    server did not decode (``LengthRequired``, 411: no ``wsgi.input_terminated``), a
+    ``CONTENT_LENGTH`` over the limit, then :meth:`aliak.Verifier.precheck`
+    (``Authorization`` missing or malformed, a required or signed header missing, the
+    date out of the window). A body without a length is read to its end, bounded by
+    ``max_body_size``, only under a server that sets ``wsgi.input_terminated``.
     - ``vpc_id``: ``environ -> VPC id`` of the calling network, for network ACLs.
     - ``recommend``: the ``Recommend`` URL template of error bodies (``None`` leaves it out).
 
