@@ -4,11 +4,20 @@ Every request goes through :class:`~aliak.integrations.wsgi.AliakWSGIMiddleware`
 verified one is answered 200 with the :class:`~aliak.Verified` JSON (and the body's
 length), a refused one with the Alibaba error body and status. It listens on loopback
 unless told otherwise: it is a test bench, not a production server.
+
+It runs on ``wsgiref``, with the request handler doing what ``wsgiref`` does not: it
+frames every body itself (:mod:`aliak.cli._framing`: chunked bodies decoded, strictly and
+bounded by ``--max-body-size``; ambiguous framing refused), hands it to the middleware as
+a terminated stream (``wsgi.input_terminated``), and keeps an HTTP/1.1 connection open
+for the next request when the body was read to its end (closed otherwise, so that no
+unread body byte is ever taken for a request). ``Expect: 100-continue`` is answered only
+when the body is first read: a request refused on its head is never invited to send it.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import ipaddress
 import json
 import logging
@@ -17,14 +26,17 @@ import socket
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from http import HTTPStatus
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from typing import IO, TYPE_CHECKING, Any, cast
+from wsgiref.headers import Headers
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from aliak import AliakError, normalize_network
 from aliak.cli._console import CommandFailed, Console
+from aliak.cli._framing import RequestBody, frame_body
 from aliak.cli._store import open_store
-from aliak.integrations.http import DEFAULT_MAX_BODY_SIZE
+from aliak.integrations.http import DEFAULT_MAX_BODY_SIZE, error_response
 from aliak.integrations.wsgi import AliakWSGIMiddleware
 from aliak.verifier import Verified, Verifier
 
@@ -34,6 +46,13 @@ if TYPE_CHECKING:
 __all__ = ["add_serve_command", "echo_app"]
 
 _JSON = ("Content-Type", "application/json;charset=utf-8")
+# A connection idle this long between requests, or a client stalled this long inside
+# one, is closed: each open connection holds a thread.
+SOCKET_TIMEOUT = 30.0
+# http.server's own bound on the request line.
+_MAX_REQUEST_LINE = 65536
+
+logger = logging.getLogger(__name__)
 
 
 def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -53,17 +72,142 @@ def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
     return [payload]
 
 
+class _ServerHandler(ServerHandler):
+    """wsgiref's response writer, answering in the request's HTTP version and saying
+    ``Connection: close`` whenever the connection will not carry another request."""
+
+    headers: Headers  # set by start_response, before cleanup_headers runs (undeclared in typeshed)
+
+    def __init__(
+        self, request: _RequestHandler, body: RequestBody, environ: dict[str, Any]
+    ) -> None:
+        wfile = cast("IO[bytes]", request.wfile)
+        super().__init__(body, wfile, request.get_stderr(), environ, multithread=True)
+        self.request_handler = request
+        self.http_version = "1.1" if request.request_version == "HTTP/1.1" else "1.0"
+
+    def write(self, data: bytes) -> None:
+        if self.request_handler.command == "HEAD":
+            # No body, the headers as for GET (RFC 9110 §9.3.2): on a connection kept
+            # open, body bytes after a HEAD answer would be read as the next answer.
+            data = b""
+        super().write(data)
+
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        request = self.request_handler
+        if "Content-Length" not in self.headers or not request.body_complete():
+            # A response without a length ends with the connection; an unread body
+            # would be read as the next request.
+            request.close_connection = True
+        if request.close_connection:
+            self.headers["Connection"] = "close"
+
+
 class _RequestHandler(WSGIRequestHandler):
+    """One connection: its requests in turn, each body framed here (see the module
+    docstring)."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT
+    _body: RequestBody | None = None
+    _continue_pending = False
+
+    def handle(self) -> None:
+        # wsgiref serves one request per connection; http.server's loop serves them all.
+        http.server.BaseHTTPRequestHandler.handle(self)
+
+    def handle_one_request(self) -> None:
+        self._body = None
+        self._continue_pending = False
+        try:
+            self.raw_requestline = self.rfile.readline(_MAX_REQUEST_LINE + 1)
+        except TimeoutError:
+            self.close_connection = True  # idle past the timeout
+            return
+        try:
+            self._handle_request()
+        except TimeoutError as error:  # a client stalled inside its head (as http.server)
+            self.log_error("Request timed out: %r", error)
+            self.close_connection = True
+
+    def _handle_request(self) -> None:
+        if len(self.raw_requestline) > _MAX_REQUEST_LINE:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+            return
+        if not self.raw_requestline:
+            self.close_connection = True  # the client closed the connection
+            return
+        if not self.parse_request():  # an error was answered, and the connection closes
+            return
+        if self.request_version != "HTTP/1.1":
+            self.close_connection = True  # HTTP/1.0 keep-alive is not offered
+        server = self.server
+        assert isinstance(server, _EchoServer)
+        try:
+            self._body = frame_body(
+                self.headers,
+                self.request_version,
+                self.rfile,
+                server.max_body_size,
+                on_first_read=self._send_continue,
+            )
+        except AliakError as error:
+            self._refuse(error)
+            return
+        app = server.get_app()
+        assert app is not None  # set before serving
+        _ServerHandler(self, self._body, self.get_environ()).run(app)
+        if not self._body.complete:
+            self.close_connection = True
+        self.wfile.flush()
+
+    def body_complete(self) -> bool:
+        return self._body is not None and self._body.complete
+
+    def handle_expect_100(self) -> bool:
+        # Deferred to the first read of the body (_send_continue): a request the
+        # middleware refuses on its head alone is answered without inviting the body.
+        self._continue_pending = True
+        return True
+
+    def _send_continue(self) -> None:
+        if self._continue_pending:
+            self._continue_pending = False
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.wfile.flush()
+
+    def _refuse(self, error: AliakError) -> None:
+        """A head whose body cannot be framed safely: the Alibaba error, and the
+        connection closed (what follows the head cannot be told apart from a request)."""
+        logger.info("refused %s %r: %s", self.command, self.path, error)
+        host = self.headers.get("Host")
+        status, headers, payload = error_response(error, host=host)
+        self.close_connection = True
+        self.send_response(status)
+        for name, value in headers:
+            if name != "Date":  # send_response wrote one
+                self.send_header(name, value)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
         # The request target as sent: the middleware verifies the path on the wire, not
         # the percent-decoded PATH_INFO.
         environ["RAW_URI"] = self.path
+        # Every body is framed here and ends where its framing says (PEP 3333 extension,
+        # as gunicorn and werkzeug set it): the middleware may read a chunked one to its end.
+        environ["wsgi.input_terminated"] = True
         return environ
 
 
 class _EchoServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    max_body_size = DEFAULT_MAX_BODY_SIZE
 
 
 class _EchoServerV6(_EchoServer):
@@ -108,9 +252,9 @@ def _log_refusals(console: Console) -> None:
     # The middleware logs each refusal with its detail: what a client author needs.
     handler = logging.StreamHandler(console.err)
     handler.setFormatter(logging.Formatter("aliak serve: %(message)s"))
-    logger = logging.getLogger("aliak.integrations.wsgi")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    for source in (logging.getLogger("aliak.integrations.wsgi"), logger):
+        source.addHandler(handler)
+        source.setLevel(logging.INFO)
 
 
 def _byte_count(text: str) -> int:
@@ -156,6 +300,7 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
                 f"cannot listen on {_url(args.host, args.port)}: {error.strerror}"
             ) from None
         server.set_app(app)
+        server.max_body_size = args.max_body_size
         _log_refusals(console)
         with _stop_on_signals(stop), server:
             worker = threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True)
