@@ -253,3 +253,13 @@ def test_tea_v2_roa_json_and_form(world: dict[str, Any]) -> None:
         req_body_type="formData",
     )  # fmt: skip
     assert form["Scheme"] == "ROA"
+
+
+def test_python_sdk_core_roa_with_a_text_plain_body(world: dict[str, Any]) -> None:
+    # A Content-Type the client sent is signed as sent, text/plain included (the one
+    # wsgiref invents for a request without one is not).
+    request = common_request(world, method="PUT", uri_pattern="/notes")
+    request.set_content(b"plain words")
+    request.set_content_type("text/plain")
+    verified = answer(acs_client(world), request)
+    assert (verified["Scheme"], verified["BodySigned"]) == ("ROA", True)

@@ -202,6 +202,12 @@ class _RequestHandler(WSGIRequestHandler):
         # Every body is framed here and ends where its framing says (PEP 3333 extension,
         # as gunicorn and werkzeug set it): the middleware may read a chunked one to its end.
         environ["wsgi.input_terminated"] = True
+        if self.headers.get("Content-Type") is None:
+            # wsgiref says text/plain for a request that sent no Content-Type; an ROA
+            # signature covers that line either way, so only what was sent may stand.
+            environ.pop("CONTENT_TYPE", None)
+        # Not the stock wsgiref any more: the middleware need not guess at its inventions.
+        environ["SERVER_SOFTWARE"] = f"aliak-serve {environ.get('SERVER_SOFTWARE', '')}".strip()
         return environ
 
 
