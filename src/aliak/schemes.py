@@ -279,9 +279,7 @@ class Acs3Scheme(Scheme):
         presented.body_signed = True
         limit = self.settings.max_body_size
         if isinstance(body, bytes):
-            if limit is not None and len(body) > limit:
-                raise PayloadTooLarge(detail=f"more than {limit} bytes")
-            presented.body = body
+            presented.body = _bounded(body, limit)
             presented.payload_hash = hashed_payload(body, algorithm)
             return
         presented.payload_hash, presented.body = _spooled(body, algorithm.hasher(), limit)
@@ -400,9 +398,7 @@ class RpcScheme(Scheme):
         body = presented.request.body
         limit = self.settings.max_body_size
         if isinstance(body, bytes):
-            if limit is not None and len(body) > limit:
-                raise PayloadTooLarge(detail=f"more than {limit} bytes")
-            presented.body = body
+            presented.body = _bounded(body, limit)
             presented.body_signed = not body
             return
         _, presented.body = _spooled(body, _NoHash(), limit)
@@ -521,9 +517,7 @@ class RoaScheme(Scheme):
         body = presented.request.body
         limit = self.settings.max_body_size
         if isinstance(body, bytes):
-            if limit is not None and len(body) > limit:
-                raise PayloadTooLarge(detail=f"more than {limit} bytes")
-            presented.body = body
+            presented.body = _bounded(body, limit)
             digest = base64.b64encode(hashlib.md5(body).digest()).decode("ascii")  # noqa: S324
         else:
             hex_digest, presented.body = _spooled(body, hashlib.md5(), limit)  # noqa: S324
@@ -685,11 +679,15 @@ def printable(text: str) -> str:
     return text if _is_printable(text) else "(unprintable)"
 
 
+def _bounded(body: bytes, limit: int | None) -> bytes:
+    if limit is not None and len(body) > limit:
+        raise PayloadTooLarge(detail=f"more than {limit} bytes")
+    return body
+
+
 def _read_whole(body: Body, limit: int | None) -> bytes:
     if isinstance(body, bytes):
-        if limit is not None and len(body) > limit:
-            raise PayloadTooLarge(detail=f"more than {limit} bytes")
-        return body
+        return _bounded(body, limit)
     chunks: list[bytes] = []
     size = 0
     read: Callable[[int], bytes] | None = getattr(body, "read", None)

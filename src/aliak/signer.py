@@ -315,6 +315,12 @@ class Signer:
         """Like :meth:`sign`, also returning the canonical request and string-to-sign."""
         return SigningResult(*self._scheme_sign(self, request, action, version))
 
+    def _begin(self, request: object) -> _Prepared:
+        """Every scheme's first step: the request's type, then the current credential."""
+        if not isinstance(request, Request):
+            raise TypeError(f"sign() takes an aliak.Request, not {type(request).__name__}")
+        return self._prepared if self._provider is None else self._current()
+
     def _current(self) -> _Prepared:
         prepared = self._prepared
         if self._provider is not None:
@@ -327,9 +333,7 @@ class Signer:
     def _sign_acs3(
         self, request: Request, action: str | None, version: str | None
     ) -> tuple[Request, str, str, str, str]:
-        if not isinstance(request, Request):
-            raise TypeError(f"sign() takes an aliak.Request, not {type(request).__name__}")
-        prepared = self._prepared if self._provider is None else self._current()
+        prepared = self._begin(request)
         algorithm = self._algorithm
         index = request.headers._index
         added, payload_hash, body = self._headers_to_add(request, index, prepared, action, version)
@@ -427,9 +431,7 @@ class Signer:
     def _sign_rpc(
         self, request: Request, action: str | None, version: str | None
     ) -> tuple[Request, str, str, str, str]:
-        if not isinstance(request, Request):
-            raise TypeError(f"sign() takes an aliak.Request, not {type(request).__name__}")
-        prepared = self._prepared if self._provider is None else self._current()
+        prepared = self._begin(request)
         index = request.headers._index
         if "authorization" in index:
             raise InvalidParameter(
@@ -512,9 +514,7 @@ class Signer:
     def _sign_roa(
         self, request: Request, action: str | None, version: str | None
     ) -> tuple[Request, str, str, str, str]:
-        if not isinstance(request, Request):
-            raise TypeError(f"sign() takes an aliak.Request, not {type(request).__name__}")
-        prepared = self._prepared if self._provider is None else self._current()
+        prepared = self._begin(request)
         index = request.headers._index
         _refuse_signed(index)
         _refuse_repeated_roa_headers(index)
