@@ -130,25 +130,39 @@ def _content_type_invented(environ: Mapping[str, Any]) -> bool:
     )
 
 
+def _header_name(key: str) -> str | None:
+    """The header an environ key stands for, or ``None`` for one that is no header."""
+    if key.startswith("HTTP_"):
+        name = key[5:].lower().replace("_", "-")
+        if name in ("content-type", "content-length"):
+            return None  # CONTENT_TYPE / CONTENT_LENGTH are authoritative
+    elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        name = key.lower().replace("_", "-")
+    else:
+        return None
+    # Names that no client could have sent (wsgiref copies os.environ into environ).
+    return name if _is_token(name) is not None else None
+
+
+# environ key -> header name (or None): servers repeat the same few keys; bounded.
+_HEADER_NAMES: dict[str, str | None] = {}
+_MAX_HEADER_NAMES = 1024
+
+
 def _headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
+    names = _HEADER_NAMES
     for key, value in environ.items():
-        if not isinstance(value, str):
+        name = names.get(key, "")
+        if name == "":
+            name = _header_name(key)
+            if len(names) < _MAX_HEADER_NAMES:
+                names[key] = name
+        if name is None or not isinstance(value, str):
             continue
-        if key.startswith("HTTP_"):
-            name = key[5:].lower().replace("_", "-")
-            if name in ("content-type", "content-length"):
-                continue  # CONTENT_TYPE / CONTENT_LENGTH are authoritative
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            if not value:
-                continue  # PEP 3333: may be empty or absent
-            name = key.lower().replace("_", "-")
-        else:
-            continue
-        # Names that no client could have sent (wsgiref copies os.environ into environ).
-        if _is_token(name) is None:
-            continue
-        headers.append((name, _wire(value)))
+        if not value and name in ("content-type", "content-length"):
+            continue  # PEP 3333: CONTENT_TYPE / CONTENT_LENGTH may be empty or absent
+        headers.append((name, value if value.isascii() else _wire(value)))
     if _content_type_invented(environ):
         headers = [(name, value) for name, value in headers if name != "content-type"]
     return headers

@@ -1,0 +1,78 @@
+"""``Request.from_wire`` checks a whole head at once (the servers' hot path): it must
+accept and refuse exactly what the value-by-value constructor does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aliak import AliakError, Request
+from aliak.encoding import parse_query_string
+from aliak.request import _origin_path
+
+_names = st.one_of(
+    st.sampled_from(["Host", "x-acs-date", "Content-Type", "X-Acs-Action", "authorization"]),
+    st.text(min_size=0, max_size=8),
+)
+_values = st.one_of(
+    st.sampled_from(["api.example.com", "a b", " padded ", "", "\t"]),
+    st.text(max_size=12),
+)
+_pairs = st.lists(st.tuples(_names, _values), max_size=6)
+
+
+def outcome(build: Any) -> Any:
+    try:
+        request = build()
+    except (AliakError, TypeError) as error:
+        return (type(error).__name__, getattr(error, "code", None))
+    return (
+        request.method,
+        request.host,
+        request.path,
+        request.query,
+        request.headers.items(),
+        request.headers._index,
+        request.body,
+    )
+
+
+def slow(method: str, path: str, query: bytes, pairs: list[tuple[str, str]]) -> Any:
+    host = next(
+        (value.strip(" \t") or None for name, value in pairs if name.lower() == "host"), None
+    )
+    return Request(
+        method,
+        host=host,
+        path=_origin_path(path),
+        query=parse_query_string(query),
+        headers=pairs,
+        body=b"x",
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "post", "BAD METHOD", ""]),
+    path=st.sampled_from(["/", "/a%20b", "/a b", "", "http://h/p?q", "/%zz"]),
+    query=st.binary(max_size=12),
+    pairs=_pairs,
+)
+def test_from_wire_agrees_with_the_constructor(
+    method: str, path: str, query: bytes, pairs: list[tuple[str, str]]
+) -> None:
+    fast = outcome(lambda: Request.from_wire(method, path, query, pairs, b"x"))
+    assert fast == outcome(lambda: slow(method, path, query, pairs))
+
+
+def test_from_wire_refuses_control_characters_and_bad_names() -> None:
+    for pairs in (
+        [("Host", "a"), ("x-acs-date", "1\x00")],
+        [("Host", "a"), ("bad name", "v")],
+        [("Host", "a b")],
+        [("Host", "a"), ("x", "caf\udce9")],  # a lone surrogate stands for a byte: fine
+    ):
+        fast = outcome(lambda pairs=pairs: Request.from_wire("GET", "/", b"", pairs))
+        assert fast == outcome(lambda pairs=pairs: slow("GET", "/", b"", pairs).with_body(b""))
