@@ -1,15 +1,20 @@
-"""In-process storage: every port behind one lock. For tests and single-process apps.
+"""In-process storage. For tests and single-process apps.
 
-Nothing survives the process. Thread-safe: each method holds the lock for its whole
-read-modify-write, which is what makes ``claim_nonce`` and ``add_key`` atomic.
+Nothing survives the process. Thread-safe: each method holds a lock for its whole
+read-modify-write, which is what makes ``claim_nonce`` and ``add_key`` atomic. Keys,
+policies, usage and audit share one lock; nonce claims, the one write of every request,
+are split into shards with a lock each (see :class:`_NonceShard`), so concurrent
+requests rarely wait for each other and never for an expiry sweep.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 
@@ -17,6 +22,7 @@ from aliak.acl import NetworkPolicy
 from aliak.errors import (
     AccessKeyAlreadyExists,
     AccessKeyNotFound,
+    InvalidParameter,
 )
 from aliak.model import (
     AuditEvent,
@@ -49,13 +55,91 @@ _DECOY_RECORD = KeyRecord(
 )
 _NEVER_USED = (0, "")
 
+# Measured with benchmarks/store_claims.py: with one lock, 4 threads claimed at about
+# 0.75x the rate of one; with a lock per shard the ratio is ~1 (the GIL's limit).
+_NONCE_SHARDS: Final = 16
+
+NonceKey = tuple[str, str]  # (access key id, nonce)
+
+
+class _NonceShard:
+    """A slice of the claims behind its own lock.
+
+    ``expiry`` maps a claim to its ``expires_at``: the one lookup a claim needs. The
+    same claims are filed by the whole second they expire in (``by_second``, its
+    seconds in a heap), so expiry drops whole seconds, oldest first, touching only what
+    expired: no scan of the live claims, and never under another shard's lock.
+
+    A second's list may name a claim that was claimed again since (with a later expiry,
+    so it is also filed under its new second) or already dropped: every drop reads
+    ``expiry`` again and deletes only what has expired there.
+    """
+
+    __slots__ = ("by_second", "expiry", "lock", "seconds")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.expiry: dict[NonceKey, float] = {}
+        self.by_second: dict[int, list[NonceKey]] = {}
+        self.seconds: list[int] = []  # a heap of by_second's keys
+
+    def claim(self, key: NonceKey, now: float, expires_at: float) -> bool:
+        """The add-if-absent of the protocol; the caller holds ``lock``."""
+        held = self.expiry.get(key)
+        if held is not None and held > now:
+            return False
+        self.expiry[key] = expires_at
+        second = math.floor(expires_at)
+        filed = self.by_second.get(second)
+        if filed is None:
+            filed = self.by_second[second] = []
+            heapq.heappush(self.seconds, second)
+        filed.append(key)
+        return True
+
+    def drop_expired_seconds(self, now: float) -> int:
+        """Drop every second that ended at or before ``now``; return how many claims
+        went. The caller holds ``lock``."""
+        removed = 0
+        seconds, expiry = self.seconds, self.expiry
+        while seconds and seconds[0] + 1 <= now:
+            for key in self.by_second.pop(heapq.heappop(seconds)):
+                held = expiry.get(key)
+                if held is not None and held <= now:
+                    del expiry[key]
+                    removed += 1
+        return removed
+
+    def prune(self, now: float) -> int:
+        """Delete every claim expired at ``now``, including those of the second ``now``
+        falls in (which has only partly ended); the caller holds ``lock``."""
+        removed = self.drop_expired_seconds(now)
+        second = math.floor(now)
+        filed = self.by_second.get(second)
+        if filed:
+            live: list[NonceKey] = []
+            for key in filed:
+                held = self.expiry.get(key)
+                if held is None:
+                    continue
+                if held <= now:
+                    del self.expiry[key]
+                    removed += 1
+                elif math.floor(held) == second:  # else it is filed under its own second
+                    live.append(key)
+            filed[:] = live
+        return removed
+
 
 class MemoryStore:
     """Implements :class:`~aliak.storage.protocols.Store` in memory.
 
     ``master_key``: a :class:`MasterKeyring`, or its text form; by default a fresh random
-    keyring (fine, since nothing it seals outlives the process). Every ``prune_every``
-    claims, expired nonces are dropped, so memory stays bounded by one window of traffic.
+    keyring (fine, since nothing it seals outlives the process). Claims are filed by the
+    second they expire in; every ``prune_every`` claims of a shard (a sixteenth of the
+    traffic; 1, the default, is every claim), the shard drops the seconds that have
+    ended, so memory stays bounded by one window of traffic and no claim waits for a
+    scan of the table (0: only :meth:`prune_nonces` drops claims).
     ``max_source_ips_per_key``: how many source addresses a key's history keeps (the
     most recently seen; see :mod:`aliak.storage.lifecycle`).
     """
@@ -64,7 +148,7 @@ class MemoryStore:
         self,
         *,
         master_key: MasterKeyring | str | bytes | None = None,
-        prune_every: int = 10_000,
+        prune_every: int = 1,
         max_source_ips_per_key: int = lifecycle.DEFAULT_MAX_SOURCE_IPS_PER_KEY,
     ) -> None:
         self._keyring = (
@@ -74,8 +158,8 @@ class MemoryStore:
         )
         self._lock = threading.Lock()
         self._keys: dict[str, KeyRecord] = {}
-        self._nonces: dict[tuple[str, str], float] = {}
-        self._claims = 0
+        self._nonce_shards = tuple(_NonceShard() for _ in range(_NONCE_SHARDS))
+        self._claims = [0] * _NONCE_SHARDS  # per shard, under its lock
         self._prune_every = prune_every
         self._policies: dict[PolicyTarget, NetworkPolicy] = {}
         self._last_used: dict[str, tuple[float, str]] = {}
@@ -304,26 +388,24 @@ class MemoryStore:
     # -- NonceStore -------------------------------------------------------------------
 
     def claim_nonce(self, access_key_id: str, nonce: str, *, now: float, expires_at: float) -> bool:
-        key = (access_key_id, nonce)
-        with self._lock:
-            existing = self._nonces.get(key)
-            if existing is not None and existing > now:
+        if not (math.isfinite(now) and math.isfinite(expires_at)):
+            raise InvalidParameter("expires_at", detail="now and expires_at must be finite")
+        index = hash(nonce) % _NONCE_SHARDS  # a str caches its hash: this costs nothing
+        shard = self._nonce_shards[index]
+        with shard.lock:
+            if not shard.claim((access_key_id, nonce), now, expires_at):
                 return False
-            self._nonces[key] = expires_at
-            self._claims += 1
-            if self._prune_every and self._claims % self._prune_every == 0:
-                self._prune(now)  # keeps the table bounded by the traffic of one window
+            self._claims[index] += 1
+            if self._prune_every and self._claims[index] % self._prune_every == 0:
+                shard.drop_expired_seconds(now)  # O(what expired), usually nothing
             return True
 
     def prune_nonces(self, now: float) -> int:
-        with self._lock:
-            return self._prune(now)
-
-    def _prune(self, now: float) -> int:
-        expired = [key for key, expires in self._nonces.items() if expires <= now]
-        for key in expired:
-            del self._nonces[key]
-        return len(expired)
+        removed = 0
+        for shard in self._nonce_shards:
+            with shard.lock:
+                removed += shard.prune(now)
+        return removed
 
     # -- PolicyStore ------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """Redis for what a fleet of verifiers shares: the replay guard and the invalidation channel.
 
 - :class:`RedisNonceStore` implements :class:`~aliak.storage.protocols.NonceStore`: each
-  claim is one atomic script around ``SET <key> <expires_at> NX PX <ttl>``, one round trip
-  (spec ``verification.md`` §5). Redis drops a claim when its TTL runs out, so nothing
-  needs pruning. :meth:`RedisNonceStore.as_async` gives the same store over
+  claim is one atomic ``SET <key> <expires_at> NX PX <ttl> GET``, one round trip and no
+  script (spec ``verification.md`` §5). Redis drops a claim when its TTL runs out, so
+  nothing needs pruning. :meth:`RedisNonceStore.as_async` gives the same store over
   ``redis.asyncio``.
 - :class:`RedisInvalidation` implements
   :class:`~aliak.storage.protocols.InvalidationChannel` over Redis pub/sub: a key change
@@ -46,6 +46,7 @@ try:
         OutOfMemoryError,
         ReadOnlyError,
         RedisError,
+        ResponseError,
         TryAgainError,
     )
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -66,10 +67,16 @@ DEFAULT_PREFIX: Final = "aliak:nonce:"
 DEFAULT_CHANNEL: Final = "aliak:invalidate"
 EVERYTHING: Final = "*"  # the message that stands for "anything may have changed"
 
-# One atomic step (a script runs alone on the server). At its heart the add-if-absent of
-# §5; the value is the claim's expiry on the caller's clock, so that a claim the caller
-# says has expired (``expires_at <= now``) is free again even if its TTL, which only ever
-# runs longer, has not run out: the protocol's rule, the same for every backend.
+# A claim is the add-if-absent of §5 as one command, SET NX (atomic on the server), with
+# GET (Redis >= 7.0) so the same reply says what is held when the key exists. The value
+# is the claim's expiry on the caller's clock; the TTL is relative (PX, not EXAT/PXAT),
+# so the server's clock never decides when a claim ends, only how long it is kept.
+#
+# The script below is what a claim needs only when SET NX finds a claim whose expiry the
+# caller says has passed (``expires_at <= now``) while its TTL, which only ever runs
+# longer, has not run out (a stepped or injected clock): the protocol frees it, and taking
+# it over must be one atomic check-and-set, which a script is (it runs alone on the
+# server). It is also the whole claim on a server too old for SET NX GET.
 #   KEYS[1] the claim; ARGV[1] expires_at; ARGV[2] TTL in ms; ARGV[3] now.
 _CLAIM: Final = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -149,7 +156,7 @@ def _raise_failure(error: Exception, where: str, password: str | None) -> NoRetu
 def _retry_policy() -> dict[str, Any]:
     # One immediate retry, on a connection error only: it replaces a pooled connection
     # that died (a server restart) without the caller noticing. Never on a timeout: the
-    # script may have run, and running it again would refuse the caller's own request.
+    # claim may have run, and running it again would refuse the caller's own request.
     return {"retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))}
 
 
@@ -202,12 +209,89 @@ def _key_encoder(prefix: str) -> Callable[[str, str], bytes]:
 
 
 def _claim_arguments(now: float, expires_at: float) -> list[str]:
-    """ARGV of the claim script. TTL: ``expires_at - now`` in ms, rounded up (a claim
-    must never be forgotten before ``expires_at``), and at least 1 (PX refuses 0)."""
+    """What a claim sends: its SET's value and TTL, and the script's ARGV. TTL:
+    ``expires_at - now`` in ms, rounded up (a claim must never be forgotten before
+    ``expires_at``), and at least 1 (PX refuses 0)."""
     if not (math.isfinite(now) and math.isfinite(expires_at)):
         raise InvalidParameter("expires_at", detail="now and expires_at must be finite")
     ttl_ms = max(1, math.ceil((expires_at - now) * 1000))
     return [repr(float(expires_at)), str(ttl_ms), repr(float(now))]
+
+
+def _claim_command(key: bytes, arguments: list[str]) -> tuple[bytes | str, ...]:
+    """The one command of a claim: SET NX PX, answering (GET) what is held if anything."""
+    return ("SET", key, arguments[0], "NX", "PX", arguments[1], "GET")
+
+
+def _claimed_by_set(held: object, now: float) -> bool | None:
+    """What the reply of :func:`_claim_command` decides: True (nothing was held, so this
+    call claimed it), False (a live claim is held), or None (the claim held has expired
+    on the caller's clock: only the script may take it over)."""
+    if held is None:
+        return True
+    try:
+        expires_at = float(held)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False  # not a claim this store wrote; the script refuses it too
+    return False if expires_at > now else None
+
+
+def _lacks_set_get(error: ResponseError) -> bool:
+    """Whether the server refused SET NX GET as a syntax it does not know (< 7.0)."""
+    return "syntax error" in str(error).lower()
+
+
+class _Claim:
+    """A claim, called as a registered script is (``claim(keys=[key], args=ARGV)``,
+    1 if claimed): the one SET NX GET, then the script only when that finds a claim
+    expired on the caller's clock, or for good once the server refuses SET NX GET."""
+
+    def __init__(self, client: redis.Redis, script: Any) -> None:
+        self._client = client
+        self._script = script
+        self._set_get = True
+
+    def __call__(self, *, keys: list[bytes], args: list[str]) -> int:
+        if self._set_get:
+            try:
+                held = self._client.execute_command(  # type: ignore[no-untyped-call]
+                    *_claim_command(keys[0], args), get=True
+                )
+            except ResponseError as error:
+                if not _lacks_set_get(error):
+                    raise
+                self._set_get = False
+            else:
+                decided = _claimed_by_set(held, float(args[2]))
+                if decided is not None:
+                    return int(decided)
+        return int(self._script(keys=keys, args=args))
+
+
+class _AsyncClaim:
+    """:class:`_Claim` over ``redis.asyncio``."""
+
+    def __init__(self, client: redis.asyncio.Redis, script: Any) -> None:
+        self._client = client
+        self._script = script
+        self._set_get = True
+
+    async def __call__(self, *, keys: list[bytes], args: list[str]) -> int:
+        if self._set_get:
+            try:
+                command = _claim_command(keys[0], args)
+                held = await self._client.execute_command(  # type: ignore[no-untyped-call]
+                    *command, get=True
+                )
+            except ResponseError as error:
+                if not _lacks_set_get(error):
+                    raise
+                self._set_get = False
+            else:
+                decided = _claimed_by_set(held, float(args[2]))
+                if decided is not None:
+                    return int(decided)
+        return int(await self._script(keys=keys, args=args))
 
 
 def _match_pattern(prefix: str) -> bytes:
@@ -258,7 +342,7 @@ class RedisNonceStore:
         }
         self._redis = _open_client(url, self._options)
         self._password = _password_of(self._redis)
-        self._claim_script = self._redis.register_script(_CLAIM)
+        self._claim_script = _Claim(self._redis, self._redis.register_script(_CLAIM))
         self._prune_script = self._redis.register_script(_PRUNE)
         self._key = _key_encoder(prefix)
 
@@ -274,7 +358,7 @@ class RedisNonceStore:
         return self._key(access_key_id, nonce)
 
     def claim_nonce(self, access_key_id: str, nonce: str, *, now: float, expires_at: float) -> bool:
-        """Claim atomically (one script, one round trip); True if this call claimed it.
+        """Claim atomically (one command, one round trip); True if this call claimed it.
 
         Raises :class:`~aliak.errors.ServiceUnavailable` when Redis cannot answer: a
         claim is never assumed.
@@ -318,8 +402,8 @@ class RedisNonceStore:
 
 @attrs.frozen
 class _LoopClient:
-    """What one event loop uses: its client, the two scripts, and the keeper that closes
-    the client when the loop shuts down."""
+    """What one event loop uses: its client, its claim and prune script, and the keeper
+    that closes the client when the loop shuts down."""
 
     client: redis.asyncio.Redis
     claim: Any
@@ -335,7 +419,7 @@ async def _aclose_client(client: redis.asyncio.Redis) -> None:
 
 class AsyncRedisNonceStore:
     """Implements :class:`~aliak.storage.protocols.AsyncNonceStore`; made by
-    :meth:`RedisNonceStore.as_async`. Same keys, script and failures as the sync store.
+    :meth:`RedisNonceStore.as_async`. Same keys, commands and failures as the sync store.
 
     ``redis.asyncio`` connections belong to the event loop that opened them, so each
     running loop gets its own client, opened on first use and closed when that loop
@@ -373,7 +457,7 @@ class AsyncRedisNonceStore:
             self._password = _password_of(client)
             opened = _LoopClient(
                 client,
-                client.register_script(_CLAIM),
+                _AsyncClaim(client, client.register_script(_CLAIM)),
                 client.register_script(_PRUNE),
                 self._keep_until_the_loop_ends(loop, client),
             )
