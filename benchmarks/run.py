@@ -7,13 +7,15 @@ from disk and compares it with plain hashlib, and measures the memory it takes. 
 verifies the part 1 request, part 5 compares the timing of refusals for known and unknown
 key ids, part 6 times the per-request change check on SQLite, part 7 verifies RPC and ROA
 (V2) requests signed by aliyun-python-sdk-core beside a V3 one and that SDK's own signing,
-and part 4 (last: it needs PostgreSQL and Redis) a fleet's stores.
+parts 8-11 (``server.py``) the server path -- AsyncVerifier on SQLite, thread scaling, HTTP
+under uvicorn and gunicorn, nonce claims after 1M stored -- and part 4 (last: it needs
+PostgreSQL and Redis) a fleet's stores.
 
 Timings are ``time.perf_counter_ns`` over a loop sized to about 0.2 s, repeated 7 times;
 the median is reported. The garbage collector is paused inside each timed loop, as
 ``timeit`` does. ``--quick`` cuts loop size, repeats and the file size for a smoke run.
 
-Usage: ``python benchmarks/run.py [--quick] [--stream-mb N]``
+Usage: ``python benchmarks/run.py [--quick] [--server-only] [--stream-mb N]``
 """
 
 from __future__ import annotations
@@ -1255,6 +1257,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="smoke run: short loops, fewer repeats, 8 MB file"
     )
     parser.add_argument(
+        "--server-only",
+        action="store_true",
+        help="run only the server-path parts (8-11, benchmarks/server.py)",
+    )
+    parser.add_argument(
         "--stream-mb",
         type=int,
         default=None,
@@ -1267,8 +1274,15 @@ def main(argv: list[str] | None = None) -> int:
     if size_mb < 1:
         parser.error("--stream-mb must be at least 1")
 
+    import server  # the server-path parts; it imports this module's helpers
+
     started = time.perf_counter()
     print_header(settings)
+    if args.server_only:
+        server.run_all(settings)
+        print()
+        print(f"total {time.perf_counter() - started:.1f} s")
+        return 0
     part1(settings)
     print()
     part2(settings, size_mb)
@@ -1280,6 +1294,8 @@ def main(argv: list[str] | None = None) -> int:
     part_invalidation(settings)
     print()
     part7(settings)
+    print()
+    server.run_all(settings)
     print()
     part4(settings)
     print()
