@@ -157,3 +157,41 @@ def test_claims_and_prunes_answer_as_a_plain_dict_would(
     for nonce in "abcde":  # and nothing live was lost: every claim still answers the same
         expected = reference.claim(("LTAIkey", nonce), now + 1, now + 2)
         assert store.claim_nonce("LTAIkey", nonce, now=now + 1, expires_at=now + 2) == expected
+
+
+def test_claims_racing_takeovers_and_prunes_keep_one_winner_and_every_live_claim() -> None:
+    # Every nonce was claimed once and has expired; 4 threads race to take each over
+    # while a fifth prunes the second they now fall in, again and again.
+    store = MemoryStore()
+    nonces = [f"n{number}" for number in range(3000)]
+    for nonce in nonces:
+        store.claim_nonce("LTAIkey", nonce, now=NOW, expires_at=NOW + 10)
+    start = threading.Barrier(5)
+    racing = threading.Event()
+    won: list[list[str]] = [[] for _ in range(4)]
+
+    def take_over(index: int) -> None:
+        start.wait()
+        for nonce in nonces:
+            if store.claim_nonce("LTAIkey", nonce, now=NOW + 20.5, expires_at=NOW + 20.9):
+                won[index].append(nonce)
+
+    def prune() -> None:
+        start.wait()
+        while racing.is_set():
+            store.prune_nonces(NOW + 20.5)
+
+    racing.set()
+    pruner = threading.Thread(target=prune)
+    workers = [threading.Thread(target=take_over, args=(index,)) for index in range(4)]
+    for thread in [pruner, *workers]:
+        thread.start()
+    for worker in workers:
+        worker.join()
+    racing.clear()
+    pruner.join()
+    assert sorted(nonce for mine in won for nonce in mine) == sorted(nonces)
+    assert not any(
+        store.claim_nonce("LTAIkey", nonce, now=NOW + 20.8, expires_at=NOW + 99) for nonce in nonces
+    )
+    assert store.prune_nonces(NOW + 20.9) == len(nonces)
