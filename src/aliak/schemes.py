@@ -99,6 +99,9 @@ _SINGLE_VALUED = (*_ALWAYS_REQUIRED, *_ACTION_HEADERS, "x-acs-security-token")
 # Longer than any honest legacy signature (Base64 of an RSA-8192 signature is 1368).
 _MAX_SIGNATURE_LENGTH = 2048
 _FORM = "application/x-www-form-urlencoded"
+# Header layouts and Authorization heads a verifier remembers (clients repeat a few).
+_MAX_LAYOUTS = 1024
+_is_lower_hex = re.compile(r"[0-9a-f]+").fullmatch
 
 
 class Presented:
@@ -210,6 +213,8 @@ class Acs3Scheme(Scheme):
         super().__init__(settings)
         self._required = _ALWAYS_REQUIRED + (_ACTION_HEADERS if settings.require_action else ())
         self._required_set = frozenset(self._required)
+        self._layouts: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+        self._heads: dict[str, tuple[str, str, tuple[str, ...]]] = {}
 
     def describe(self, request: Request) -> str:
         value = (request.headers._index.get("authorization") or [""])[0]
@@ -221,18 +226,24 @@ class Acs3Scheme(Scheme):
         if len(values) != 1:
             raise IncompleteSignature(detail="Authorization: sent more than once")
         settings = self.settings
-        authorization = parse_authorization(
-            values[0],
-            allowed_algorithms=settings.allowed_algorithms,
-            lenient=settings.lenient_authorization,
-        )
+        authorization = self._authorization(values[0])
         presented.authorization = authorization
         presented.access_key_id = authorization.access_key_id
         presented.key_kind = presented.algorithm = authorization.algorithm
         presented.digest = get_algorithm(authorization.algorithm)
         presented.signature = authorization.signature
         presented.signed_headers = authorization.signed_headers
-        self._check_required_headers(presented, index)
+        # The header checks depend only on the layout -- which names are present, which
+        # are signed -- so a layout that passed once passes again (repeats are checked
+        # each time: they depend on the values).
+        layout = (tuple(index), authorization.signed_headers)
+        if layout not in self._layouts or len(presented.request.headers) != len(index):
+            self._check_required_headers(presented, index)
+            if len(self._layouts) < _MAX_LAYOUTS:
+                self._layouts.add(layout)
+        key_id_header = index.get("x-acs-accesskey-id")
+        if key_id_header is not None and key_id_header != [authorization.access_key_id]:
+            raise IncompleteSignature(detail="x-acs-accesskey-id differs from Credential")
         presented.timestamp = parse_acs_date(index["x-acs-date"][0])
         presented.nonce = index["x-acs-signature-nonce"][0]
         presented.action = _first(index, "x-acs-action")
@@ -268,9 +279,29 @@ class Acs3Scheme(Scheme):
                 values = index.get(name)
                 if values is not None and len(values) != 1:
                     raise IncompleteSignature(detail=f"header {name!r} is sent more than once")
-        key_id_header = index.get("x-acs-accesskey-id")
-        if key_id_header is not None and key_id_header != [authorization.access_key_id]:
-            raise IncompleteSignature(detail="x-acs-accesskey-id differs from Credential")
+
+    def _authorization(self, value: str) -> Authorization:
+        """``parse_authorization``, remembering each well-formed head (everything before
+        the signature: the algorithm, the id, the signed names) a client sends again."""
+        head, separator, signature = value.rpartition(",Signature=")
+        known = self._heads.get(head) if separator else None
+        if known is not None and _is_lower_hex(signature) is not None and not len(signature) % 2:
+            return Authorization._trusted(*known, signature)
+        settings = self.settings
+        authorization = parse_authorization(
+            value,
+            allowed_algorithms=settings.allowed_algorithms,
+            lenient=settings.lenient_authorization,
+        )
+        # Only the exact emitted form is remembered: a leniently read head (spaces, other
+        # field order) is parsed again each time.
+        if authorization.format() == value and len(self._heads) < _MAX_LAYOUTS:
+            self._heads[head] = (
+                authorization.algorithm,
+                authorization.access_key_id,
+                authorization.signed_headers,
+            )
+        return authorization
 
     def take_body(self, presented: Presented) -> None:
         """The payload line is the hash of the body *received* (§5.5)."""
