@@ -869,3 +869,25 @@ def test_roa_permanent_key_with_a_token_is_refused(
     assert refusal(make_verifier(store), request).code == (
         "InvalidSecurityToken.MismatchWithAccessKey"
     )
+
+
+def test_an_echoed_string_to_sign_never_holds_the_security_token(
+    store: MemoryStore, make_verifier: MakeVerifier
+) -> None:
+    sts = KeyManager(store).assume_role(
+        RamRole("1234567890123456", "deployer"), session_name="echo"
+    )
+    token = sts.security_token.reveal()
+    forged = AccessKey(sts.access_key_id, "not-the-secret-" * 2)
+    for request in (
+        sdk_rpc(forged, token=token),
+        sdk_roa(forged, token=token),
+        _hand_roa(sts.access_key_id, "wrong" * 6, [("SecurityToken", token)], {}),
+    ):
+        error = refusal(make_verifier(store), request)
+        assert error.code == "SignatureDoesNotMatch"
+        assert "server string to sign is:" in error.message
+        assert "<security token>" in error.message
+        for shown in (error.message, str(error), repr(error), json.dumps(error.to_dict())):
+            assert token not in shown
+            assert token[:40] not in shown

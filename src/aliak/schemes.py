@@ -61,6 +61,7 @@ from aliak.legacy import (
     LEGACY_KINDS,
     ROA_STANDARD_HEADERS,
     SCHEME_NAMES,
+    header_lines,
     parse_http_date,
     roa_canonical_headers,
     roa_canonical_resource,
@@ -560,7 +561,7 @@ class RoaScheme(Scheme):
     def strings_to_sign(self, presented: Presented) -> tuple[str, ...]:
         request = presented.request
         index = presented.index
-        lines = {name: (index.get(name) or [""])[0] for name in ROA_STANDARD_HEADERS}
+        lines = header_lines(index)
         headers = roa_canonical_headers(presented.params)
         query = request.query
         resources = [roa_canonical_resource(request.path, query)]

@@ -50,6 +50,7 @@ from aliak.acl import (
 )
 from aliak.algorithms import VerifyingKey, get_algorithm
 from aliak.credentials import Secret, is_sts_access_key_id
+from aliak.encoding import percent_encode
 from aliak.errors import (
     AccessDenied,
     AliakError,
@@ -614,7 +615,7 @@ class _Flow:
             matched = True
             pending.matched = position
             break
-        echoed = strings[0] if self.settings.echoes_string_to_sign else None
+        echoed = _masked(strings[0], pending.token) if self.settings.echoes_string_to_sign else None
         if not (matched and usable):
             # One path for both refusals, the reason worked out either way: an unknown
             # id costs what a wrong signature for a known one does.
@@ -811,6 +812,16 @@ def _same_token(entry: _KeyEntry, pending: _Pending) -> bool:
 # An action or a version is an identifier: printable ASCII, no space. Surrounding
 # whitespace or a control character would let "RunInstances " pass a table lookup.
 _is_identifier = re.compile(r"[\x21-\x7e]{1,256}").fullmatch
+
+
+def _masked(to_sign: str, token: str | None) -> str:
+    """The string to sign as it may be echoed (and logged): RPC and ROA strings hold the
+    security token itself -- raw in an ROA header line or resource, encoded twice in an
+    RPC query -- which is a credential; ACS3's holds only a hash."""
+    if token:
+        for form in (token, percent_encode(percent_encode(token))):
+            to_sign = to_sign.replace(form, "<security token>")
+    return to_sign
 
 
 def _check_identifier(value: str | None, name: str) -> None:
