@@ -1,4 +1,5 @@
-"""Credentials: :class:`Secret`, :class:`AccessKey`, :class:`StsCredential` and providers.
+"""The credential values: :class:`Secret`, :class:`AccessKey`, :class:`StsCredential`,
+and the :class:`CredentialsProvider` port a :class:`~aliak.Signer` asks for them.
 
 A secret is never a bare ``str`` in a public signature: it is a :class:`Secret`, whose
 ``repr``/``str``/``format`` are masked and whose value comes out only through ``reveal()``.
@@ -7,36 +8,27 @@ A secret is never a bare ``str`` in a public signature: it is a :class:`Secret`,
 from __future__ import annotations
 
 import hmac
-import os
 import re
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, NoReturn, Protocol
 
 import attrs
 
-from aliak.errors import InvalidParameter, MissingParameter
+from aliak.errors import InvalidParameter
 
 __all__ = [
     "ACCESS_KEY_ID_PATTERN",
-    "ENV_ACCESS_KEY_ID",
-    "ENV_ACCESS_KEY_SECRET",
-    "ENV_SECURITY_TOKEN",
     "STS_ID_PREFIX",
     "AccessKey",
     "Credential",
     "CredentialsProvider",
-    "EnvironmentCredentialsProvider",
     "Secret",
+    "StaticCredentialsProvider",
     "StsCredential",
     "check_access_key_id",
     "is_sts_access_key_id",
     "is_valid_access_key_id",
 ]
-
-ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
-ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a variable name
-ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105 - a variable name
 
 # Spec verification.md §7.1: ids are 1-128 characters of [A-Za-z0-9._-], case-sensitive.
 # A pattern, not only a predicate: the Authorization parser matches it inside its one-pass
@@ -171,34 +163,20 @@ class CredentialsProvider(Protocol):
     def get_credential(self) -> Credential: ...
 
 
-class EnvironmentCredentialsProvider:
-    """Reads the official SDK's variables once, at construction.
-
-    ``ALIBABA_CLOUD_ACCESS_KEY_ID`` and ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` are required;
-    with ``ALIBABA_CLOUD_SECURITY_TOKEN`` set as well the credential is an
-    :class:`StsCredential` (its expiry unknown). A missing variable raises
-    :class:`MissingParameter` naming it.
-    """
+class StaticCredentialsProvider:
+    """A fixed credential as a provider (a key read from a profile, the source of a role)."""
 
     __slots__ = ("_credential",)
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
-        access_key_id = env.get(ENV_ACCESS_KEY_ID, "")
-        secret = env.get(ENV_ACCESS_KEY_SECRET, "")
-        token = env.get(ENV_SECURITY_TOKEN, "")
-        if not access_key_id:
-            raise MissingParameter(ENV_ACCESS_KEY_ID)
-        if not secret:
-            raise MissingParameter(ENV_ACCESS_KEY_SECRET)
-        self._credential: Credential = (
-            StsCredential(access_key_id, secret, token)
-            if token
-            else AccessKey(access_key_id, secret)
-        )
+    def __init__(self, credential: Credential) -> None:
+        if not isinstance(credential, AccessKey | StsCredential):
+            raise TypeError(
+                f"a credential is an AccessKey or StsCredential, not {type(credential).__name__}"
+            )
+        self._credential = credential
 
     def get_credential(self) -> Credential:
         return self._credential
 
     def __repr__(self) -> str:
-        return f"EnvironmentCredentialsProvider({self._credential!r})"
+        return f"StaticCredentialsProvider({self._credential!r})"
