@@ -1,7 +1,9 @@
-"""``aliak sign``: sign a request with the credentials in the environment.
+"""``aliak sign``: sign a request with the credentials in the environment, or a profile.
 
-The credentials come from the official SDK's ``ALIBABA_CLOUD_*`` variables only, never
-from an argument: an argument lands in shell history and in every ``ps`` listing.
+The credentials come from the official SDK's ``ALIBABA_CLOUD_*`` variables, or with
+``--profile NAME`` from that profile of ``~/.aliyun/config.json`` (else the section of
+``~/.alibabacloud/credentials.ini``) -- never from an argument: an argument lands in
+shell history and in every ``ps`` listing.
 ``--scheme`` picks V3 (``ACS3``, the default) or one of the older RPC and ROA signatures.
 """
 
@@ -15,11 +17,19 @@ from urllib.parse import urlsplit
 
 from aliak.canonical import canonical_query_string
 from aliak.cli._console import Console
-from aliak.credentials import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN
+from aliak.credentials import (
+    ENV_ACCESS_KEY_ID,
+    ENV_ACCESS_KEY_SECRET,
+    ENV_SECURITY_TOKEN,
+    CLIProfileCredentialsProvider,
+    CredentialsProvider,
+    CredentialsProviderChain,
+    ProfileCredentialsProvider,
+)
 from aliak.request import Request
 from aliak.signer import SCHEME_ALGORITHMS, Signer
 
-__all__ = ["add_sign_command", "curl_command", "wire_url"]
+__all__ = ["add_sign_command", "curl_command", "profile_provider", "wire_url"]
 
 _SECURITY_TOKEN_HEADER = "x-acs-security-token"  # noqa: S105 - a header name
 _SECURITY_TOKEN_PARAMETER = "SecurityToken"  # noqa: S105 - an RPC parameter name
@@ -71,6 +81,16 @@ def curl_command(signed: Request, url: str, *, data: bytes | None, data_file: st
     return " ".join(shlex.quote(word) for word in words)
 
 
+def profile_provider(name: str) -> CredentialsProvider:
+    """The profile ``name`` of the aliyun CLI's config.json, else of credentials.ini."""
+    return CredentialsProviderChain(
+        [
+            lambda: CLIProfileCredentialsProvider(name),
+            lambda: ProfileCredentialsProvider(name),
+        ]
+    )
+
+
 def _sign(args: argparse.Namespace, console: Console) -> int:
     if args.data_file is not None:
         body = Path(args.data_file).read_bytes()
@@ -83,7 +103,12 @@ def _sign(args: argparse.Namespace, console: Console) -> int:
             f"--scheme {args.scheme} signs with {' or '.join(_CLI_ALGORITHMS[args.scheme])}, "
             f"not {args.algorithm}"
         )
-    signer = Signer.from_environment(scheme=args.scheme, algorithm=args.algorithm)
+    if args.profile is None:
+        signer = Signer.from_environment(scheme=args.scheme, algorithm=args.algorithm)
+    else:
+        signer = Signer(
+            profile_provider(args.profile), scheme=args.scheme, algorithm=args.algorithm
+        )
     request = Request.from_url(args.method, args.url, headers=args.header or (), body=body)
     signed = signer.sign(request, action=args.action, version=args.version)
     url = wire_url(args.url, signed)
@@ -114,11 +139,13 @@ def add_sign_command(
     sign = commands.add_parser(
         "sign",
         parents=[common],
-        help="sign a request with the ALIBABA_CLOUD_* credentials; print it, or a curl command",
+        help="sign a request with the ALIBABA_CLOUD_* credentials or a profile; print it, "
+        "or a curl command",
         description=f"Sign a request (V3 ACS3, or the older RPC or ROA) with the credentials "
-        f"in {ENV_ACCESS_KEY_ID}, {ENV_ACCESS_KEY_SECRET} and, for STS, {ENV_SECURITY_TOKEN}; "
-        "never from an argument. Prints the method and the URL as sent (canonical query, "
-        "with RPC's Signature), then every header, Authorization included.",
+        f"in {ENV_ACCESS_KEY_ID}, {ENV_ACCESS_KEY_SECRET} and, for STS, {ENV_SECURITY_TOKEN}, "
+        "or those of --profile; never from an argument. Prints the method and the URL as "
+        "sent (canonical query, with RPC's Signature), then every header, Authorization "
+        "included.",
     )
     sign.add_argument("method", metavar="METHOD", help="GET, POST, ...")
     sign.add_argument(
@@ -152,6 +179,13 @@ def add_sign_command(
         choices=list(dict.fromkeys(name for names in _CLI_ALGORITHMS.values() for name in names)),
         help="the signature algorithm, one of the scheme's (default ACS3-HMAC-SHA256 for "
         "ACS3, HMAC-SHA1 for RPC and ROA)",
+    )
+    sign.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="sign with profile NAME of ~/.aliyun/config.json (any of its modes: AK, StsToken, "
+        "RamRoleArn, EcsRamRole, OIDC, ChainableRamRoleArn, CredentialsURI), else the [NAME] "
+        "section of ~/.alibabacloud/credentials.ini; instead of the environment variables",
     )
     sign.add_argument(
         "--curl",

@@ -92,8 +92,11 @@ class CredentialsProviderChain:
                 try:
                     provider = factory()
                     credential = provider.get_credential()
-                except (CredentialsNotFound, CredentialsUnavailable) as error:
-                    reasons.append(str(error))
+                except CredentialsNotFound as error:
+                    reasons.append(f"{error.parameter}: not found ({error.detail})")
+                    continue
+                except CredentialsUnavailable as error:
+                    reasons.append(f"{error.source}: unavailable ({error.detail})")
                     continue
                 self._provider = provider
                 return credential

@@ -128,11 +128,7 @@ class RefreshingCredentialsProvider:
     def refresh_if_due(self) -> None:
         """Refresh now if the prefetch time has come (what the background job runs);
         a failure is kept in :attr:`last_error`, the current value stays in service."""
-        cached = self._cached
-        now = self._clock()
-        if cached is not None and now < cached.check_at:
-            return
-        with self._lock:
+        with self._lock:  # after any refresh under way: it may be the one that was due
             current = self._cached
             if current is not None and self._clock() < current.check_at:
                 return

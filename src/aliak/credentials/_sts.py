@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -64,12 +65,14 @@ DEFAULT_DURATION_SECONDS = 3600
 MIN_DURATION_SECONDS = 900
 _STS_TIMEOUT = 10.0  # the official read timeout; connecting gets the same bound
 _EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# strptime alone takes unpadded fields and non-ASCII digits: one exact shape, as sent.
+_expiration_shape = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z").fullmatch
 
 
 def parse_expiration(text: object, *, source: str) -> datetime:
     """``2015-04-09T11:52:19Z`` (UTC, the one form STS, the metadata service and a
     credentials URI send) as an aware datetime."""
-    if isinstance(text, str):
+    if isinstance(text, str) and _expiration_shape(text):
         try:
             moment = time.strptime(text, _EXPIRATION_FORMAT)
         except ValueError:

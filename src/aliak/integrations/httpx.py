@@ -11,6 +11,12 @@ canonical form, so what is sent is what is signed), every header, and the body b
 is sent (the body is then held in memory). ``x-acs-action`` / ``x-acs-version`` headers
 set on a request override the ``action`` / ``version`` given here.
 
+With a refreshing provider (:class:`~aliak.DefaultCredentialsProvider`, a RAM role, the
+ECS instance role) the :class:`httpx.AsyncClient` path asks it with
+``get_credential_async`` before signing, so a refresh runs in a worker thread and never
+blocks the event loop; pass the provider itself (not a :class:`~aliak.Signer` built on it)
+for that.
+
 Each signature is single-use: its nonce is spent by the first server that accepts it.
 Keep ``follow_redirects`` off (httpx's default): a followed redirect would carry the spent
 signature, and httpx strips only ``Authorization`` across origins, not the STS token.
@@ -18,11 +24,20 @@ signature, and httpx strips only ``Authorization`` across origins, not the STS t
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from typing import Any
 
 import httpx
 
-from aliak import Request, canonical_query_string, parse_query_string
+from aliak import (
+    AccessKey,
+    CredentialsProvider,
+    Request,
+    Signer,
+    StsCredential,
+    canonical_query_string,
+    parse_query_string,
+)
 from aliak.integrations.http import SigningAuth
 
 __all__ = ["AliakAuth"]
@@ -37,6 +52,30 @@ class AliakAuth(SigningAuth, httpx.Auth):
     """
 
     requires_request_body = True
+
+    def __init__(
+        self, signer: Signer | AccessKey | StsCredential | CredentialsProvider, **options: Any
+    ) -> None:
+        super().__init__(signer, **options)
+        # A provider that can refresh without blocking the loop (RefreshingCredentialsProvider,
+        # the chains): the async flow awaits it first, then signs on the cached value.
+        self._refresh_async: Callable[[], Awaitable[object]] | None = getattr(
+            signer, "get_credential_async", None
+        )
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if self._refresh_async is not None:
+            await self._refresh_async()
+        flow = super().async_auth_flow(request)
+        outgoing = await flow.__anext__()
+        while True:
+            response = yield outgoing
+            try:
+                outgoing = await flow.asend(response)
+            except StopAsyncIteration:
+                return
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         unsigned = _to_aliak_request(request)

@@ -11,6 +11,10 @@ The request is signed exactly as it goes on the wire: the URL's encoded path, th
 prepared request carries, and the body bytes. ``x-acs-action`` / ``x-acs-version`` headers
 set on a request override the ``action`` / ``version`` given here.
 
+Built on a provider (:class:`~aliak.DefaultCredentialsProvider`, a profile, a RAM role,
+the ECS instance role), each request is signed with the provider's current credential,
+refreshed ahead of expiry by the provider itself.
+
 Each signature is single-use: its nonce is spent by the first server that accepts it, so a
 prepared request cannot be sent twice (nor retried by a urllib3 ``Retry`` that resends it
 as is), and a redirect cannot carry it on. Pass ``allow_redirects=False`` and sign a new
