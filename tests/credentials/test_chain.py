@@ -156,3 +156,26 @@ def test_a_provider_class_is_a_source_of_a_chain(monkeypatch: pytest.MonkeyPatch
         CredentialsProviderChain([EnvironmentCredentialsProvider]).get_credential().access_key_id
         == "LTAIclass"
     )
+
+
+def test_no_provider_prints_a_secret_or_token(tmp_path: Path) -> None:
+    path = tmp_path / ".aliyun" / "config.json"
+    path.parent.mkdir(parents=True)
+    profile = {
+        "name": "t",
+        "mode": "StsToken",
+        "access_key_id": "STS.t",
+        "access_key_secret": "the-secret",
+        "sts_token": "the-token",
+    }
+    path.write_text(json.dumps({"current": "t", "profiles": [profile]}))
+    provider = chain(tmp_path, NO_ECS)
+    provider.get_credential()
+    texts = [
+        repr(provider),
+        str(provider),
+        repr(provider.provider),
+        repr(provider.provider.get_credential()),
+    ]
+    assert all("the-secret" not in text and "the-token" not in text for text in texts)
+    assert "STS.t" in texts[-1]

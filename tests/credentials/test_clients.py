@@ -197,3 +197,33 @@ def test_sign_profile_absent_from_the_file_names_the_profile(
     code, _, err = sign(capsys, "--profile", "ghost")
     assert code == 1
     assert 'profiles[name="ghost"]: not found' in err
+
+
+def test_a_role_profile_is_read_and_refreshed_through_the_async_chain(
+    tmp_path: Path, clock: Clock, sts: tuple[FakeSts, FakeServer]
+) -> None:
+    from aliak import DefaultCredentialsProvider
+
+    (tmp_path / ".aliyun").mkdir()
+    profile = {
+        "name": "role", "mode": "RamRoleArn", "access_key_id": KEY.access_key_id,
+        "access_key_secret": KEY.secret.reveal(), "ram_role_arn": ROLE,
+    }  # fmt: skip
+    (tmp_path / ".aliyun" / "config.json").write_text(
+        json.dumps({"current": "role", "profiles": [profile]})
+    )
+    provider = DefaultCredentialsProvider(
+        environ={"ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true"},
+        home=tmp_path,
+        clock=clock,
+        sts_endpoint=sts[1].url,
+    )
+
+    async def run() -> tuple[str, str]:
+        first = await provider.get_credential_async()
+        clock.now += 3600
+        second = await provider.get_credential_async()
+        return first.access_key_id, second.access_key_id
+
+    assert asyncio.run(run()) == ("STS.issued1", "STS.issued2")
+    assert sts[1].seen[0].params["RoleArn"] == ROLE

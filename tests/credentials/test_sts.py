@@ -253,3 +253,17 @@ def test_expiration_parsing_refuses_anything_else_with_an_aliak_error(text: str)
     except CredentialsUnavailable:
         return
     assert iso(moment.timestamp()) == text
+
+
+def test_an_echoed_string_to_sign_is_left_out_of_the_error() -> None:
+    token = "source-security-token-never-shown"
+    message = f"Specified signature is not matched with our calculation. server string to sign is:GET&%2F&SecurityToken%3D{token}"
+    answer = (400, {"Code": "SignatureDoesNotMatch", "Message": message, "RequestId": "r"})
+    with serve(lambda seen: answer) as server:
+        provider = RamRoleArnCredentialsProvider(
+            StsCredential("STS.source", "s", token), role_arn=ROLE, sts_endpoint=server.url
+        )
+        with pytest.raises(CredentialsUnavailable) as caught:
+            provider.get_credential()
+    assert "SignatureDoesNotMatch" in str(caught.value)
+    assert token not in str(caught.value)

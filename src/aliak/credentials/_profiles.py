@@ -10,6 +10,7 @@ by pure functions over the parsed content (:func:`cli_profile_provider`,
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import json
 import os
@@ -319,7 +320,9 @@ class _FileProvider:
         return (inner if inner is not None else self.provider).get_credential()
 
     async def get_credential_async(self) -> Credential:
-        inner = self.provider
+        inner = self._inner
+        if inner is None:  # the file is read in a worker thread, not on the event loop
+            inner = await asyncio.to_thread(lambda: self.provider)
         method = getattr(inner, "get_credential_async", None)
         if method is not None:
             credential: Credential = await method()

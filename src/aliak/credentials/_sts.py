@@ -174,16 +174,25 @@ def _timestamp(seconds: float) -> str:
 def _sts_answer(response: Response, *, source: str) -> StsCredential:
     answer = json_object(response, source=source)
     if response.status != 200:
-        # STS's error body: Code and Message (never a secret), RequestId to quote to support.
+        # STS's error body: Code, Message, and RequestId to quote to support.
         raise CredentialsUnavailable(
             source,
-            detail=f"HTTP {response.status} {answer.get('Code', '')}: {answer.get('Message', '')}"
+            detail=f"HTTP {response.status} {answer.get('Code', '')}: "
+            f"{_without_string_to_sign(answer.get('Message', ''))}"
             f" (RequestId {answer.get('RequestId', '-')})",
         )
     credentials = answer.get("Credentials")
     if not isinstance(credentials, dict):
         raise CredentialsUnavailable(source, detail="the answer has no Credentials object")
     return credential_from_answer(credentials, source=source)
+
+
+def _without_string_to_sign(message: object) -> str:
+    """STS's message, cut before an echoed string to sign: SignatureDoesNotMatch quotes
+    the query signed, and a chained role's query holds the source's security token."""
+    text = str(message)
+    cut = text.lower().find("string to sign")
+    return text if cut < 0 else text[:cut].rstrip(" :,") + " [string to sign left out]"
 
 
 def _check_duration(duration_seconds: int, *, source: str, field: str) -> int:
