@@ -583,9 +583,9 @@ def test_version_1_database_migrates_forward_keeping_its_data(db: Path) -> None:
 
     store = SQLiteStore(db, master_key=KEYRING)  # the keyring that sealed the rows above
     try:
-        assert SCHEMA_VERSION == 3
+        assert SCHEMA_VERSION == 4
         with raw(db) as connection:
-            assert connection.execute("SELECT version FROM aliak_schema").fetchall() == [(3,)]
+            assert connection.execute("SELECT version FROM aliak_schema").fetchall() == [(4,)]
         connection.close()
         assert store.list_keys(ALICE) == [live]
         assert store.list_recycle_bin(ALICE) == [binned]

@@ -8,6 +8,11 @@ multi-statement operation, so a check and the write it guards hold the write loc
 together and a crash half-way leaves nothing half-written. The replay guard is a single
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement: atomic without any transaction.
 
+Housekeeping stays out of requests: a daemon thread per process (see ``_Housekeeper``)
+prunes expired nonces in small batches and checkpoints the write-ahead log, which the
+request connections never do themselves (``wal_autocheckpoint = 0``). Durability is
+SQLite's own either way: a checkpoint only copies committed pages into the database.
+
 Every state change writes its audit event inside its own transaction, so the trail and
 the state never disagree. The audit table is append-only twice over: this code never
 updates or deletes a row, and triggers make the engine refuse it from anyone else.
@@ -35,6 +40,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import os
 import sqlite3
 import stat
@@ -92,7 +98,7 @@ from aliak.storage.rows import (
     seconds,
 )
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["DEFAULT_WAL_SIZE_LIMIT", "SCHEMA_VERSION", "SQLiteStore"]
 
 _log = logging.getLogger("aliak")
 
@@ -100,6 +106,20 @@ MEMORY: Final = ":memory:"
 KEY_FILE_SUFFIX: Final = ".key"
 # Upserts (ON CONFLICT ... DO UPDATE) arrived in SQLite 3.24.
 _MINIMUM_SQLITE: Final = (3, 24, 0)
+
+# A nonce claim's era: its expiry in whole _ERA_SECONDS, floored (clamped far from the
+# int64 range). Floor of a correctly rounded division is monotonic, so a claim that is
+# live at ``now`` is never in an era before now's, and an era before now's holds only
+# claims expired by ``now``. _era() is the same function in Python; the two are tested
+# against each other.
+_ERA_SECONDS: Final = 900  # part of the file format: migration 4 wrote eras of 900 s
+_ERA_LIMIT: Final = 10**15
+_ERA_OF_EXPIRES_AT: Final = (
+    "CASE WHEN expires_at / 900.0 >= 1e15 THEN 1000000000000000 "
+    "WHEN expires_at / 900.0 > -1e15 THEN CAST(expires_at / 900.0 AS INTEGER) "
+    "- (expires_at / 900.0 < CAST(expires_at / 900.0 AS INTEGER)) "
+    "ELSE -1000000000000000 END"
+)
 
 # Each step moves the schema up one version and runs in its own transaction. Append new
 # steps; never edit a released one (databases in the field already ran it).
@@ -191,6 +211,29 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             access_key_id TEXT
         )""",
     ),
+    # 4: nonce claims keyed by their era first (see _ERA_SECONDS), so a claim writes one
+    # B-tree (no separate expiry index) and expired claims leave as whole eras, a range
+    # delete at the tree's left edge. aliak_nonce_eras lists every era that holds a
+    # claim: a claim's trigger files its era in the claiming statement, and an era leaves
+    # the list only in the statement that finds it empty, so a lookup that probes the
+    # listed eras can never miss a claim.
+    (
+        """CREATE TABLE aliak_nonces_by_era (
+            era INTEGER NOT NULL,
+            access_key_id TEXT NOT NULL,
+            nonce TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (era, access_key_id, nonce)
+        ) WITHOUT ROWID""",
+        "CREATE TABLE aliak_nonce_eras (era INTEGER PRIMARY KEY)",
+        "INSERT INTO aliak_nonces_by_era (era, access_key_id, nonce, expires_at) "  # noqa: S608
+        f"SELECT {_ERA_OF_EXPIRES_AT}, access_key_id, nonce, expires_at FROM aliak_nonces",
+        "INSERT INTO aliak_nonce_eras (era) SELECT DISTINCT era FROM aliak_nonces_by_era",
+        "DROP TABLE aliak_nonces",
+        "ALTER TABLE aliak_nonces_by_era RENAME TO aliak_nonces",
+        """CREATE TRIGGER aliak_nonces_file_era AFTER INSERT ON aliak_nonces
+            BEGIN INSERT OR IGNORE INTO aliak_nonce_eras (era) VALUES (NEW.era); END""",
+    ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
@@ -228,13 +271,55 @@ _INSERT_KEY: Final = (
     f"INSERT INTO aliak_keys ({_KEY_COLUMNS}) "  # noqa: S608
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# Replay guard (spec §5): add-if-absent in one statement; an expired claim is taken over.
+# Replay guard (spec §5): add-if-absent in one statement, so atomic without a
+# transaction (an INSERT takes the write lock before it reads). The NOT EXISTS probes the
+# live eras (usually two or three: a verifier's claims expire within max_skew of the
+# signed date); the upsert takes over an expired claim of the same era.
 _CLAIM_NONCE: Final = (
-    "INSERT INTO aliak_nonces (access_key_id, nonce, expires_at) VALUES (?, ?, ?) "
-    "ON CONFLICT (access_key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at "
-    "WHERE aliak_nonces.expires_at <= ?"
+    "INSERT INTO aliak_nonces (era, access_key_id, nonce, expires_at) "
+    "SELECT :era, :key, :nonce, :expires_at WHERE NOT EXISTS ("
+    "SELECT 1 FROM aliak_nonces WHERE era IN "
+    "(SELECT era FROM aliak_nonce_eras WHERE era >= :live) "
+    "AND access_key_id = :key AND nonce = :nonce AND expires_at > :now) "
+    "ON CONFLICT (era, access_key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at "
+    "WHERE aliak_nonces.expires_at <= :now"
 )
-_PRUNE_NONCES: Final = "DELETE FROM aliak_nonces WHERE expires_at <= ?"
+# An explicit prune (prune_nonces, prune_every): exactly what expired by ``now``, which
+# scans the era ``now`` falls in; then the eras it emptied leave the list.
+_PRUNE_NONCES: Final = (
+    "DELETE FROM aliak_nonces WHERE era IN "
+    "(SELECT era FROM aliak_nonce_eras WHERE era <= :live) AND expires_at <= :now"
+)
+_FORGET_EMPTY_ERAS: Final = (
+    "DELETE FROM aliak_nonce_eras WHERE era <= :live "
+    "AND NOT EXISTS (SELECT 1 FROM aliak_nonces WHERE aliak_nonces.era = aliak_nonce_eras.era)"
+)
+# The housekeeper's prune: whole eras that ended by the claims' clock, the oldest first,
+# a bounded batch per statement (a range at the tree's left edge: O(expired)), so the
+# write lock is never held for more than one batch while requests wait for it.
+_OLDEST_ENDED_ERA: Final = "SELECT min(era) FROM aliak_nonce_eras WHERE era < ?"
+_PRUNE_ERA_BATCH: Final = (
+    "DELETE FROM aliak_nonces WHERE era = ?1 AND (access_key_id, nonce) IN "
+    "(SELECT access_key_id, nonce FROM aliak_nonces WHERE era = ?1 LIMIT ?2)"
+)
+_FORGET_ERA_IF_EMPTY: Final = (
+    "DELETE FROM aliak_nonce_eras WHERE era = ?1 "
+    "AND NOT EXISTS (SELECT 1 FROM aliak_nonces WHERE era = ?1)"
+)
+_PRUNE_BATCH: Final = 128
+# The pause between two prune batches, in seconds: longer than the first few sleeps of
+# SQLite's busy handler, so a request that found the lock taken gets it at its next try.
+_PRUNE_PAUSE: Final = 0.005
+# How often the housekeeper prunes and checkpoints, in seconds. A checkpoint every tick
+# keeps each one small; the prune needs no more than a second's freshness.
+_CHECKPOINT_INTERVAL: Final = 0.1
+_PRUNE_INTERVAL: Final = 1.0
+# The busy timeout of the housekeeper's WAL reset, in milliseconds: a RESTART checkpoint
+# holds the write lock while it waits for readers, so it gives up soon and tries again
+# on a later tick rather than stall the requests queued behind it.
+_RESET_BUSY_TIMEOUT_MS: Final = 50
+DEFAULT_WAL_SIZE_LIMIT: Final = 64 * 2**20
+_WAL_FRAME_HEADER: Final = 24
 # Latest use wins; an exact tie in time goes to the greater service name, so the result
 # does not depend on the order in which batches arrive.
 _MERGE_LAST_USED: Final = (
@@ -329,8 +414,13 @@ class SQLiteStore:
     threads under a lock). ``master_key``: a :class:`MasterKeyring` or its text form;
     else ``ALIAK_MASTER_KEY``; else a key file beside the database (``<path>.key``,
     created with mode 0600). ``busy_timeout``: seconds to wait for another writer before
-    failing closed. ``prune_every``: every that many claims, expired nonces are deleted
-    (0 turns this off; then call :meth:`prune_nonces` yourself).
+    failing closed. ``prune_every``: ``None`` (the default) prunes expired nonces on the
+    store's background housekeeping thread, about once a second and in small batches,
+    never inside a request; a number keeps the older way, every that many claims the
+    claiming request prunes (0 turns pruning off; then call :meth:`prune_nonces`
+    yourself). ``wal_size_limit``: bytes the write-ahead log may hold before the
+    housekeeper makes it start over (a ``RESTART`` checkpoint, however busy the store;
+    the file is trimmed back to this size).
     ``max_source_ips_per_key``: how many source addresses a key's history keeps (the most
     recently seen; the write that overfills it trims it in the same transaction).
 
@@ -349,7 +439,8 @@ class SQLiteStore:
         *,
         master_key: MasterKeyring | str | bytes | None = None,
         busy_timeout: float = 5.0,
-        prune_every: int = 1000,
+        prune_every: int | None = None,
+        wal_size_limit: int = DEFAULT_WAL_SIZE_LIMIT,
         max_source_ips_per_key: int = lifecycle.DEFAULT_MAX_SOURCE_IPS_PER_KEY,
         check_keyring: bool = True,
     ) -> None:
@@ -357,16 +448,20 @@ class SQLiteStore:
             raise InternalError(
                 detail=f"SQLite {sqlite3.sqlite_version} is too old; aliak needs 3.24 or later"
             )
-        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)):
-            raise InvalidParameter("busy_timeout", detail="seconds, a number >= 0")
-        if not busy_timeout >= 0:
-            raise InvalidParameter("busy_timeout", detail="seconds, a number >= 0")
-        if isinstance(prune_every, bool) or not isinstance(prune_every, int) or prune_every < 0:
-            raise InvalidParameter("prune_every", detail="a whole number of claims >= 0")
+        _check_options(busy_timeout, prune_every, wal_size_limit)
         self._database = _database_name(path)
         self._in_memory = self._database == MEMORY
         self._busy_timeout = float(busy_timeout)
         self._prune_every = prune_every
+        self._wal_size_limit = wal_size_limit
+        # The latest claim's clock: the housekeeper prunes what expired by it (the
+        # verifier's clock, never this host's, so an injected clock means the same here).
+        self._prune_before: float | None = None
+        self._housekeeper: _Housekeeper | None = None
+        # One lock per process that starts the housekeeper: a lock another thread held
+        # at fork time stays held in the child, so the child makes its own.
+        self._housekeeper_locks: dict[int, threading.Lock] = {}
+        self._ready = False
         self._max_source_ips = lifecycle.check_source_ip_limit(max_source_ips_per_key)
         self._check_keyring = bool(check_keyring)
         self._claims = itertools.count(1)
@@ -390,6 +485,7 @@ class SQLiteStore:
         self._seen_change = 0
         try:
             self._prepare_database()
+            (self._page_size,) = self._connection().execute("PRAGMA page_size").fetchone()
             self._keyring, self._key_file = self._load_keyring(master_key)
             if not self._in_memory:
                 self._seen_change = self._last_change()
@@ -399,6 +495,8 @@ class SQLiteStore:
         except BaseException:
             self.close()
             raise
+        self._ready = True
+        self._ensure_housekeeper()
         self._changes = LocalInvalidation(
             announce=None if self._in_memory else self._announce,
             look=None if self._in_memory else self._look_for_changes,
@@ -415,7 +513,7 @@ class SQLiteStore:
 
     # -- connections ------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, register: bool = True) -> sqlite3.Connection:
         connection = sqlite3.connect(
             self._database,
             timeout=self._busy_timeout,
@@ -427,10 +525,15 @@ class SQLiteStore:
             connection.execute("PRAGMA foreign_keys = ON")
             # A purge destroys the sealed secret: zero its bytes in the file, not just unlink.
             connection.execute("PRAGMA secure_delete = ON")
+            if not self._in_memory:
+                # Checkpoints are the housekeeper's (see _Housekeeper), never a request's.
+                connection.execute("PRAGMA wal_autocheckpoint = 0")
+                connection.execute(f"PRAGMA journal_size_limit = {self._wal_size_limit:d}")
         except BaseException:
             connection.close()
             raise
-        self._open[connection] = os.getpid()
+        if register:
+            self._open[connection] = os.getpid()
         return connection
 
     def _connection(self) -> sqlite3.Connection:
@@ -450,7 +553,67 @@ class SQLiteStore:
         slot = _ThreadSlot(connection, pid)
         weakref.finalize(slot, _release, self._open, connection, pid)
         self._local.slot = slot
+        self._ensure_housekeeper()  # a forked child's first connection starts its own
         return connection
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    def _ensure_housekeeper(self) -> None:
+        """Start this process's housekeeping thread unless it runs (or nothing needs it)."""
+        pid = os.getpid()
+        running = self._housekeeper
+        if running is not None and running.pid == pid:
+            return
+        if not self._ready or self._closed:
+            return
+        if self._in_memory and self._prune_every is not None:
+            return  # no log to checkpoint, no background pruning asked for
+        with self._housekeeper_locks.setdefault(pid, threading.Lock()):
+            running = self._housekeeper
+            if running is None or running.pid != pid:
+                self._housekeeper = _Housekeeper(self)
+
+    def _housekeeping_connection(self) -> sqlite3.Connection:
+        """A private connection for the housekeeper, outside the thread slots: it closes
+        it itself when it stops, and close() waits for that."""
+        return self._connect(register=False)
+
+    def _prune_in_batches(self, connection: sqlite3.Connection, stopping: threading.Event) -> int:
+        """Delete the eras that ended by the latest claim's clock, oldest first, a batch
+        per statement; an era leaves the list once a statement finds it empty."""
+        before = self._prune_before
+        if before is None:
+            return 0
+        ended = _era(before)
+        pruned = 0
+        while not stopping.is_set():
+            (era,) = connection.execute(_OLDEST_ENDED_ERA, (ended,)).fetchone()
+            if era is None:
+                break
+            with self._serial:
+                deleted = connection.execute(_PRUNE_ERA_BATCH, (era, _PRUNE_BATCH)).rowcount
+                if deleted < _PRUNE_BATCH:
+                    connection.execute(_FORGET_ERA_IF_EMPTY, (era,))
+            pruned += deleted
+            time.sleep(_PRUNE_PAUSE)
+        return pruned
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        """A PASSIVE checkpoint: it never takes the write lock and never waits. Under
+        constant writing it never catches up with the log's end, so the log never
+        rewinds; once it holds more than ``wal_size_limit`` bytes of frames, a RESTART
+        checkpoint copies the few frames written since the PASSIVE one (holding the write
+        lock, with a short busy timeout for readers) so the next write starts the log
+        over, in the file already allocated (``journal_size_limit`` trims it to the limit)."""
+        _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames * (self._page_size + _WAL_FRAME_HEADER) <= self._wal_size_limit:
+            return
+        connection.execute(f"PRAGMA busy_timeout = {_RESET_BUSY_TIMEOUT_MS:d}")
+        try:
+            busy, frames, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            _log.debug("aliak: WAL of %s restarted (busy %d, %d frames)", self, busy, frames)
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000):d}")
 
     def _discard_connection(self, connection: sqlite3.Connection) -> None:
         """Drop a connection left in an unknown state; the next call opens a fresh one."""
@@ -946,19 +1109,36 @@ class SQLiteStore:
     @_fail_closed
     def claim_nonce(self, access_key_id: str, nonce: str, *, now: float, expires_at: float) -> bool:
         connection = self._connection()
-        claimed = (
-            connection.execute(_CLAIM_NONCE, (access_key_id, nonce, expires_at, now)).rowcount == 1
-        )
-        if self._prune_every and next(self._claims) % self._prune_every == 0:
+        claim = {
+            "era": _era(expires_at),
+            "key": access_key_id,
+            "nonce": nonce,
+            "expires_at": expires_at,
+            "live": _era(now),
+            "now": now,
+        }
+        claimed = connection.execute(_CLAIM_NONCE, claim).rowcount == 1
+        if self._prune_every is None:
+            self._prune_before = now  # the housekeeper prunes by it
+        elif self._prune_every and next(self._claims) % self._prune_every == 0:
             # Housekeeping only: the claim above already stands, and a prune that fails
             # (another writer holds the lock) is simply retried after the next batch.
             with contextlib.suppress(sqlite3.Error):
-                connection.execute(_PRUNE_NONCES, (now,))
+                self._prune(now)
         return claimed
 
     @_fail_closed
     def prune_nonces(self, now: float) -> int:
-        return self._connection().execute(_PRUNE_NONCES, (now,)).rowcount
+        return self._prune(now)
+
+    def _prune(self, now: float) -> int:
+        """Exactly the claims expired by ``now``, and the eras that leaves empty, in one
+        transaction."""
+        window = {"live": _era(now), "now": now}
+        with self._write_transaction() as connection:
+            pruned = connection.execute(_PRUNE_NONCES, window).rowcount
+            connection.execute(_FORGET_EMPTY_ERAS, window)
+        return pruned
 
     # -- PolicyStore ------------------------------------------------------------------
 
@@ -1094,8 +1274,11 @@ class SQLiteStore:
     def close(self) -> None:
         """Close this process's connections. Idempotent; the store is unusable after."""
         self._closed = True
-        self._shared = None
         pid = os.getpid()
+        housekeeper, self._housekeeper = self._housekeeper, None
+        if housekeeper is not None and housekeeper.pid == pid:
+            housekeeper.stop()
+        self._shared = None
         for connection, opened_by in list(self._open.items()):
             # The pop decides who closes (see _release): a finaliser may race us here.
             if opened_by == pid and self._open.pop(connection, None) is not None:
@@ -1108,7 +1291,91 @@ class SQLiteStore:
         return AsyncStoreAdapter(self, offload=True)
 
 
+class _Housekeeper:
+    """The store's background work in one process: pruning expired nonces (when
+    ``prune_every`` is ``None``) and checkpointing the write-ahead log, so that neither
+    runs inside a request. A daemon thread that holds the store only weakly (a store
+    dropped without close() lets it end) and its own connection; every process sharing
+    the file may run one, since both jobs are safe to repeat and to race: a prune deletes
+    only expired rows, and SQLite serialises checkpoints. A failure (a busy lock, a full
+    disk) is skipped and tried again on the next tick: the requests' own writes stand."""
+
+    __slots__ = ("_stopping", "_thread", "pid")
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.pid = os.getpid()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=_housekeeping,
+            args=(weakref.ref(store), self._stopping),
+            name=f"aliak-sqlite-housekeeper-{id(store):x}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10.0)
+
+
+def _housekeeping(store_ref: weakref.ReferenceType[SQLiteStore], stopping: threading.Event) -> None:
+    connection: sqlite3.Connection | None = None
+    last_prune = time.monotonic()
+    try:
+        while not stopping.wait(_CHECKPOINT_INTERVAL):
+            store = store_ref()
+            if store is None or store._closed:
+                return
+            try:
+                if connection is None and not store._in_memory:
+                    connection = store._housekeeping_connection()
+                working = connection if connection is not None else store._shared
+                if working is None:
+                    return
+                if store._prune_every is None and time.monotonic() - last_prune >= _PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    store._prune_in_batches(working, stopping)
+                if connection is not None:
+                    store._checkpoint(connection)
+            except (sqlite3.Error, OSError) as error:
+                _log.debug("aliak: SQLite housekeeping skipped a tick: %s", error)
+            finally:
+                del store
+    finally:
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+
 # -- opening helpers ------------------------------------------------------------------
+
+
+def _era(seconds: float) -> int:
+    """The era of a UNIX time: the Python twin of ``_ERA_OF_EXPIRES_AT``."""
+    quotient = seconds / float(_ERA_SECONDS)
+    if quotient >= _ERA_LIMIT:
+        return _ERA_LIMIT
+    if quotient > -_ERA_LIMIT:
+        return math.floor(quotient)
+    return -_ERA_LIMIT
+
+
+def _check_options(busy_timeout: object, prune_every: object, wal_size_limit: object) -> None:
+    if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)):
+        raise InvalidParameter("busy_timeout", detail="seconds, a number >= 0")
+    if not busy_timeout >= 0:
+        raise InvalidParameter("busy_timeout", detail="seconds, a number >= 0")
+    if prune_every is not None and (
+        isinstance(prune_every, bool) or not isinstance(prune_every, int) or prune_every < 0
+    ):
+        raise InvalidParameter(
+            "prune_every", detail="None (in the background) or a whole number of claims >= 0"
+        )
+    if isinstance(wal_size_limit, bool) or not isinstance(wal_size_limit, int):
+        raise InvalidParameter("wal_size_limit", detail="bytes, a whole number > 0")
+    if wal_size_limit <= 0:
+        raise InvalidParameter("wal_size_limit", detail="bytes, a whole number > 0")
 
 
 def _opening_failure(database: str, error: sqlite3.Error) -> AliakError:
