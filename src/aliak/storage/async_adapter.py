@@ -1,7 +1,11 @@
 """The async face of a sync store: each call runs in a worker thread (or inline).
 
 A backend whose calls block (SQLite) is offloaded with :func:`asyncio.to_thread` so the
-event loop never waits on disk; one whose calls never block (memory) runs inline.
+event loop never waits on disk; one whose calls never block (memory) runs inline. A
+backend may also offer ``claim_nonce_without_waiting`` (same arguments as
+``claim_nonce``; ``None`` where it would have to wait): the adapter tries it on the
+loop's thread first and hops to a worker only for ``None``, which saves the hop (about
+100 us) on the one store call of nearly every warm verify.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ class AsyncStoreAdapter:
     def __init__(self, store: Store, *, offload: bool = True) -> None:
         self.sync = store
         self._offload = offload
+        self._claim_at_once: Callable[..., bool | None] | None = (
+            getattr(store, "claim_nonce_without_waiting", None) if offload else None
+        )
 
     def __repr__(self) -> str:
         return f"AsyncStoreAdapter({self.sync!r}, offload={self._offload})"
@@ -71,6 +78,10 @@ class AsyncStoreAdapter:
     async def claim_nonce(
         self, access_key_id: str, nonce: str, *, now: float, expires_at: float
     ) -> bool:
+        if self._claim_at_once is not None:
+            claimed = self._claim_at_once(access_key_id, nonce, now=now, expires_at=expires_at)
+            if claimed is not None:
+                return claimed
         return await self._call(
             self.sync.claim_nonce, access_key_id, nonce, now=now, expires_at=expires_at
         )
