@@ -115,9 +115,11 @@ class _HmacKey:
         return mac.hexdigest()
 
     def verify(self, string_to_sign: bytes, signature: str) -> None:
+        mac = self._state.copy()  # sign() inline: one call fewer on every verify
+        mac.update(string_to_sign)
         # Constant-time: a fast mismatch would reveal how long a prefix of a forged
         # signature was right.
-        if not hmac.compare_digest(self.sign(string_to_sign), signature.lower()):
+        if not hmac.compare_digest(mac.hexdigest(), signature.lower()):
             raise SignatureDoesNotMatch
 
 

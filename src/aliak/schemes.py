@@ -247,9 +247,13 @@ class Acs3Scheme(Scheme):
             raise IncompleteSignature(detail="x-acs-accesskey-id differs from Credential")
         presented.timestamp = parse_acs_date(index["x-acs-date"][0])
         presented.nonce = index["x-acs-signature-nonce"][0]
-        presented.action = _first(index, "x-acs-action")
-        presented.version = _first(index, "x-acs-version")
-        presented.token = _first(index, "x-acs-security-token")
+        # Inline, not _first(): three calls saved on every verify.
+        sent = index.get("x-acs-action")
+        presented.action = None if sent is None else sent[0]
+        sent = index.get("x-acs-version")
+        presented.version = None if sent is None else sent[0]
+        sent = index.get("x-acs-security-token")
+        presented.token = None if sent is None else sent[0]
         if not settings.allow_repeated_query_names:
             check_query_names(presented.request.query)
         return True

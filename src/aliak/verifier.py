@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NoReturn, TypeVar
 
 import attrs
 from cryptography.hazmat.primitives import serialization
@@ -367,6 +367,7 @@ class _Flow:
         # round times and a fleet whose clocks differ by less than it.
         self._nonce_lifetime = self._skew + _NONCE_MARGIN
         self._early_claim = settings.claim_nonce_before_state_checks
+        self._echoes = settings.echoes_string_to_sign  # settings are frozen: read once
         # A random secret of a real secret's length: the unknown-id path does the same work.
         self._dummy_secret = Secret(os.urandom(15).hex())
         self._dummy_keyring = MasterKeyring.generate()
@@ -380,6 +381,7 @@ class _Flow:
             high_risk.matches if isinstance(high_risk, HighRiskActions) else high_risk
         )
         self._sources: dict[str, tuple[IpAddress, str]] = {}
+        self._host_services: dict[str, str] = {}
         self.keys: _TtlCache[str, _KeyEntry] = _TtlCache(settings.freshness, settings.cache_size)
         self.usage = _UsageBuffer()
         self._next_flush = clock() + settings.usage_flush_interval
@@ -429,7 +431,7 @@ class _Flow:
         if not self._early_claim and not (yield claim):
             raise _nonce_used(pending)
         if record is not None:
-            service = pending.service or _service_of(request.host or "")
+            service = pending.service or self._usage_service(request.host or "")
             self.usage.add(key_id, now, service, pending.source_ip)
             if now >= self._next_flush:
                 self._next_flush = now + self.settings.usage_flush_interval
@@ -496,8 +498,11 @@ class _Flow:
         nonce_field, action_field, version_field = scheme.fields
         if _is_nonce(pending.nonce) is None:
             raise InvalidParameter(nonce_field, detail="1-128 printable ASCII")
-        _check_identifier(pending.action, action_field)
-        _check_identifier(pending.version, version_field)
+        action, version = pending.action, pending.version
+        if action is not None and _is_identifier(action) is None:
+            _refuse_identifier(action_field)
+        if version is not None and _is_identifier(version) is None:
+            _refuse_identifier(version_field)
         pending.service = self._service(request)
         if pending.token is None and is_sts_access_key_id(pending.access_key_id):
             # The secret of an STS credential travels in its token: nothing to check
@@ -549,6 +554,16 @@ class _Flow:
                 self._sources.clear()
             self._sources[source_ip] = known
         return known
+
+    def _usage_service(self, host: str) -> str:
+        """:func:`_service_of`, remembered (bounded) per host: a server sees a few."""
+        service = self._host_services.get(host)
+        if service is None:
+            service = _service_of(host)
+            if len(self._host_services) >= _MAX_SOURCES:
+                self._host_services.clear()
+            self._host_services[host] = service
+        return service
 
     def _service(self, request: Request) -> str | None:
         """The service the request is for, as the server knows it (never the caller's
@@ -615,7 +630,7 @@ class _Flow:
             matched = True
             pending.matched = position
             break
-        echoed = _masked(strings[0], pending.token) if self.settings.echoes_string_to_sign else None
+        echoed = _masked(strings[0], pending.token) if self._echoes else None
         if not (matched and usable):
             # One path for both refusals, the reason worked out either way: an unknown
             # id costs what a wrong signature for a known one does.
@@ -824,9 +839,8 @@ def _masked(to_sign: str, token: str | None) -> str:
     return to_sign
 
 
-def _check_identifier(value: str | None, name: str) -> None:
-    if value is not None and _is_identifier(value) is None:
-        raise InvalidParameter(name, detail="printable ASCII without spaces, 1-256 characters")
+def _refuse_identifier(name: str) -> NoReturn:
+    raise InvalidParameter(name, detail="printable ASCII without spaces, 1-256 characters")
 
 
 def _accepted(schemes: frozenset[str]) -> str:

@@ -1,0 +1,188 @@
+"""The verifier's per-layout memos cannot be poisoned and stay bounded.
+
+Acs3Scheme remembers, per header layout, that the required/signed header checks passed,
+and per Authorization head, its parsed fields; the flow remembers the service named by
+each host. A request that merely resembles a remembered one must still be judged on
+what it carries: a repeated header, a missing or unsigned one, a changed value.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import attrs
+import pytest
+
+from aliak import (
+    AliakError,
+    KeyManager,
+    MemoryStore,
+    RamUser,
+    Request,
+    Signer,
+    Verifier,
+)
+from aliak.schemes import _MAX_LAYOUTS
+
+NOW = 1_700_000_000
+
+
+@pytest.fixture
+def world() -> tuple[Signer, Verifier]:
+    store = MemoryStore()
+    key = (
+        KeyManager(store, clock=lambda: NOW)
+        .create_access_key(RamUser("1234567890123456", "lean"))
+        .access_key
+    )
+    counter = itertools.count()
+    signer = Signer(key, nonce_factory=lambda: f"nonce-{next(counter)}", clock=lambda: NOW)
+    return signer, Verifier(store, clock=lambda: NOW, usage_flush_interval=1e9)
+
+
+def _signed(signer: Signer, host: str = "ecs.aliyuncs.com", **extra: str) -> Request:
+    request = Request(
+        "POST",
+        host=host,
+        query={"RegionId": "cn-hangzhou"},
+        headers={"content-type": "application/json", **extra},
+        body=b'{"a":1}',
+    )
+    return signer.sign(request, action="DescribeRegions", version="2014-05-26")
+
+
+def _with_headers(request: Request, items: list[tuple[str, str]]) -> Request:
+    return attrs.evolve(request, headers=items)
+
+
+def _refused(verifier: Verifier, request: Request) -> AliakError:
+    with pytest.raises(AliakError) as caught:
+        verifier.verify(request)
+    return caught.value
+
+
+def _acs3_scheme(verifier: Verifier) -> object:
+    return verifier._flow._schemes["ACS3"]
+
+
+def test_repeated_signed_header_is_refused_after_its_layout_was_remembered(
+    world: tuple[Signer, Verifier],
+) -> None:
+    signer, verifier = world
+    verifier.verify(_signed(signer))  # remembers the layout
+    request = _signed(signer)
+    items = list(request.headers.items())
+    date = next(value for name, value in items if name.lower() == "x-acs-date")
+    error = _refused(verifier, _with_headers(request, [*items, ("x-acs-date", date)]))
+    assert error.code == "IncompleteSignature"
+
+
+def test_missing_signed_header_is_refused_after_its_layout_was_remembered(
+    world: tuple[Signer, Verifier],
+) -> None:
+    signer, verifier = world
+    verifier.verify(_signed(signer))
+    request = _signed(signer)
+    items = [(n, v) for n, v in request.headers.items() if n.lower() != "content-type"]
+    error = _refused(verifier, _with_headers(request, items))
+    assert error.code == "IncompleteSignature"
+    # A required one (x-acs-version, signed too) is named as missing.
+    items = [(n, v) for n, v in request.headers.items() if n.lower() != "x-acs-version"]
+    error = _refused(verifier, _with_headers(request, items))
+    assert error.code == "MissingParameter"
+
+
+def test_unsigned_acs_header_is_refused_after_a_similar_layout_was_remembered(
+    world: tuple[Signer, Verifier],
+) -> None:
+    signer, verifier = world
+    verifier.verify(_signed(signer))
+    request = _signed(signer)
+    items = [*request.headers.items(), ("x-acs-extra", "unsigned")]
+    error = _refused(verifier, _with_headers(request, items))
+    assert error.code == "IncompleteSignature"
+
+
+def test_changed_header_value_or_whitespace_is_refused_under_a_remembered_layout(
+    world: tuple[Signer, Verifier],
+) -> None:
+    signer, verifier = world
+    verifier.verify(_signed(signer))
+    request = _signed(signer)
+    items = [
+        (n, "text/plain" if n.lower() == "content-type" else v) for n, v in request.headers.items()
+    ]
+    assert _refused(verifier, _with_headers(request, items)).code == "SignatureDoesNotMatch"
+    # Surrounding whitespace is trimmed by the canonical form (§5.4); inner whitespace
+    # is part of the value.
+    request = _signed(signer)
+    items = [
+        (n, "application/ json" if n.lower() == "content-type" else v)
+        for n, v in request.headers.items()
+    ]
+    assert _refused(verifier, _with_headers(request, items)).code == "SignatureDoesNotMatch"
+
+
+def test_header_name_case_does_not_change_the_outcome_under_a_remembered_layout(
+    world: tuple[Signer, Verifier],
+) -> None:
+    signer, verifier = world
+    verifier.verify(_signed(signer))
+    request = _signed(signer)
+    upper = [(n.upper() if n != "Authorization" else n, v) for n, v in request.headers.items()]
+    verifier.verify(_with_headers(request, upper))  # names are case-insensitive
+    request = _signed(signer)
+    items = [(n.upper(), v) for n, v in request.headers.items()]
+    items.append(("X-ACS-DATE", {n.lower(): v for n, v in request.headers.items()}["x-acs-date"]))
+    assert _refused(verifier, _with_headers(request, items)).code == "IncompleteSignature"
+
+
+def test_tampered_signature_under_a_remembered_head_is_refused(
+    world: tuple[Signer, Verifier],
+) -> None:
+    signer, verifier = world
+    verifier.verify(_signed(signer))  # remembers the Authorization head
+    request = _signed(signer)
+    items = []
+    for name, value in request.headers.items():
+        sent = value
+        if name.lower() == "authorization":
+            head, _, signature = value.rpartition(",Signature=")
+            flipped = ("0" if signature[0] != "0" else "1") + signature[1:]
+            sent = f"{head},Signature={flipped}"
+        items.append((name, sent))
+    assert _refused(verifier, _with_headers(request, items)).code == "SignatureDoesNotMatch"
+    for bad in ("ZZ", "abc", ""):  # not lower hex of even length: parsed, and refused
+        items = [
+            (n, f"{v.rpartition(',Signature=')[0]},Signature={bad}")
+            if n.lower() == "authorization"
+            else (n, v)
+            for n, v in request.headers.items()
+        ]
+        _refused(verifier, _with_headers(request, items))
+
+
+def test_layout_and_head_memos_are_bounded(world: tuple[Signer, Verifier]) -> None:
+    signer, verifier = world
+    scheme = _acs3_scheme(verifier)
+    for number in range(_MAX_LAYOUTS + 20):
+        verifier.verify(_signed(signer, **{f"x-acs-extra-{number}": "1"}))
+    assert len(scheme._layouts) <= _MAX_LAYOUTS  # type: ignore[attr-defined]
+    assert len(scheme._heads) <= _MAX_LAYOUTS  # type: ignore[attr-defined]
+    # Past the bound, new layouts are still checked in full.
+    request = _signed(signer, **{"x-acs-extra-new": "1"})
+    items = [(n, v) for n, v in request.headers.items() if n.lower() != "x-acs-extra-new"]
+    assert _refused(verifier, _with_headers(request, items)).code == "IncompleteSignature"
+    verifier.verify(_signed(signer, **{"x-acs-extra-newer": "1"}))
+
+
+def test_host_service_memo_is_bounded(world: tuple[Signer, Verifier]) -> None:
+    signer, verifier = world
+    flow = verifier._flow
+    for number in range(50):
+        verifier.verify(_signed(signer, host=f"svc{number}.example.com"))
+    assert flow._host_services["svc7.example.com"] == "svc7"
+    flow._host_services.update({f"h{i}": "x" for i in range(4096 - len(flow._host_services))})
+    verifier.verify(_signed(signer, host="fresh.example.com"))
+    assert len(flow._host_services) <= 4096
+    assert flow._host_services["fresh.example.com"] == "fresh"
