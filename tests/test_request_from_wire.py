@@ -76,3 +76,37 @@ def test_from_wire_refuses_control_characters_and_bad_names() -> None:
     ):
         fast = outcome(lambda pairs=pairs: Request.from_wire("GET", "/", b"", pairs))
         assert fast == outcome(lambda pairs=pairs: slow("GET", "/", b"", pairs).with_body(b""))
+
+
+_ascii_values = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=10)
+_ascii_paths = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7F), max_size=10)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    path=_ascii_paths.map(lambda text: "/" + text),
+    pairs=st.lists(
+        st.tuples(st.sampled_from(["Host", "x-acs-date", "a"]), _ascii_values), max_size=4
+    ),
+)
+def test_from_wire_refuses_every_ascii_control_character_the_constructor_refuses(
+    path: str, pairs: list[tuple[str, str]]
+) -> None:
+    # Every ASCII value and path character, controls, TAB, DEL and '%' among them: the
+    # whole-head checks (isprintable, one character class for plain paths) must draw the
+    # same line as the per-value regexes.
+    fast = outcome(lambda: Request.from_wire("GET", path, b"", pairs, b"x"))
+    assert fast == outcome(lambda: slow("GET", path, b"", pairs))
+
+
+def test_the_memo_of_header_name_layouts_is_bounded_and_holds_only_valid_layouts() -> None:
+    from aliak import request as request_module
+
+    for number in range(request_module._MAX_TOKEN_LAYOUTS + 50):
+        Request.from_wire("GET", "/", b"", [("Host", "a"), (f"x-n{number}", "v")])
+    assert len(request_module._TOKEN_LAYOUTS) <= request_module._MAX_TOKEN_LAYOUTS
+    outcome_bad = outcome(lambda: Request.from_wire("GET", "/", b"", [("bad name", "v")]))
+    assert outcome_bad[0] == "InvalidParameter"
+    assert all(" " not in layout for layout in request_module._TOKEN_LAYOUTS)
+    # A valid layout already remembered is accepted again; an invalid one refused again.
+    assert outcome(lambda: Request.from_wire("GET", "/", b"", [("bad name", "v")])) == outcome_bad

@@ -26,12 +26,34 @@ _is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _has_forbidden_value_char = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
 # A request-line path: pchar plus "/" (RFC 3986 §3.3), with well-formed %XX triplets.
 _is_encoded_path = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*").fullmatch
+# The same with no %XX triplet: one character class, which the regex engine runs as a
+# tight loop (the alternation above costs several times more per character).
+_is_plain_path = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*").fullmatch
 # A host, with an optional port: reg-name or IPv4, or an IPv6 literal in brackets.
 _is_host = re.compile(r"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _is_host_match = _is_host.fullmatch
 
 # Header names, one per line: a whole head's names checked in one match.
 _are_tokens = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+(?:\n[!#$%&'*+\-.^_`|~0-9a-z]+)*").fullmatch
+
+# Layouts of header names (one name per line, lowercased) already found to be tokens:
+# servers see the same few. Bounded in count and size, and only valid layouts enter, so
+# a client sending new names each time costs one regex match per request, as without it.
+_TOKEN_LAYOUTS: set[str] = set()
+_MAX_TOKEN_LAYOUTS = 512
+_MAX_TOKEN_LAYOUT_SIZE = 2048
+
+
+def _remember_token_layout(names: str) -> bool:
+    if _are_tokens(names) is None:
+        return False
+    if len(_TOKEN_LAYOUTS) < _MAX_TOKEN_LAYOUTS and len(names) <= _MAX_TOKEN_LAYOUT_SIZE:
+        _TOKEN_LAYOUTS.add(names)
+    return True
+
+
+# The same characters as bytes, for bytes.translate's delete: a plain C loop over a head.
+_FORBIDDEN_VALUE_BYTES = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
 
 # Header names whose values are credentials or signatures: masked in repr.
 _MASKED_HEADERS = frozenset({"authorization", "x-acs-security-token"})
@@ -201,7 +223,7 @@ def _check_path(_instance: Any, _attribute: Any, path: object) -> None:
         raise TypeError(f"path must be str, not {type(path).__name__}")
     if path and not path.startswith("/"):
         raise InvalidParameter("path", detail="the path starts with '/'")
-    if _is_encoded_path(path) is None:
+    if _is_plain_path(path) is None and _is_encoded_path(path) is None:
         raise InvalidParameter(
             "path",
             detail="the path must be percent-encoded as on the request line; "
@@ -303,33 +325,34 @@ class Request:
         path that is not percent-encoded, a header value with control characters, ...).
         """
         # The hot path of every server: the same checks as Request(...), made over the
-        # whole head at once -- one pass to index the headers, one regex over all the
-        # names and one over all the values -- and nothing checked twice.
+        # whole head at once -- one pass to index the headers, one check over all the
+        # values, the names' regex once per layout of names -- and nothing checked twice.
         items = tuple(header_pairs)
-        index: dict[str, list[str]] = {}
         host = None
         names: str | None
         values: str | None
         try:
+            index: dict[str, list[str]] = {}
             for name, value in items:
                 lowered = name.lower()
                 found = index.get(lowered)
                 if found is None:
                     index[lowered] = [value]
-                    if lowered == "host":
-                        host = value.strip(" \t") or None  # optional whitespace (RFC 9110 §5.5)
                 else:
                     found.append(value)
             names = "\n".join(index)
-            values = "\t".join([value for _, value in items])
+            values = " ".join([value for _, value in items])
+            hosts = index.get("host")
+            if hosts is not None:
+                host = hosts[0].strip(" \t") or None  # optional whitespace (RFC 9110 §5.5)
         except (TypeError, ValueError, AttributeError):
             names = values = None  # not pairs of str: the full constructor says what is wrong
         if (
             names is None
             or values is None
-            or _are_tokens(names) is None
-            or _has_forbidden_value_char(values) is not None
+            or (names not in _TOKEN_LAYOUTS and not _remember_token_layout(names))
             or not values.isascii()
+            or len(values.encode("ascii").translate(None, _FORBIDDEN_VALUE_BYTES)) != len(values)
             or type(method) is not str
             or _is_token(method) is None
             or not (host is None or _is_host_match(host))
