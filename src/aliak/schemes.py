@@ -315,7 +315,9 @@ class Acs3Scheme(Scheme):
         presented.body_signed = True
         limit = self.settings.max_body_size
         if isinstance(body, bytes):
-            presented.body = _bounded(body, limit)
+            if limit is not None and len(body) > limit:  # _bounded, inline on the hot path
+                raise PayloadTooLarge(detail=f"more than {limit} bytes")
+            presented.body = body
             presented.payload_hash = hashed_payload(body, algorithm)
             return
         presented.payload_hash, presented.body = _spooled(body, algorithm.hasher(), limit)

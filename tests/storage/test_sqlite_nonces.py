@@ -156,10 +156,39 @@ def test_housekeeper_stops_when_the_store_closes(db: Path) -> None:
     assert set(housekeepers()) - before == set()
 
 
-def test_request_connections_leave_checkpoints_to_the_housekeeper(store: SQLiteStore) -> None:
-    connection = store._connection()
-    assert connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
-    assert connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+def test_request_connections_leave_checkpoints_to_the_housekeeper(db: Path) -> None:
+    limit = 1 << 20
+    store = SQLiteStore(db, wal_size_limit=limit)
+    try:
+        connection = store._connection()
+        (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+        # Only a backstop: four limits' worth of frames, far past the housekeeper's reset.
+        (pages,) = connection.execute("PRAGMA wal_autocheckpoint").fetchone()
+        assert pages == 4 * limit // (page_size + 24)
+        assert connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    finally:
+        store.close()
+
+
+def test_the_log_stays_bounded_when_the_housekeeper_falls_behind(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A housekeeper that never gets to checkpoint (a starved thread, a reset that always
+    # finds the lock taken): the requests' backstop alone bounds the log.
+    monkeypatch.setattr(SQLiteStore, "_checkpoint", lambda self, connection: None)
+    limit = 1 << 18
+    store = SQLiteStore(db, wal_size_limit=limit)
+    wal = Path(f"{db}-wal")
+    try:
+        largest = 0
+        for claim in range(64 * limit // 4096):
+            store.claim_nonce("LTAIkey", f"n-{claim}", now=NOW, expires_at=NOW + 900)
+            if claim % 64 == 0:
+                largest = max(largest, wal.stat().st_size)
+        assert largest > 2 * limit  # the backstop, not the housekeeper, bounded it
+        assert largest < 6 * limit
+    finally:
+        store.close()
 
 
 def test_the_log_stays_bounded_under_constant_claims(db: Path) -> None:
@@ -168,9 +197,9 @@ def test_the_log_stays_bounded_under_constant_claims(db: Path) -> None:
     wal = Path(f"{db}-wal")
     try:
         # Back-to-back claims: the log never catches a quiet moment to rewind by itself,
-        # so only the reset at the size limit bounds it, to the limit plus what a
-        # housekeeping tick lets through (a few MiB here). Counted, not timed, so a slow
-        # machine makes the test longer, not different.
+        # so the housekeeper's reset at the size limit bounds it, or, should that thread
+        # fall behind, the requests' backstop at four limits. Counted, not timed, so a
+        # slow machine makes the test longer, not different.
         claims = 64 * limit // 4096  # at least a page a claim: 64 limits' worth
         for claim in range(claims):
             store.claim_nonce("LTAIkey", f"n-{claim}", now=NOW, expires_at=NOW + 900)

@@ -10,7 +10,8 @@ together and a crash half-way leaves nothing half-written. The replay guard is a
 
 Housekeeping stays out of requests: a daemon thread per process (see ``_Housekeeper``)
 prunes expired nonces in small batches and checkpoints the write-ahead log, which the
-request connections never do themselves (``wal_autocheckpoint = 0``). Durability is
+request connections do only as a backstop (``wal_autocheckpoint`` at four times the
+log's size limit, for when the housekeeper falls behind). Durability is
 SQLite's own either way: a checkpoint only copies committed pages into the database.
 
 Every state change writes its audit event inside its own transaction, so the trail and
@@ -320,6 +321,8 @@ _PRUNE_INTERVAL: Final = 1.0
 _RESET_BUSY_TIMEOUT_MS: Final = 50
 DEFAULT_WAL_SIZE_LIMIT: Final = 64 * 2**20
 _WAL_FRAME_HEADER: Final = 24
+# The request connections' checkpoint backstop, in multiples of wal_size_limit.
+_BACKSTOP_LIMITS: Final = 4
 # Latest use wins; an exact tie in time goes to the greater service name, so the result
 # does not depend on the order in which batches arrive.
 _MERGE_LAST_USED: Final = (
@@ -529,8 +532,16 @@ class SQLiteStore:
             # A purge destroys the sealed secret: zero its bytes in the file, not just unlink.
             connection.execute("PRAGMA secure_delete = ON")
             if not self._in_memory:
-                # Checkpoints are the housekeeper's (see _Housekeeper), never a request's.
-                connection.execute("PRAGMA wal_autocheckpoint = 0")
+                # Checkpoints are the housekeeper's (see _Housekeeper), not a request's,
+                # except as a backstop: should the housekeeper fall behind (a starved
+                # thread, a RESTART that keeps finding the lock taken), a committing
+                # request runs SQLite's own PASSIVE checkpoint once the log holds
+                # _BACKSTOP_LIMITS size limits. Housekeeping has by then copied nearly all
+                # of it, so the request copies little, and its next write starts over.
+                (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+                frame = page_size + _WAL_FRAME_HEADER
+                backstop = _BACKSTOP_LIMITS * self._wal_size_limit // frame
+                connection.execute(f"PRAGMA wal_autocheckpoint = {max(1, backstop):d}")
                 connection.execute(f"PRAGMA journal_size_limit = {self._wal_size_limit:d}")
         except BaseException:
             connection.close()
