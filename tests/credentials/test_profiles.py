@@ -215,6 +215,27 @@ def test_the_ini_file_is_found_with_or_without_its_extension(tmp_path: Path, fil
     assert ini(tmp_path).get_credential() == AccessKey("LTAIini", SECRET)
 
 
+def test_the_historical_absolute_path_is_read_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aliak.credentials import _profiles
+
+    historical = tmp_path / "root" / ".alibabacloud" / "credentials.ini"
+    historical.parent.mkdir(parents=True)
+    historical.write_text(INI)
+    monkeypatch.setattr(_profiles, "HISTORICAL_CREDENTIALS_FILE", historical)
+    home = tmp_path / "home"
+    home.mkdir()
+    provider = ProfileCredentialsProvider(options=SourceOptions(environ={"HOME": str(home)}))
+    assert provider.paths[-1] == historical
+    assert provider.get_credential() == AccessKey("LTAIini", SECRET)
+    # The home directory's file, when there is one, comes first.
+    (home / ".alibabacloud").mkdir()
+    (home / ".alibabacloud" / "credentials.ini").write_text(INI.replace("LTAIini", "LTAIhome"))
+    provider = ProfileCredentialsProvider(options=SourceOptions(environ={"HOME": str(home)}))
+    assert provider.get_credential().access_key_id == "LTAIhome"
+
+
 def test_the_credentials_file_variable_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "elsewhere.ini"
     path.write_text(INI)

@@ -471,11 +471,15 @@ def ini_profile_provider(
     )
 
 
+HISTORICAL_CREDENTIALS_FILE = Path("/.alibabacloud/credentials.ini")
+
+
 class ProfileCredentialsProvider(_FileProvider):
     """A section of ``credentials.ini``: ``path``, else ``ALIBABA_CLOUD_CREDENTIALS_FILE``,
     else ``~/.alibabacloud/credentials.ini``, else ``~/.alibabacloud/credentials`` (the Go
-    library's name); the section ``profile_name``, else ``ALIBABA_CLOUD_PROFILE``, else
-    ``default``. Types: see :data:`INI_PROFILE_TYPES`."""
+    library's name), else (with no ``home`` given) the historical absolute
+    ``/.alibabacloud/credentials.ini``; the section ``profile_name``, else
+    ``ALIBABA_CLOUD_PROFILE``, else ``default``. Types: see :data:`INI_PROFILE_TYPES`."""
 
     def __init__(
         self,
@@ -498,6 +502,9 @@ class ProfileCredentialsProvider(_FileProvider):
         else:
             folder = _home(home, env) / ".alibabacloud"
             self.paths = (folder / "credentials.ini", folder / "credentials")
+            if home is None:
+                # The official Python library's historical absolute path, last.
+                self.paths += (HISTORICAL_CREDENTIALS_FILE,)
 
     def _load(self) -> CredentialsProvider:
         found = next((path for path in self.paths if path.is_file()), None)
