@@ -35,6 +35,7 @@ VALUES = frozenset({
     "aliak.legacy",
     "aliak.model",
     "aliak.request",
+    "aliak.roles",
     "aliak.storage.lifecycle",
     "aliak.timestamps",
 })  # fmt: skip

@@ -82,6 +82,16 @@ from aliak.model import (
     RamUser,
 )
 from aliak.request import BodyInput, Headers, HeadersInput, Request
+from aliak.roles import (
+    EntityAlreadyExistsRole,
+    EntityNotExistRole,
+    InvalidDurationSeconds,
+    InvalidRoleArn,
+    InvalidRoleSessionName,
+    NoPermission,
+    RoleRecord,
+    RolesNotSupported,
+)
 from aliak.signer import Signer, SigningResult
 from aliak.storage.memory import MemoryStore
 from aliak.storage.protocols import (
@@ -97,6 +107,7 @@ from aliak.storage.protocols import (
     NonceStore,
     PolicyStore,
     PolicyTarget,
+    RoleStore,
     Store,
     UsageLog,
 )
@@ -150,6 +161,8 @@ __all__ = [
     "CredentialsUnavailable",
     "DefaultCredentialsProvider",
     "EcsRamRoleCredentialsProvider",
+    "EntityAlreadyExistsRole",
+    "EntityNotExistRole",
     "EnvironmentCredentialsProvider",
     "Forbidden",
     "Headers",
@@ -163,7 +176,10 @@ __all__ = [
     "InvalidAccessKeyIdAccessPolicyDenied",
     "InvalidAccessKeyIdInactive",
     "InvalidAccessKeyIdNotFound",
+    "InvalidDurationSeconds",
     "InvalidParameter",
+    "InvalidRoleArn",
+    "InvalidRoleSessionName",
     "InvalidSecurityTokenExpired",
     "InvalidSecurityTokenMalformed",
     "InvalidSecurityTokenMismatch",
@@ -184,6 +200,7 @@ __all__ = [
     "MissingSecurityToken",
     "NetworkPolicy",
     "NewAccessKey",
+    "NoPermission",
     "NonceStore",
     "OIDCRoleArnCredentialsProvider",
     "OwnerNotFound",
@@ -196,6 +213,9 @@ __all__ = [
     "RamUser",
     "RefreshingCredentialsProvider",
     "Request",
+    "RoleRecord",
+    "RoleStore",
+    "RolesNotSupported",
     "RootAccessKeyForbidden",
     "RootAccessKeyWarning",
     "SQLiteStore",

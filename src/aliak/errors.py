@@ -18,6 +18,8 @@ __all__ = [
     "AccessKeyNotInactive",
     "AliakError",
     "ContentMD5NotMatched",
+    "EntityAlreadyExistsRole",
+    "EntityNotExistRole",
     "Forbidden",
     "IncompleteBody",
     "IncompleteSignature",
@@ -25,7 +27,10 @@ __all__ = [
     "InvalidAccessKeyIdAccessPolicyDenied",
     "InvalidAccessKeyIdInactive",
     "InvalidAccessKeyIdNotFound",
+    "InvalidDurationSeconds",
     "InvalidParameter",
+    "InvalidRoleArn",
+    "InvalidRoleSessionName",
     "InvalidSecurityTokenExpired",
     "InvalidSecurityTokenMalformed",
     "InvalidSecurityTokenMismatch",
@@ -36,8 +41,10 @@ __all__ = [
     "LimitExceeded",
     "MissingParameter",
     "MissingSecurityToken",
+    "NoPermission",
     "OwnerNotFound",
     "PayloadTooLarge",
+    "RolesNotSupported",
     "RootAccessKeyForbidden",
     "ServiceUnavailable",
     "SignatureDoesNotMatch",
@@ -380,3 +387,70 @@ class IncompleteBody(AliakError):
     code = "IncompleteBody"
     default_message = "The request body was not received in full."
     http_status = 400
+
+
+# STS AssumeRole and RAM roles (aliak.roles). Codes and messages as Alibaba's STS.
+
+
+class RolesNotSupported(AliakError):
+    """The store in use does not implement :class:`~aliak.storage.protocols.RoleStore`."""
+
+    code = "NotSupported.Role"
+    http_status = 400
+
+    def __init__(self, store: str) -> None:
+        super().__init__(
+            f"This store ({store}) does not hold RAM roles: use a MemoryStore, SQLiteStore or "
+            "PostgresStore (or a CompositeStore over one) for roles and AssumeRole."
+        )
+
+
+class EntityAlreadyExistsRole(AliakError):
+    code = "EntityAlreadyExists.Role"
+    default_message = "The role already exists."
+    http_status = 409
+
+
+class EntityNotExistRole(AliakError):
+    """``AssumeRole`` or an administrative call named a role the store does not hold."""
+
+    code = "EntityNotExist.Role"
+    default_message = "The specified Role not exists."
+    http_status = 404
+
+
+class NoPermission(AliakError):
+    """STS refused to let this caller assume the role (root keys, or the trust)."""
+
+    code = "NoPermission"
+    default_message = (
+        "No permission perform sts:AssumeRole on this Role. Maybe you should check the role's "
+        "trust policy, or the user's permission."
+    )
+    http_status = 403
+
+    @classmethod
+    def root(cls) -> NoPermission:
+        return cls("Roles may not be assumed by root accounts.", detail="an account (root) key")
+
+
+class InvalidRoleArn(AliakError):
+    code = "InvalidParameter.RoleArn"
+    default_message = "The parameter RoleArn is wrongly formed."
+    http_status = 400
+
+
+class InvalidRoleSessionName(AliakError):
+    code = "InvalidParameter.RoleSessionName"
+    default_message = "The parameter RoleSessionName is wrongly formed."
+    http_status = 400
+
+
+class InvalidDurationSeconds(AliakError):
+    code = "InvalidParameter.DurationSeconds"
+    http_status = 400
+
+    def __init__(self, maximum: int, *, detail: str | None = None) -> None:
+        self.maximum = maximum
+        hours = f"{maximum // 3600}hr" if maximum % 3600 == 0 else f"{maximum}s"
+        super().__init__(f"The Min/Max value of DurationSeconds is 15min/{hours}.", detail=detail)

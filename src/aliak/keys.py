@@ -16,7 +16,7 @@ import string
 import warnings
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -41,6 +41,7 @@ from aliak.model import (
     MAX_KEYS_IN_RECYCLE_BIN,
     RECYCLE_BIN_RETENTION,
     Account,
+    AssumedRole,
     AuditEvent,
     KeyAlgorithm,
     KeyRecord,
@@ -52,9 +53,22 @@ from aliak.model import (
     SourceIpUse,
     utc_from_timestamp,
 )
+from aliak.roles import (
+    CHAINED_MAX_DURATION,
+    EntityAlreadyExistsRole,
+    EntityNotExistRole,
+    InvalidDurationSeconds,
+    InvalidRoleSessionName,
+    RoleRecord,
+    RolesNotSupported,
+    check_trust,
+    new_role_id,
+    normalize_trusted_principal,
+    parse_role_arn,
+)
 from aliak.storage import lifecycle
-from aliak.storage.protocols import KeyStore, PolicyTarget, Store
-from aliak.sts import DEFAULT_DURATION, StsIssuer
+from aliak.storage.protocols import KeyStore, PolicyTarget, RoleStore, Store
+from aliak.sts import DEFAULT_DURATION, MIN_DURATION, StsIssuer
 from aliak.timestamps import ACS_DATE_FORMAT, Clock, system_clock
 
 __all__ = [
@@ -204,6 +218,16 @@ class RotationReport:
     generated_at: datetime
     old_keys: tuple[AccessKeyInfo, ...]
     owners_with_several_active_keys: tuple[Owner, ...]
+
+
+class _Unset:
+    """The default of an optional argument that may also be set to ``None``."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
 
 
 class KeyManager:
@@ -619,6 +643,148 @@ class KeyManager:
         )
         return credential
 
+    # -- RAM roles and AssumeRole on behalf of a verified caller --------------------------
+
+    def _roles(self) -> RoleStore:
+        if not isinstance(self._store, RoleStore):
+            raise RolesNotSupported(type(self._store).__name__)
+        return self._store
+
+    def create_role(
+        self,
+        role: RamRole,
+        *,
+        trusted: Iterable[str],
+        description: str = "",
+        external_id: str | None = None,
+    ) -> RoleRecord:
+        """Store ``role`` with its trust: the principals (ARNs, :mod:`aliak.roles`) that may
+        assume it. ``EntityAlreadyExists.Role`` if the account has a role of that name in
+        any case."""
+        if not isinstance(role, RamRole):
+            raise TypeError(f"role must be a RamRole, not {type(role).__name__}")
+        record = RoleRecord(
+            role,
+            role_id=new_role_id(),
+            trusted=_trust(trusted),
+            created=self._now(),
+            description=description,
+            external_id=external_id,
+        )
+        audit = self._role_event("CreateRole", record)
+        if not self._roles().put_role(record, create=True, audit=audit):
+            raise EntityAlreadyExistsRole(detail=role.arn)
+        return record
+
+    def get_role(self, account_id: str, name: str) -> RoleRecord:
+        record = self._roles().get_role(account_id, name)
+        if record is None:
+            raise EntityNotExistRole(detail=RamRole(account_id, name).arn)
+        return record
+
+    def list_roles(self, account_id: str) -> list[RoleRecord]:
+        Account(account_id)  # validates the id
+        return self._roles().list_roles(account_id)
+
+    def update_role(
+        self,
+        account_id: str,
+        name: str,
+        *,
+        trusted: Iterable[str] | None = None,
+        max_session_duration: int | None = None,
+        description: str | None = None,
+        external_id: str | _Unset | None = UNSET,
+    ) -> RoleRecord:
+        """Change a role's trust, ``MaxSessionDuration``, description or external id
+        (``None`` removes it). Live credentials issued for it are not affected: each
+        carries its own expiry, which the new maximum does not shorten."""
+        old = self.get_role(account_id, name)
+        changes: dict[str, Any] = {}
+        if trusted is not None:
+            changes["trusted"] = _trust(trusted)
+        if max_session_duration is not None:
+            changes["role"] = RamRole(
+                old.role.account_id, old.role.name, max_session_duration=max_session_duration
+            )
+        if description is not None:
+            changes["description"] = description
+        if not isinstance(external_id, _Unset):
+            changes["external_id"] = external_id
+        record = attrs.evolve(old, **changes)
+        audit = self._role_event("UpdateRole", record)
+        if not self._roles().put_role(record, create=False, audit=audit):
+            raise EntityNotExistRole(detail=old.role.arn)
+        return record
+
+    def delete_role(self, account_id: str, name: str) -> None:
+        """Remove a role. Credentials already issued for it stay valid until they expire
+        (they are self-contained); rotate the master key to end them all at once."""
+        record = self.get_role(account_id, name)
+        audit = self._role_event("DeleteRole", record, detail=record.role.arn)
+        if not self._roles().delete_role(account_id, name, audit=audit):
+            raise EntityNotExistRole(detail=record.role.arn)
+
+    def _role_event(self, action: str, record: RoleRecord, *, detail: str = "") -> AuditEvent:
+        if not detail:
+            detail = (
+                f"{record.role.arn} MaxSessionDuration={record.role.max_session_duration} "
+                f"trusts {' '.join(record.trusted)}"
+                + (" with an ExternalId" if record.external_id is not None else "")
+            )
+        return attrs.evolve(self._event(action, detail=detail), account_id=record.account_id)
+
+    def assume_role_as(
+        self,
+        caller: Owner | AssumedRole,
+        role_arn: str,
+        *,
+        session_name: str,
+        duration: int = DEFAULT_DURATION,
+        external_id: str | None = None,
+        caller_key_id: str | None = None,
+    ) -> tuple[StsCredential, RoleRecord]:
+        """STS ``AssumeRole`` for ``caller`` (a verified principal), as Alibaba's STS
+        decides it: the role must exist (``EntityNotExist.Role``), the caller must not be
+        an account's root key and must be trusted by the role (``NoPermission``), and
+        ``DurationSeconds`` is 900 up to the role's ``MaxSessionDuration`` -- up to 3600
+        when the caller is itself a role session (role chaining)."""
+        account_id, name = parse_role_arn(role_arn)
+        try:
+            AssumedRole(RamRole(account_id, name), session_name)
+        except InvalidParameter:
+            raise InvalidRoleSessionName(detail="2-64 characters of [A-Za-z0-9.@_-]") from None
+        record = self._roles().get_role(account_id, name)
+        if record is None:
+            raise EntityNotExistRole(
+                f"The specified Role not exists: {RamRole(account_id, name).arn}.",
+                detail=role_arn,
+            )
+        check_trust(record, caller, external_id=external_id)
+        maximum = record.role.max_session_duration
+        if isinstance(caller, AssumedRole):
+            maximum = min(maximum, CHAINED_MAX_DURATION)
+        if isinstance(duration, bool) or not isinstance(duration, int):
+            raise InvalidDurationSeconds(maximum, detail="not a whole number of seconds")
+        if not MIN_DURATION <= duration <= maximum:
+            raise InvalidDurationSeconds(maximum, detail=f"{duration} asked")
+        credential = self._sts.assume_role(
+            record.role, session_name=session_name, duration=duration
+        )
+        caller_arn = caller.arn if isinstance(caller, AssumedRole) else _principal_arn(caller)
+        self._store.append_audit_event(
+            AuditEvent(
+                at=self._now(),
+                actor=caller_arn,
+                action="AssumeRole",
+                access_key_id=credential.access_key_id,
+                account_id=record.account_id,
+                detail=f"{record.role.arn} session={session_name} until "
+                f"{_date(credential.expiration)} by key {caller_key_id or '-'}",
+            )
+        )
+        return credential, record
+
     # -- the master key -------------------------------------------------------------------
 
     def rotate_master_key(self, keyring: MasterKeyring | None = None) -> int:
@@ -692,3 +858,18 @@ def _check_permanent_key_id(access_key_id: str) -> None:
     check_access_key_id(access_key_id)
     if is_sts_access_key_id(access_key_id):
         raise InvalidParameter("AccessKeyId", detail="STS. ids are temporary credentials")
+
+
+def _trust(trusted: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(trusted, str):
+        raise TypeError("trusted is a list of principal ARNs, not one string")
+    principals = tuple(dict.fromkeys(normalize_trusted_principal(p) for p in trusted))
+    if not principals:
+        raise InvalidParameter("Principal", detail="a role trusts at least one principal")
+    return principals
+
+
+def _principal_arn(owner: Owner) -> str:
+    if isinstance(owner, RamUser):
+        return f"acs:ram::{owner.account_id}:user/{owner.name}"
+    return f"acs:ram::{owner.account_id}:root"

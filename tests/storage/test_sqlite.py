@@ -583,10 +583,11 @@ def test_version_1_database_migrates_forward_keeping_its_data(db: Path) -> None:
 
     store = SQLiteStore(db, master_key=KEYRING)  # the keyring that sealed the rows above
     try:
-        assert SCHEMA_VERSION == 4
+        assert SCHEMA_VERSION == 5
         with raw(db) as connection:
-            assert connection.execute("SELECT version FROM aliak_schema").fetchall() == [(4,)]
+            assert connection.execute("SELECT version FROM aliak_schema").fetchall() == [(5,)]
         connection.close()
+        assert store.list_roles("1234567890123456") == []  # 5: the roles table
         assert store.list_keys(ALICE) == [live]
         assert store.list_recycle_bin(ALICE) == [binned]
         assert store.get_network_policy(PolicyTarget.key(binned.access_key_id)) == policy

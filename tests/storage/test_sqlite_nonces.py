@@ -350,7 +350,7 @@ def test_a_version_3_database_keeps_its_claims_through_the_migration(db: Path) -
         assert store.claim_nonce("LTAIkey", "expired", now=NOW, expires_at=NOW + 900) is True
         assert store.claim_nonce("LTAIother", "live", now=NOW + 0.25, expires_at=NOW + 900) is True
         connection = store._connection()
-        assert connection.execute("SELECT version FROM aliak_schema").fetchone() == (4,)
+        assert connection.execute("SELECT version FROM aliak_schema").fetchone() == (5,)
         names = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
         assert "aliak_nonces_by_expiry" not in names
         assert "aliak_nonces_by_era" not in names

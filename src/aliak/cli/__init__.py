@@ -22,6 +22,7 @@ from aliak.cli._acl import add_acl_commands
 from aliak.cli._audit import add_audit_command
 from aliak.cli._console import CommandFailed, Console
 from aliak.cli._keys import add_keys_commands
+from aliak.cli._roles import add_roles_commands
 from aliak.cli._serve import add_serve_command
 from aliak.cli._sign import add_sign_command
 from aliak.cli._store import ENV_DB, store_path
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
     add_keys_commands(commands, common)
     add_acl_commands(commands, common)
+    add_roles_commands(commands, common)
     add_sts_commands(commands, common)
     add_sign_command(commands, common)
     add_verify_command(commands, common)

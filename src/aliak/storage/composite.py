@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from aliak.acl import NetworkPolicy
 from aliak.model import AuditEvent, KeyRecord, KeyStatus, LastUsed, Owner, SourceIpUse, UsageRecord
+from aliak.roles import RoleRecord, RolesNotSupported
 from aliak.sealing import MasterKeyring
 from aliak.storage.invalidation import CombinedInvalidation, LocalInvalidation, subjects
 from aliak.storage.protocols import (
@@ -24,6 +25,7 @@ from aliak.storage.protocols import (
     InvalidationChannel,
     NonceStore,
     PolicyTarget,
+    RoleStore,
     Store,
 )
 
@@ -203,6 +205,27 @@ class CompositeStore:
     def set_setting(self, name: str, value: str, *, audit: AuditEvent | None = None) -> None:
         self.base.set_setting(name, value, audit=audit)
         self._changed(None)
+
+    # -- RoleStore, when the base has it ----------------------------------------------------
+
+    def _roles(self) -> RoleStore:
+        if not isinstance(self.base, RoleStore):
+            raise RolesNotSupported(type(self.base).__name__)
+        return self.base
+
+    def get_role(self, account_id: str, name: str) -> RoleRecord | None:
+        return self._roles().get_role(account_id, name)
+
+    def list_roles(self, account_id: str) -> list[RoleRecord]:
+        return self._roles().list_roles(account_id)
+
+    def put_role(
+        self, record: RoleRecord, *, create: bool, audit: AuditEvent | None = None
+    ) -> bool:
+        return self._roles().put_role(record, create=create, audit=audit)
+
+    def delete_role(self, account_id: str, name: str, *, audit: AuditEvent | None = None) -> bool:
+        return self._roles().delete_role(account_id, name, audit=audit)
 
     def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
         replaced = self.base.reseal_secret(access_key_id, old, new)

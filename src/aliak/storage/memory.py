@@ -36,6 +36,7 @@ from aliak.model import (
     UsageRecord,
     utc_from_timestamp,
 )
+from aliak.roles import RoleRecord
 from aliak.sealing import MasterKeyring, load_master_keyring
 from aliak.storage import lifecycle
 from aliak.storage.async_adapter import AsyncStoreAdapter
@@ -202,6 +203,7 @@ class MemoryStore:
         self._ips: dict[str, dict[str, tuple[float, float]]] = {}
         self._max_source_ips = lifecycle.check_source_ip_limit(max_source_ips_per_key)
         self._settings: dict[str, str] = {}
+        self._roles: dict[tuple[str, str], RoleRecord] = {}
         self._events: list[AuditEvent] = []
         self._changes = LocalInvalidation()
         self.invalidations: InvalidationChannel | None = self._changes
@@ -401,6 +403,35 @@ class MemoryStore:
             self._settings[name] = value
             self._audit(audit)
         self._changes.deliver([None])
+
+    # -- roles (RoleStore) ------------------------------------------------------------------
+
+    def get_role(self, account_id: str, name: str) -> RoleRecord | None:
+        with self._lock:
+            return self._roles.get((account_id, name.lower()))
+
+    def list_roles(self, account_id: str) -> list[RoleRecord]:
+        with self._lock:
+            roles = [role for (account, _), role in self._roles.items() if account == account_id]
+        return sorted(roles, key=lambda role: role.key)
+
+    def put_role(
+        self, record: RoleRecord, *, create: bool, audit: AuditEvent | None = None
+    ) -> bool:
+        key = (record.account_id, record.key)
+        with self._lock:
+            if (key in self._roles) == create:
+                return False
+            self._roles[key] = record
+            self._audit(audit)
+        return True
+
+    def delete_role(self, account_id: str, name: str, *, audit: AuditEvent | None = None) -> bool:
+        with self._lock:
+            if self._roles.pop((account_id, name.lower()), None) is None:
+                return False
+            self._audit(audit)
+        return True
 
     def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
         with self._lock:

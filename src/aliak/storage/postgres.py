@@ -93,6 +93,7 @@ from aliak.model import (
     UsageRecord,
     utc_from_timestamp,
 )
+from aliak.roles import RoleRecord
 from aliak.sealing import (
     CHECK_SAMPLE_SIZE,
     ENV_MASTER_KEY,
@@ -205,6 +206,16 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             FOR EACH ROW EXECUTE FUNCTION aliak_audit_is_append_only()""",
         """CREATE TRIGGER aliak_audit_no_truncate BEFORE TRUNCATE ON aliak_audit
             FOR EACH STATEMENT EXECUTE FUNCTION aliak_audit_is_append_only()""",
+    ),
+    # 3: RAM roles and their trust (aliak.roles), one JSON document per role, keyed by
+    # account and the name in lower case (RAM role names are unique regardless of case).
+    (
+        """CREATE TABLE aliak_roles (
+            account_id text COLLATE "C" NOT NULL,
+            name_key text COLLATE "C" NOT NULL,
+            document text NOT NULL,
+            PRIMARY KEY (account_id, name_key)
+        )""",
     ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -524,6 +535,50 @@ def _op_set_setting(name: str, value: str, audit: AuditEvent | None) -> _Op[None
         (name, value),
     )
     yield from _append_audit(audit)
+
+
+def _op_get_role(account_id: str, name: str) -> _Op[RoleRecord | None]:
+    answer = yield _Query(
+        "SELECT document FROM aliak_roles WHERE account_id = %s AND name_key = %s",
+        (account_id, name.lower()),
+    )
+    row = answer.first()
+    return None if row is None else RoleRecord.from_json(row[0])
+
+
+def _op_list_roles(account_id: str) -> _Op[list[RoleRecord]]:
+    answer = yield _Query(
+        "SELECT document FROM aliak_roles WHERE account_id = %s ORDER BY name_key",
+        (account_id,),
+    )
+    return [RoleRecord.from_json(row[0]) for row in answer.rows]
+
+
+def _op_put_role(record: RoleRecord, create: bool, audit: AuditEvent | None) -> _Op[bool]:
+    if create:
+        answer = yield _Query(
+            "INSERT INTO aliak_roles (account_id, name_key, document) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (record.account_id, record.key, record.to_json()),
+        )
+    else:
+        answer = yield _Query(
+            "UPDATE aliak_roles SET document = %s WHERE account_id = %s AND name_key = %s",
+            (record.to_json(), record.account_id, record.key),
+        )
+    if answer.rowcount == 1:
+        yield from _append_audit(audit)
+    return answer.rowcount == 1
+
+
+def _op_delete_role(account_id: str, name: str, audit: AuditEvent | None) -> _Op[bool]:
+    answer = yield _Query(
+        "DELETE FROM aliak_roles WHERE account_id = %s AND name_key = %s",
+        (account_id, name.lower()),
+    )
+    if answer.rowcount == 1:
+        yield from _append_audit(audit)
+    return answer.rowcount == 1
 
 
 def _op_adopt_keyring(locks: str, keyring: MasterKeyring, source: str, where: str) -> _Op[None]:
@@ -1524,6 +1579,22 @@ class PostgresStore:
 
     def set_setting(self, name: str, value: str, *, audit: AuditEvent | None = None) -> None:
         self._run(lambda: _op_set_setting(name, value, audit), changes=lambda _: [None])
+
+    # -- RoleStore: read when AssumeRole is called, never cached --------------------------
+
+    def get_role(self, account_id: str, name: str) -> RoleRecord | None:
+        return self._run(lambda: _op_get_role(account_id, name), read=True)
+
+    def list_roles(self, account_id: str) -> list[RoleRecord]:
+        return self._run(lambda: _op_list_roles(account_id), read=True)
+
+    def put_role(
+        self, record: RoleRecord, *, create: bool, audit: AuditEvent | None = None
+    ) -> bool:
+        return self._run(lambda: _op_put_role(record, create, audit), transaction=True)
+
+    def delete_role(self, account_id: str, name: str, *, audit: AuditEvent | None = None) -> bool:
+        return self._run(lambda: _op_delete_role(account_id, name, audit), transaction=True)
 
     def reseal_secret(self, access_key_id: str, old: bytes, new: bytes) -> bool:
         return self._run(

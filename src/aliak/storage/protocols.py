@@ -107,6 +107,7 @@ from aliak.model import (
     SourceIpUse,
     UsageRecord,
 )
+from aliak.roles import RoleRecord
 
 __all__ = [
     "AsyncAuditLog",
@@ -121,6 +122,7 @@ __all__ = [
     "NonceStore",
     "PolicyStore",
     "PolicyTarget",
+    "RoleStore",
     "Store",
     "UsageLog",
 ]
@@ -331,6 +333,36 @@ class PolicyStore(Protocol):
         audit: AuditEvent | None = None,
     ) -> None:
         """Attach ``policy`` to ``target``, replacing any; ``None`` detaches it."""
+        ...
+
+
+@runtime_checkable
+class RoleStore(Protocol):
+    """RAM roles and their trust (:mod:`aliak.roles`), for STS ``AssumeRole``.
+
+    Optional: a store without it serves every other port, and role administration on it
+    says so. Records are keyed by (account, name regardless of case); each write is one
+    transaction with its audit event.
+    """
+
+    def get_role(self, account_id: str, name: str) -> RoleRecord | None:
+        """The role ``name`` (any case) of ``account_id``, or ``None``."""
+        ...
+
+    def list_roles(self, account_id: str) -> list[RoleRecord]:
+        """The account's roles, by name."""
+        ...
+
+    def put_role(
+        self, record: RoleRecord, *, create: bool, audit: AuditEvent | None = None
+    ) -> bool:
+        """``create``: insert if no role of that name exists; else replace the one that
+        does (its ``role_id`` and ``created`` unchanged by the caller). ``False``, and
+        nothing written, when the condition does not hold."""
+        ...
+
+    def delete_role(self, account_id: str, name: str, *, audit: AuditEvent | None = None) -> bool:
+        """Remove the role; ``False`` when there was none."""
         ...
 
 

@@ -73,6 +73,7 @@ from aliak.model import (
     UsageRecord,
     utc_from_timestamp,
 )
+from aliak.roles import RoleRecord
 from aliak.sealing import (
     CHECK_SAMPLE_SIZE,
     ENV_MASTER_KEY,
@@ -234,6 +235,16 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE aliak_nonces_by_era RENAME TO aliak_nonces",
         """CREATE TRIGGER aliak_nonces_file_era AFTER INSERT ON aliak_nonces
             BEGIN INSERT OR IGNORE INTO aliak_nonce_eras (era) VALUES (NEW.era); END""",
+    ),
+    # 5: RAM roles and their trust (aliak.roles), one JSON document per role, keyed by
+    # account and the name in lower case (RAM role names are unique regardless of case).
+    (
+        """CREATE TABLE aliak_roles (
+            account_id TEXT NOT NULL,
+            name_key TEXT NOT NULL,
+            document TEXT NOT NULL,
+            PRIMARY KEY (account_id, name_key)
+        ) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -1069,6 +1080,63 @@ class SQLiteStore:
     def _keys_page(self, after: str) -> list[KeyRecord]:
         rows = self._connection().execute(_SELECT_KEYS_PAGE, (after, _KEYS_PAGE)).fetchall()
         return [record_from_row(row, _owner_from_columns) for row in rows]
+
+    # -- roles (RoleStore): read when AssumeRole is called, never cached ---------------------
+
+    @_fail_closed
+    def get_role(self, account_id: str, name: str) -> RoleRecord | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT document FROM aliak_roles WHERE account_id = ? AND name_key = ?",
+                (account_id, name.lower()),
+            )
+            .fetchone()
+        )
+        return None if row is None else RoleRecord.from_json(row[0])
+
+    @_fail_closed
+    def list_roles(self, account_id: str) -> list[RoleRecord]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT document FROM aliak_roles WHERE account_id = ? ORDER BY name_key",
+                (account_id,),
+            )
+            .fetchall()
+        )
+        return [RoleRecord.from_json(row[0]) for row in rows]
+
+    @_fail_closed
+    def put_role(
+        self, record: RoleRecord, *, create: bool, audit: AuditEvent | None = None
+    ) -> bool:
+        with self._write_transaction() as connection:
+            if create:
+                written = connection.execute(
+                    "INSERT INTO aliak_roles (account_id, name_key, document) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (record.account_id, record.key, record.to_json()),
+                ).rowcount
+            else:
+                written = connection.execute(
+                    "UPDATE aliak_roles SET document = ? WHERE account_id = ? AND name_key = ?",
+                    (record.to_json(), record.account_id, record.key),
+                ).rowcount
+            if written == 1:
+                _append_audit(connection, audit)
+        return written == 1
+
+    @_fail_closed
+    def delete_role(self, account_id: str, name: str, *, audit: AuditEvent | None = None) -> bool:
+        with self._write_transaction() as connection:
+            deleted = connection.execute(
+                "DELETE FROM aliak_roles WHERE account_id = ? AND name_key = ?",
+                (account_id, name.lower()),
+            ).rowcount
+            if deleted == 1:
+                _append_audit(connection, audit)
+        return deleted == 1
 
     @_fail_closed
     def get_setting(self, name: str) -> str | None:
