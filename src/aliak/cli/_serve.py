@@ -12,6 +12,11 @@ a terminated stream (``wsgi.input_terminated``), and keeps an HTTP/1.1 connectio
 for the next request when the body was read to its end (closed otherwise, so that no
 unread body byte is ever taken for a request). ``Expect: 100-continue`` is answered only
 when the body is first read: a request refused on its head is never invited to send it.
+
+With ``--tls-cert`` and ``--tls-key`` it speaks HTTPS (TLS 1.2 or later). Each connection's
+handshake runs in that connection's own thread, under the socket timeout: a client that
+connects and stalls holds only its thread, never the accepting one. A failed handshake
+(plain HTTP to the TLS port, an untrusted certificate) closes that connection alone.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import logging
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -37,11 +43,13 @@ from aliak.cli._console import CommandFailed, Console
 from aliak.cli._framing import RequestBody, frame_body
 from aliak.cli._store import open_store
 from aliak.integrations.http import DEFAULT_MAX_BODY_SIZE, error_response
+from aliak.integrations.sts import AssumeRoleApp
 from aliak.integrations.wsgi import AliakWSGIMiddleware
+from aliak.keys import KeyManager
 from aliak.verifier import Verified, Verifier
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["add_serve_command", "echo_app"]
 
@@ -112,10 +120,42 @@ class _RequestHandler(WSGIRequestHandler):
     timeout = SOCKET_TIMEOUT
     _body: RequestBody | None = None
     _continue_pending = False
+    _tls = False  # the connection is wrapped in TLS
+    _handshake_failed = False
+
+    def setup(self) -> None:
+        # Here, in the connection's thread: a handshake in the accepting thread would let
+        # one slow client stall every other.
+        server = self.server
+        assert isinstance(server, _EchoServer)
+        if server.ssl_context is not None:
+            self.request.settimeout(SOCKET_TIMEOUT)  # the handshake's bound too
+            try:
+                self.request = server.ssl_context.wrap_socket(self.request, server_side=True)
+            except OSError as error:  # ssl.SSLError, a timeout, a reset: this connection only
+                # wrap_socket closed the socket; handle and finish have nothing to do.
+                self._handshake_failed = True
+                logger.info("TLS handshake with %s failed: %s", self.client_address[0], error)
+                return
+            self._tls = True
+        super().setup()
 
     def handle(self) -> None:
+        if self._handshake_failed:
+            return
         # wsgiref serves one request per connection; http.server's loop serves them all.
         http.server.BaseHTTPRequestHandler.handle(self)
+
+    def finish(self) -> None:
+        if self._handshake_failed:
+            return
+        try:
+            super().finish()
+        finally:
+            if self._tls:
+                # The server shuts down the socket it accepted, detached by the wrapping:
+                # the TLS socket is closed here (no close_notify wait on a closing client).
+                self.server.shutdown_request(self.request)
 
     def handle_one_request(self) -> None:
         self._body = None
@@ -208,12 +248,18 @@ class _RequestHandler(WSGIRequestHandler):
             environ.pop("CONTENT_TYPE", None)
         # Not the stock wsgiref any more: the middleware need not guess at its inventions.
         environ["SERVER_SOFTWARE"] = f"aliak-serve {environ.get('SERVER_SOFTWARE', '')}".strip()
+        if self._tls:
+            # wsgiref derives wsgi.url_scheme from HTTPS (wsgiref.util.guess_scheme).
+            environ["HTTPS"] = "on"
+            environ["wsgi.url_scheme"] = "https"
         return environ
 
 
 class _EchoServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     max_body_size = DEFAULT_MAX_BODY_SIZE
+    # Set for HTTPS: each connection is wrapped in its handler's thread (_RequestHandler.setup).
+    ssl_context: ssl.SSLContext | None = None
 
 
 class _EchoServerV6(_EchoServer):
@@ -236,8 +282,49 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _read_pem(path: str, what: str, marker: bytes) -> None:
+    """Fail with a message naming ``path`` if it cannot be read or holds no ``marker``
+    (its content is never shown: the key file's is a secret)."""
+    try:
+        with open(path, "rb") as pem:
+            content = pem.read()
+    except OSError as error:
+        raise CommandFailed(f"cannot read the TLS {what} {path}: {error.strerror}") from None
+    if marker not in content:
+        raise CommandFailed(f"the TLS {what} {path} is not PEM (no {marker.decode()} line)")
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server context for the PEM certificate chain ``cert`` and its key ``key``."""
+    _read_pem(cert, "certificate", b"-----BEGIN CERTIFICATE-----")
+    _read_pem(key, "key", b"PRIVATE KEY-----")
+
+    def no_passphrase() -> bytes:
+        # Without a callback OpenSSL would prompt on the terminal for a passphrase.
+        raise CommandFailed(f"the TLS key {key} is encrypted: give an unencrypted PEM key")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key, password=no_passphrase)
+    except ssl.SSLError as error:
+        reason = (
+            "the key does not match the certificate"
+            if error.reason == "KEY_VALUES_MISMATCH"
+            else str(error.reason or error)
+        )
+        raise CommandFailed(
+            f"cannot use the TLS certificate {cert} with the key {key}: {reason}"
+        ) from None
+    except OSError as error:  # a file gone since it was read
+        raise CommandFailed(
+            f"cannot load the TLS certificate {cert} and key {key}: {error.strerror}"
+        ) from None
+    return context
 
 
 @contextmanager
@@ -289,11 +376,18 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
             f"--host {args.host} is not a loopback address; this server is for trying "
             "clients: add --allow-remote to listen there anyway"
         )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        args.subparser.error("--tls-cert and --tls-key go together: give both, or neither")
+    context = None if args.tls_cert is None else _tls_context(args.tls_cert, args.tls_key)
+    scheme = "http" if context is None else "https"
     server_class = _EchoServerV6 if ":" in args.host else _EchoServer
     stop = threading.Event()
     with open_store(args.db) as store, Verifier(store) as verifier:
+        inner: WSGIApplication = echo_app
+        if args.sts:
+            inner = AssumeRoleApp(KeyManager(store, actor="aliak serve"), echo_app)
         app = AliakWSGIMiddleware(
-            echo_app,
+            inner,
             verifier,
             paths=args.paths,
             trusted_proxies=args.trusted_proxy or (),
@@ -303,15 +397,17 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
             server = server_class((args.host, args.port), _RequestHandler)
         except OSError as error:
             raise CommandFailed(
-                f"cannot listen on {_url(args.host, args.port)}: {error.strerror}"
+                f"cannot listen on {_url(args.host, args.port, scheme)}: {error.strerror}"
             ) from None
         server.set_app(app)
         server.max_body_size = args.max_body_size
+        server.ssl_context = context
         _log_refusals(console)
         with _stop_on_signals(stop), server:
             worker = threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True)
             worker.start()
-            console.note(f"aliak serve: listening on {_url(args.host, server.server_port)}")
+            url = _url(args.host, server.server_port, scheme)
+            console.note(f"aliak serve: listening on {url}")
             console.err.flush()
             while not stop.wait(0.5):
                 pass
@@ -365,6 +461,24 @@ def add_serve_command(
         help=f"refuse longer bodies with 413, unread (default {DEFAULT_MAX_BODY_SIZE}); a "
         "request refused for its headers (no or a bad Authorization, a stale date) has "
         "none of its body read",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve HTTPS (TLS 1.2+) with this PEM certificate chain (needs --tls-key)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        help="the PEM private key of --tls-cert, unencrypted (needs --tls-cert)",
+    )
+    serve.add_argument(
+        "--sts",
+        action="store_true",
+        help="answer STS AssumeRole (version 2015-04-01, path /) for the principals the "
+        "store's roles trust (aliak roles), issuing temporary credentials this store's "
+        "verifiers accept; give --tls-cert/--tls-key too for the official credentials "
+        "libraries, which call STS over HTTPS only",
     )
     serve.add_argument(
         "--allow-remote",
