@@ -6,6 +6,7 @@ import base64
 import io
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -354,6 +355,24 @@ def test_from_environment_reads_the_official_variables(monkeypatch: pytest.Monke
     monkeypatch.setenv("ALIBABA_CLOUD_SECURITY_TOKEN", "tok")
     signed = Signer.from_environment().sign(doc_request())
     assert signed.headers["x-acs-security-token"] == "tok"
+
+
+def test_from_default_chain_reads_a_profile_file_when_the_environment_has_no_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                 "ALIBABA_CLOUD_SECURITY_TOKEN", "ALIBABA_CLOUD_ROLE_ARN",
+                 "ALIBABA_CLOUD_CREDENTIALS_URI", "ALIBABA_CLOUD_PROFILE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+    monkeypatch.setenv("ALIBABA_CLOUD_CLI_PROFILE_DISABLED", "true")
+    ini = tmp_path / "chain.ini"
+    ini.write_text("[default]\ntype = access_key\naccess_key_id = LTAIini\naccess_key_secret = s\n")
+    monkeypatch.setenv("ALIBABA_CLOUD_CREDENTIALS_FILE", str(ini))
+    signer = Signer.from_default_chain()
+    assert signer.access_key_id == "LTAIini"
+    assert "Credential=LTAIini," in signer.sign(doc_request()).headers["Authorization"]
 
 
 def test_sign_refuses_something_that_is_not_a_request() -> None:

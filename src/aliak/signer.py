@@ -43,6 +43,7 @@ from aliak.credentials import (
     AccessKey,
     Credential,
     CredentialsProvider,
+    DefaultCredentialsProvider,
     EnvironmentCredentialsProvider,
     StsCredential,
 )
@@ -260,6 +261,13 @@ class Signer:
     def from_environment(cls, **options: Any) -> Signer:
         """A signer over the official SDK's ``ALIBABA_CLOUD_*`` environment variables."""
         return cls(EnvironmentCredentialsProvider(), **options)
+
+    @classmethod
+    def from_default_chain(cls, **options: Any) -> Signer:
+        """A signer over the official default chain (:class:`DefaultCredentialsProvider`:
+        environment, OIDC role, ``~/.aliyun/config.json``, ``credentials.ini``, the ECS
+        instance role, a credentials URI), asked for the current credential per request."""
+        return cls(DefaultCredentialsProvider(), **options)
 
     @property
     def scheme(self) -> SchemeName:
