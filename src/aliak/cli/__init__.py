@@ -15,9 +15,12 @@ cannot be used), 2 a usage error. A failed command leaves the store as it was.
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 from collections.abc import Callable, Sequence
 
+from aliak import __version__
 from aliak.cli._acl import add_acl_commands
 from aliak.cli._audit import add_audit_command
 from aliak.cli._console import CommandFailed, Console
@@ -31,9 +34,24 @@ from aliak.cli._verify import add_verify_command
 from aliak.demo import run_demo
 from aliak.errors import AliakError
 
-__all__ = ["main"]
+__all__ = ["ENV_ACTOR", "actor_name", "main"]
+
+ENV_ACTOR = "ALIAK_ACTOR"
 
 Command = Callable[[argparse.Namespace, Console], int]
+
+
+def actor_name(option: str | None) -> str:
+    """``--actor``, else ``$ALIAK_ACTOR``, else the OS user (``cli:<user>``), else
+    ``aliak``: the name every change this command makes is recorded under."""
+    if option:
+        return option
+    if os.environ.get(ENV_ACTOR):
+        return os.environ[ENV_ACTOR]
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no user name for this uid (a bare container)
+        return "aliak"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"the SQLite store (default: ${ENV_DB}, else ./aliak.db); its master key is PATH.key",
     )
+    parser.add_argument(
+        "--actor",
+        metavar="NAME",
+        help=f"who makes the changes, for the audit trail (default: ${ENV_ACTOR}, else the "
+        "OS user)",
+    )
+    parser.add_argument("--version", action="version", version=f"aliak {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="sign the documented worked example and show each stage")
     common = argparse.ArgumentParser(add_help=False)
@@ -81,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args.db = store_path(args.db)
+    args.actor = actor_name(args.actor)
     console = Console(json_output=args.json, out=sys.stdout, err=sys.stderr)
     try:
         return _run(command, args, console)
