@@ -207,15 +207,8 @@ def _cli_provider(
                 base,
                 role_arn=profile.text("ram_role_arn"),
                 role_session_name=profile.optional_text("ram_session_name"),
-                duration_seconds=profile.seconds("expired_seconds"),
-                policy=profile.optional_text("policy"),
                 external_id=profile.optional_text("external_id"),
-                sts_endpoint=options.sts_endpoint,
-                sts_region=profile.optional_text("sts_region"),
-                enable_vpc=profile.flag("enable_vpc"),
-                environ=options.environ,
-                clock=options.clock,
-                origin=origin,
+                **_sts_options(profile, options, origin),
             ),
         )
     if mode == "EcsRamRole":
@@ -233,14 +226,7 @@ def _cli_provider(
                 oidc_provider_arn=profile.text("oidc_provider_arn"),
                 oidc_token_file=profile.text("oidc_token_file"),
                 role_session_name=profile.optional_text("role_session_name"),
-                duration_seconds=profile.seconds("expired_seconds"),
-                policy=profile.optional_text("policy"),
-                sts_endpoint=options.sts_endpoint,
-                sts_region=profile.optional_text("sts_region"),
-                enable_vpc=profile.flag("enable_vpc"),
-                environ=options.environ,
-                clock=options.clock,
-                origin=origin,
+                **_sts_options(profile, options, origin),
             ),
         )
     if mode == "CredentialsURI":
@@ -268,6 +254,21 @@ def _checked(profile: _Profile, build: Any) -> Credential:
             profile.path, profile.where("access_key_id"), fix=str(error)
         ) from None
     return credential
+
+
+def _sts_options(profile: _Profile, options: SourceOptions, origin: str) -> dict[str, Any]:
+    """What a config.json role profile (RamRoleArn, ChainableRamRoleArn, OIDC) says of
+    the STS call besides its role, and the options of the source."""
+    return {
+        "duration_seconds": profile.seconds("expired_seconds"),
+        "policy": profile.optional_text("policy"),
+        "sts_endpoint": options.sts_endpoint,
+        "sts_region": profile.optional_text("sts_region"),
+        "enable_vpc": profile.flag("enable_vpc"),
+        "environ": options.environ,
+        "clock": options.clock,
+        "origin": origin,
+    }
 
 
 def _role_provider(profile: _Profile, build: Any) -> CredentialsProvider:
@@ -425,7 +426,15 @@ def ini_profile_provider(
         return value
 
     kind = section.get("type", "")
-    origin = f"{path} [{name}]"
+    # What both role types say of the STS call besides the role.
+    role: dict[str, Any] = {
+        "role_session_name": section.get("role_session_name") or None,
+        "policy": section.get("policy") or None,
+        "sts_endpoint": options.sts_endpoint,
+        "environ": options.environ,
+        "clock": options.clock,
+        "origin": f"{path} [{name}]",
+    }
     try:
         if kind == "access_key":
             return StaticCredentialsProvider(
@@ -436,24 +445,14 @@ def ini_profile_provider(
             return RamRoleArnCredentialsProvider(
                 key,
                 role_arn=text("role_arn"),
-                role_session_name=section.get("role_session_name") or None,
-                policy=section.get("policy") or None,
-                sts_endpoint=options.sts_endpoint,
-                environ=options.environ,
-                clock=options.clock,
-                origin=origin,
+                **role,
             )
         if kind == "oidc_role_arn":
             return OIDCRoleArnCredentialsProvider(
                 role_arn=text("role_arn"),
                 oidc_provider_arn=text("oidc_provider_arn"),
                 oidc_token_file=text("oidc_token_file_path"),
-                role_session_name=section.get("role_session_name") or None,
-                policy=section.get("policy") or None,
-                sts_endpoint=options.sts_endpoint,
-                environ=options.environ,
-                clock=options.clock,
-                origin=origin,
+                **role,
             )
         if kind == "ecs_ram_role":
             return EcsRamRoleCredentialsProvider(
