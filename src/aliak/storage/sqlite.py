@@ -1207,14 +1207,7 @@ class SQLiteStore:
     @_fail_closed
     def claim_nonce(self, access_key_id: str, nonce: str, *, now: float, expires_at: float) -> bool:
         connection = self._connection()
-        claim = {
-            "era": _era(expires_at),
-            "key": access_key_id,
-            "nonce": nonce,
-            "expires_at": expires_at,
-            "live": _era(now),
-            "now": now,
-        }
+        claim = _claim(access_key_id, nonce, now, expires_at)
         claimed = connection.execute(_CLAIM_NONCE, claim).rowcount == 1
         if self._prune_every is None:
             self._prune_before = now  # the housekeeper prunes by it
@@ -1235,14 +1228,7 @@ class SQLiteStore:
         costs less than the hop to a worker thread; only a wait would block the loop,
         and a ``None`` sends the caller to the worker thread for that. Errors other than
         busy fail closed as :meth:`claim_nonce`'s do."""
-        claim = {
-            "era": _era(expires_at),
-            "key": access_key_id,
-            "nonce": nonce,
-            "expires_at": expires_at,
-            "live": _era(now),
-            "now": now,
-        }
+        claim = _claim(access_key_id, nonce, now, expires_at)
         try:
             lock = self._memory_lock
             if lock is None:
@@ -1634,6 +1620,18 @@ def _enable_wal(connection: sqlite3.Connection, database: str, busy_timeout: flo
         raise InvalidParameter(
             "db", detail=f"{database} cannot use WAL journal mode (it stays {mode!r})"
         )
+
+
+def _claim(access_key_id: str, nonce: str, now: float, expires_at: float) -> dict[str, object]:
+    """The parameters of :data:`_CLAIM_NONCE`."""
+    return {
+        "era": _era(expires_at),
+        "key": access_key_id,
+        "nonce": nonce,
+        "expires_at": expires_at,
+        "live": _era(now),
+        "now": now,
+    }
 
 
 def _schema_version(connection: sqlite3.Connection) -> int:
