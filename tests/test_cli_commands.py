@@ -30,7 +30,7 @@ import pytest
 
 from aliak import AccessKey, Request, Signer
 
-ACCOUNT = "1234567890"
+ACCOUNT = "1234567890123456"
 SECRET_WARNING = "can never be shown again"
 
 

@@ -408,6 +408,31 @@ class KeyManager:
         live, _ = self._check_owner_exists(owner)
         return [AccessKeyInfo.of(record) for record in live]
 
+    def list_account_access_keys(self, account_id: str) -> list[AccessKeyInfo]:
+        """Every key of an account outside the recycle bin: the account's own (root) keys
+        first, then each RAM user's by user name, each oldest first. Metadata only.
+
+        An account the store holds no key of, in the recycle bin or out, is
+        :class:`~aliak.errors.OwnerNotFound`, as an unknown owner is for
+        :meth:`list_access_keys`. This reads every stored record (an administrator's
+        view, not a request path).
+        """
+        account = Account(account_id)
+        records = [
+            record
+            for record in self._store.iter_keys()
+            if record.owner.account_id == account.account_id
+        ]
+        if not records:
+            raise OwnerNotFound(detail=account.principal_name)
+
+        def order(record: KeyRecord) -> tuple[bool, str, datetime, str]:
+            user = record.owner.name if isinstance(record.owner, RamUser) else ""
+            return (bool(user), user, record.created_at, record.access_key_id)
+
+        live = sorted((record for record in records if not record.in_recycle_bin), key=order)
+        return [AccessKeyInfo.of(record) for record in live]
+
     def list_recycle_bin(self, owner: Owner) -> list[AccessKeyInfo]:
         """The owner's deleted keys, with ``recycled_at`` and ``purge_at`` (``DeleteDate``)."""
         _, binned = self._check_owner_exists(owner)

@@ -6,9 +6,8 @@ import argparse
 
 from aliak.acl import NetworkPolicy
 from aliak.cli._console import Console
-from aliak.cli._store import open_store
-from aliak.keys import KeyManager
-from aliak.model import Account
+from aliak.cli._keys import check_new_account_id, manager
+from aliak.cli._store import open_admin_store
 
 __all__ = ["add_acl_commands"]
 
@@ -64,12 +63,12 @@ def _show_policy(console: Console, target: dict[str, object], policy: NetworkPol
 def _set(args: argparse.Namespace, console: Console) -> int:
     policy = _policy_from(args)
     if args.account is not None:
-        Account(args.account)  # validate before a store can be created for it
+        check_new_account_id(args.account)  # before a store can be created for it
     # An account's policy may come before its keys; a key's needs the key's store.
-    with open_store(args.db, may_create=args.account is not None) as store:
-        manager = KeyManager(store)
-        manager.set_network_policy(policy, **_target(args))
-        stored = manager.get_network_policy(**_target(args))
+    with open_admin_store(args.db, may_create=args.account is not None) as store:
+        keys = manager(store, args)
+        keys.set_network_policy(policy, **_target(args))
+        stored = keys.get_network_policy(**_target(args))
     if not console.json_output:
         console.note("network policy detached" if policy is None else "network policy set")
     _show_policy(console, _target_record(args), stored)
@@ -77,8 +76,8 @@ def _set(args: argparse.Namespace, console: Console) -> int:
 
 
 def _show(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store:
-        policy = KeyManager(store).get_network_policy(**_target(args))
+    with open_admin_store(args.db) as store:
+        policy = manager(store, args).get_network_policy(**_target(args))
     _show_policy(console, _target_record(args), policy)
     return 0
 

@@ -1,22 +1,66 @@
 """``aliak keys ...``: the AccessKey lifecycle, in the RAM console's words.
 
 A secret is printed once, by the commands that create a key (``create``, ``rotate``),
-with a warning on stderr; every other command shows metadata only.
+with a warning on stderr; every other command shows metadata only. ``import`` takes an
+existing secret from ``$ALIAK_IMPORT_SECRET`` or stdin, never from an argument (which
+``ps`` would show), and prints it nowhere.
+
+Every change is recorded under the command's actor (``--actor``, else ``$ALIAK_ACTOR``,
+else the OS user). The account id of anything created must match
+``$ALIAK_ACCOUNT_ID_PATTERN`` (a regular expression, matched in full) when it is set, so
+that a mistyped id is refused before it owns anything; the library itself accepts any
+``[A-Za-z0-9._-]{1,64}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import timedelta
+from pathlib import Path
 
-from aliak.cli._console import Console, utc_text
-from aliak.cli._store import open_store
-from aliak.keys import AccessKeyInfo, KeyManager, NewAccessKey, RootAccessKeyWarning
-from aliak.model import Account, Owner, RamUser
+from aliak.algorithms import load_rsa_public_key
+from aliak.cli._console import CommandFailed, Console, utc_text
+from aliak.cli._store import open_admin_store, redact_url
+from aliak.credentials import check_access_key_id, is_sts_access_key_id
+from aliak.errors import InvalidParameter
+from aliak.keys import (
+    ROTATION_AGE,
+    AccessKeyInfo,
+    KeyManager,
+    NewAccessKey,
+    RootAccessKeyWarning,
+)
+from aliak.model import Account, KeyStatus, Owner, RamUser
+from aliak.storage.protocols import Store
 
-__all__ = ["SHOWN_ONCE_WARNING", "add_keys_commands", "owner_from"]
+__all__ = [
+    "DEFAULT_ACCOUNT_ID_PATTERN",
+    "DOCUMENTED_ACCOUNT_ID_PATTERN",
+    "ENV_ACCOUNT_ID_PATTERN",
+    "ENV_IMPORT_SECRET",
+    "SHOWN_ONCE_WARNING",
+    "add_keys_commands",
+    "check_new_account_id",
+    "manager",
+    "new_owner_from",
+    "owner_from",
+]
+
+ENV_ACCOUNT_ID_PATTERN = "ALIAK_ACCOUNT_ID_PATTERN"
+ENV_IMPORT_SECRET = "ALIAK_IMPORT_SECRET"  # noqa: S105 - a variable name
+# Alibaba Cloud account ids (UIDs) are 16 digits.
+DOCUMENTED_ACCOUNT_ID_PATTERN = r"[0-9]{16}"
+# The pattern in force when $ALIAK_ACCOUNT_ID_PATTERN is unset: a mistyped id must not
+# silently make an account nobody can find. Deployments with other ids configure theirs;
+# what a store already holds stays readable and changeable whatever the pattern.
+DEFAULT_ACCOUNT_ID_PATTERN: str | None = DOCUMENTED_ACCOUNT_ID_PATTERN
 
 SHOWN_ONCE_WARNING = (
     "this is the only time the secret is shown: store it now (a secret manager, your "
@@ -42,6 +86,52 @@ def owner_from(account_id: str, user_name: str | None) -> Owner:
     """The RAM user, or with no user name the account itself (validated here, before
     any store is opened)."""
     return Account(account_id) if user_name is None else RamUser(account_id, user_name)
+
+
+def _account_id_pattern() -> tuple[re.Pattern[str], str] | None:
+    """The pattern new account ids must match, and where it came from; None for none."""
+    text = os.environ.get(ENV_ACCOUNT_ID_PATTERN)
+    source = f"${ENV_ACCOUNT_ID_PATTERN}"
+    if not text:
+        if DEFAULT_ACCOUNT_ID_PATTERN is None:
+            return None
+        text, source = DEFAULT_ACCOUNT_ID_PATTERN, "the documented 16-digit form"
+    try:
+        return re.compile(text), source
+    except re.error as error:
+        raise CommandFailed(
+            f"{ENV_ACCOUNT_ID_PATTERN} is not a valid regular expression ({error}); set it "
+            f"to one an account id must match in full, e.g. {DOCUMENTED_ACCOUNT_ID_PATTERN}, "
+            "or unset it"
+        ) from None
+
+
+def check_new_account_id(account_id: str) -> str:
+    """``account_id`` if an account may be given something new under it (a key, a role,
+    a policy): the library's form, and the configured pattern when there is one."""
+    Account(account_id)
+    found = _account_id_pattern()
+    if found is not None:
+        pattern, source = found
+        if pattern.fullmatch(account_id) is None:
+            raise InvalidParameter(
+                "AccountId",
+                detail=f"an account id here must match the pattern {pattern.pattern!r} (from "
+                f"{source}, matched in full); set {ENV_ACCOUNT_ID_PATTERN} to another regular "
+                "expression for other ids",
+            )
+    return account_id
+
+
+def new_owner_from(account_id: str, user_name: str | None) -> Owner:
+    """:func:`owner_from` for an owner about to be given a key: its account id checked
+    by :func:`check_new_account_id` too."""
+    return owner_from(check_new_account_id(account_id), user_name)
+
+
+def manager(store: Store, args: argparse.Namespace) -> KeyManager:
+    """The store's :class:`KeyManager`, recording changes under the command's actor."""
+    return KeyManager(store, actor=args.actor)
 
 
 @contextmanager
@@ -73,16 +163,16 @@ def _print_new_key(console: Console, new: NewAccessKey, extra: dict[str, str]) -
 
 
 def _create(args: argparse.Namespace, console: Console) -> int:
-    owner = owner_from(args.account, args.user)
-    with open_store(args.db, may_create=True) as store, _show_root_key_warnings(console):
-        new = KeyManager(store).create_access_key(owner)
+    owner = new_owner_from(args.account, args.user)
+    with open_admin_store(args.db, may_create=True) as store, _show_root_key_warnings(console):
+        new = manager(store, args).create_access_key(owner)
     _print_new_key(console, new, {})
     return 0
 
 
 def _rotate(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store, _show_root_key_warnings(console):
-        new = KeyManager(store).rotate_access_key(args.access_key_id)
+    with open_admin_store(args.db) as store, _show_root_key_warnings(console):
+        new = manager(store, args).rotate_access_key(args.access_key_id)
     _print_new_key(console, new, {"Replaces": args.access_key_id})
     console.note(
         f"next: move every client to {new.access_key_id}, watch `aliak keys last-used "
@@ -95,20 +185,27 @@ def _rotate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _list(args: argparse.Namespace, console: Console) -> int:
-    owner = owner_from(args.account, args.user)
-    with open_store(args.db) as store:
-        keys = KeyManager(store).list_access_keys(owner)
+    if args.user is not None and args.root_only:
+        args.subparser.error("--root-only lists the account's own keys: give no --user")
+    if args.user is None and not args.root_only:
+        Account(args.account)  # validated before any store is opened
+        with open_admin_store(args.db) as store:
+            keys = manager(store, args).list_account_access_keys(args.account)
+        whom = f"account {args.account} or any of its RAM users"
+    else:
+        owner = owner_from(args.account, args.user)
+        with open_admin_store(args.db) as store:
+            keys = manager(store, args).list_access_keys(owner)
+        whom = owner.principal_name
     rows = [info.to_ram_dict() for info in keys]
-    console.records(
-        _KEY_COLUMNS, rows, empty=f"no keys outside the recycle bin for {owner.principal_name}"
-    )
+    console.records(_KEY_COLUMNS, rows, empty=f"no keys outside the recycle bin for {whom}")
     return 0
 
 
 def _recycle_bin(args: argparse.Namespace, console: Console) -> int:
     owner = owner_from(args.account, args.user)
-    with open_store(args.db) as store:
-        keys = KeyManager(store).list_recycle_bin(owner)
+    with open_admin_store(args.db) as store:
+        keys = manager(store, args).list_recycle_bin(owner)
     rows = [info.to_ram_dict() for info in keys]
     console.records(
         _RECYCLE_BIN_COLUMNS, rows, empty=f"the recycle bin of {owner.principal_name} is empty"
@@ -117,17 +214,17 @@ def _recycle_bin(args: argparse.Namespace, console: Console) -> int:
 
 
 def _show(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store:
-        info = KeyManager(store).get_access_key(args.access_key_id)
+    with open_admin_store(args.db) as store:
+        info = manager(store, args).get_access_key(args.access_key_id)
     console.record(info.to_ram_dict())
     return 0
 
 
 def _last_used(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store:
-        manager = KeyManager(store)
-        last = manager.get_last_used(args.access_key_id)
-        history = manager.source_ip_history(args.access_key_id) if args.ips else None
+    with open_admin_store(args.db) as store:
+        keys = manager(store, args)
+        last = keys.get_last_used(args.access_key_id)
+        history = keys.source_ip_history(args.access_key_id) if args.ips else None
     record: dict[str, object] = {
         "AccessKeyId": args.access_key_id,
         "LastUsedDate": None if last is None else utc_text(last.used_at),
@@ -157,13 +254,13 @@ def _last_used(args: argparse.Namespace, console: Console) -> int:
 def _find_owner(args: argparse.Namespace, console: Console) -> int:
     locations = [args.db, *(args.db_also or ())]
     with ExitStack() as stores:
-        store = stores.enter_context(open_store(args.db))
+        store = stores.enter_context(open_admin_store(args.db))
         # Only key metadata is read from the others: no master key needed, none touched.
         others = [
-            stores.enter_context(open_store(location, reads_secrets=False))
+            stores.enter_context(open_admin_store(location, reads_secrets=False))
             for location in locations[1:]
         ]
-        found = KeyManager(store).find_owner(args.access_key_id, *others)
+        found = manager(store, args).find_owner(args.access_key_id, *others)
     owner = found.owner
     console.record(
         {
@@ -174,7 +271,7 @@ def _find_owner(args: argparse.Namespace, console: Console) -> int:
             "RootKey": isinstance(owner, Account),
             "Status": found.status.value,
             "InRecycleBin": found.in_recycle_bin,
-            "Store": locations[found.store_index],
+            "Store": redact_url(locations[found.store_index]),
         }
     )
     return 0
@@ -185,8 +282,8 @@ def _find_owner(args: argparse.Namespace, console: Console) -> int:
 
 def _state_change(change: Callable[[KeyManager, str], AccessKeyInfo], done: str) -> Command:
     def run(args: argparse.Namespace, console: Console) -> int:
-        with open_store(args.db) as store:
-            info = change(KeyManager(store), args.access_key_id)
+        with open_admin_store(args.db) as store:
+            info = change(manager(store, args), args.access_key_id)
         if not console.json_output:
             console.note(f"{args.access_key_id}: {done}")
         console.record(info.to_ram_dict())
@@ -196,8 +293,8 @@ def _state_change(change: Callable[[KeyManager, str], AccessKeyInfo], done: str)
 
 
 def _delete(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store:
-        deleted = KeyManager(store).delete_access_key(args.access_key_id)
+    with open_admin_store(args.db) as store:
+        deleted = manager(store, args).delete_access_key(args.access_key_id)
     record = {
         "AccessKeyId": deleted.access_key_id,
         "Purged": deleted.purged,
@@ -224,8 +321,8 @@ def _delete(args: argparse.Namespace, console: Console) -> int:
 
 
 def _purge(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store:
-        KeyManager(store).purge_access_key(args.access_key_id)
+    with open_admin_store(args.db) as store:
+        manager(store, args).purge_access_key(args.access_key_id)
     if console.json_output:
         console.json({"AccessKeyId": args.access_key_id, "Purged": True})
     else:
@@ -234,14 +331,151 @@ def _purge(args: argparse.Namespace, console: Console) -> int:
 
 
 def _purge_expired(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store:
-        purged = KeyManager(store).purge_expired()
+    with open_admin_store(args.db) as store:
+        purged = manager(store, args).purge_expired()
     if console.json_output:
         console.json({"Purged": purged})
     elif purged:
         console.line("purged after 30 days in the recycle bin: " + ", ".join(purged))
     else:
         console.line("nothing in the recycle bin has reached its DeleteDate")
+    return 0
+
+
+# -- bringing keys in ---------------------------------------------------------------
+
+
+def _import_secret() -> str:
+    """The secret to import: ``$ALIAK_IMPORT_SECRET``, else stdin (asked for without
+    echo on a terminal). Never an argument: ``ps`` would show it to every user."""
+    secret = os.environ.get(ENV_IMPORT_SECRET)
+    if not secret:
+        if sys.stdin is None:
+            secret = ""
+        elif sys.stdin.isatty():
+            secret = getpass.getpass("AccessKey secret (not echoed): ")
+        else:
+            secret = sys.stdin.read()
+    secret = secret.strip()
+    if not secret:
+        raise InvalidParameter(
+            "AccessKeySecret",
+            detail=f"give the secret in ${ENV_IMPORT_SECRET} or on stdin, never as an argument",
+        )
+    return secret
+
+
+def _check_key_id(access_key_id: str) -> None:
+    """The id a stored key may have (checked before a store can be created for it)."""
+    check_access_key_id(access_key_id)
+    if is_sts_access_key_id(access_key_id):
+        raise InvalidParameter("AccessKeyId", detail="STS. ids are temporary credentials")
+
+
+def _import(args: argparse.Namespace, console: Console) -> int:
+    owner = new_owner_from(args.account, args.user)
+    _check_key_id(args.access_key_id)
+    secret = _import_secret()
+    status = KeyStatus.INACTIVE if args.inactive else KeyStatus.ACTIVE
+    with open_admin_store(args.db, may_create=True) as store, _show_root_key_warnings(console):
+        info = manager(store, args).import_access_key(
+            owner, args.access_key_id, secret, status=status
+        )
+    if not console.json_output:
+        console.note(f"{info.access_key_id}: imported for {owner.principal_name} ({status.value})")
+    console.record(info.to_ram_dict())
+    return 0
+
+
+def _read_public_key(location: str) -> str:
+    try:
+        text = sys.stdin.read() if location == "-" else Path(location).read_text("utf-8")
+    except UnicodeDecodeError:
+        raise CommandFailed(f"{location} is not a PEM public key (not UTF-8 text)") from None
+    load_rsa_public_key(text)  # refused now, before a store can be created for it
+    return text
+
+
+def _register_rsa(args: argparse.Namespace, console: Console) -> int:
+    owner = new_owner_from(args.account, args.user)
+    if args.access_key_id is not None:
+        _check_key_id(args.access_key_id)
+    public_key = _read_public_key(args.public_key)
+    with open_admin_store(args.db, may_create=True) as store, _show_root_key_warnings(console):
+        info = manager(store, args).register_public_key(
+            owner, public_key, access_key_id=args.access_key_id
+        )
+    if console.json_output:
+        console.json(info.to_ram_dict())
+    else:
+        console.line(info.access_key_id)
+        console.note(
+            f"registered an ACS3-RSA-SHA256 key for {owner.principal_name}: clients sign with "
+            f"the private key and AccessKey id {info.access_key_id}"
+        )
+    return 0
+
+
+# -- rotation -----------------------------------------------------------------------
+
+
+def _days(text: str) -> int:
+    """A whole number of days >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days >= 1, got {text!r}")
+    return value
+
+
+def _rotation_report(args: argparse.Namespace, console: Console) -> int:
+    if args.account is not None:
+        Account(args.account)  # validated before any store is opened
+    with open_admin_store(args.db) as store:
+        report = manager(store, args).rotation_report(max_age=timedelta(days=args.max_age_days))
+    mine = (
+        (lambda owner: True)
+        if args.account is None
+        else (lambda owner: owner.account_id == args.account)
+    )
+    old = [
+        {**info.to_ram_dict(), "AgeDays": info.age(report.generated_at).days}
+        for info in report.old_keys
+        if mine(info.owner)
+    ]
+    several = [
+        owner.principal_name for owner in report.owners_with_several_active_keys if mine(owner)
+    ]
+    if console.json_output:
+        console.json(
+            {
+                "GeneratedAt": utc_text(report.generated_at),
+                "MaxAgeDays": args.max_age_days,
+                "AccountId": args.account,
+                "OldKeys": old,
+                "OwnersWithSeveralActiveKeys": several,
+            }
+        )
+        return 0
+    if old:
+        console.line(
+            f"keys older than {args.max_age_days} days (rotate them: `aliak keys rotate ID`):"
+        )
+        console.table(
+            ("AccessKeyId", "UserPrincipalName", "Status", "CreateDate", "AgeDays", "LastUsedDate"),
+            old,
+        )
+    else:
+        console.line(f"no key is older than {args.max_age_days} days")
+    if several:
+        console.line(
+            "owners with more than one active key (finish the rotation: disable and delete "
+            "the old one): " + ", ".join(several)
+        )
+    else:
+        console.line("no owner has more than one active key")
     return 0
 
 
@@ -267,12 +501,12 @@ def _owner_command(
     name: str,
     help_text: str,
     run: Command,
+    *,
+    user_help: str = "a RAM user of the account (default: the account itself)",
 ) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
     parser.add_argument("--account", required=True, metavar="ID", help="the account id")
-    parser.add_argument(
-        "--user", metavar="NAME", help="a RAM user of the account (default: the account itself)"
-    )
+    parser.add_argument("--user", metavar="NAME", help=user_help)
     parser.set_defaults(run=run)
     return parser
 
@@ -292,7 +526,66 @@ def add_keys_commands(
         "the account itself: discouraged)",
         _create,
     )
-    _owner_command(sub, common, "list", "list an owner's keys (metadata only)", _list)
+    listing = _owner_command(
+        sub,
+        common,
+        "list",
+        "list keys (metadata only): with --account alone, every key of the account, its own "
+        "and every RAM user's; with --user, that user's; with --root-only, the account's own",
+        _list,
+        user_help="only this RAM user's keys (default: the whole account's)",
+    )
+    listing.add_argument(
+        "--root-only",
+        action="store_true",
+        help="only the account's own (root) keys, not its RAM users'",
+    )
+    listing.set_defaults(subparser=listing)
+    imported = _owner_command(
+        sub,
+        common,
+        "import",
+        f"store an existing AccessKey id and secret (a migration); the secret comes from "
+        f"${ENV_IMPORT_SECRET}, else stdin, never from an argument, and is printed nowhere",
+        _import,
+    )
+    imported.add_argument(
+        "--access-key-id", required=True, metavar="ID", help="the existing AccessKey id"
+    )
+    imported.add_argument("--inactive", action="store_true", help="import it disabled")
+    register_rsa = _owner_command(
+        sub,
+        common,
+        "register-rsa",
+        "register an ACS3-RSA-SHA256 key: the store keeps the public key, the client signs "
+        "with the private one; prints the new AccessKey id",
+        _register_rsa,
+    )
+    register_rsa.add_argument(
+        "--public-key",
+        required=True,
+        metavar="FILE",
+        help="the PEM public key (SubjectPublicKeyInfo or PKCS#1); '-' for stdin",
+    )
+    register_rsa.add_argument(
+        "--access-key-id", metavar="ID", help="the id to register it under (default: a new one)"
+    )
+    report = sub.add_parser(
+        "rotation-report",
+        parents=[common],
+        help="keys due for rotation, and owners with more than one active key",
+        description="Keys older than --max-age-days (outside the recycle bin, active or "
+        "not), and owners with more than one active key (a rotation left unfinished).",
+    )
+    report.add_argument("--account", metavar="ID", help="only this account's keys and users")
+    report.add_argument(
+        "--max-age-days",
+        type=_days,
+        default=ROTATION_AGE.days,
+        metavar="N",
+        help=f"a key older than N days is due (default {ROTATION_AGE.days})",
+    )
+    report.set_defaults(run=_rotation_report)
     _owner_command(
         sub,
         common,
@@ -350,7 +643,7 @@ def add_keys_commands(
         "--db-also",
         nargs="+",
         metavar="PATH",
-        help="other aliak SQLite stores to search too",
+        help="other aliak stores to search too (SQLite paths or PostgreSQL DSNs)",
     )
     _key_id_command(
         sub,

@@ -12,9 +12,9 @@ import os
 from collections.abc import Callable
 
 from aliak.cli._console import Console
-from aliak.cli._store import open_store
+from aliak.cli._keys import check_new_account_id, manager
+from aliak.cli._store import open_admin_store
 from aliak.errors import InvalidParameter
-from aliak.keys import KeyManager
 from aliak.model import RamRole
 from aliak.roles import RoleRecord, normalize_trusted_principal
 
@@ -49,11 +49,12 @@ def _shown(record: RoleRecord) -> dict[str, object]:
 
 
 def _create(args: argparse.Namespace, console: Console) -> int:
+    check_new_account_id(args.account)
     role = RamRole(args.account, args.name, max_session_duration=args.max_session_duration)
     trusted = _trusted(args.trust) or []
     external_id = _external_id(args)
-    with open_store(args.db, may_create=True) as store:
-        record = KeyManager(store).create_role(
+    with open_admin_store(args.db, may_create=True) as store:
+        record = manager(store, args).create_role(
             role, trusted=trusted, description=args.description, external_id=external_id
         )
     console.record(_shown(record))
@@ -61,8 +62,8 @@ def _create(args: argparse.Namespace, console: Console) -> int:
 
 
 def _list(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store:
-        roles = KeyManager(store).list_roles(args.account)
+    with open_admin_store(args.db) as store:
+        roles = manager(store, args).list_roles(args.account)
     console.records(
         _COLUMNS, [role.to_dict() for role in roles], empty=f"no roles in account {args.account}"
     )
@@ -70,8 +71,8 @@ def _list(args: argparse.Namespace, console: Console) -> int:
 
 
 def _show(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store:
-        record = KeyManager(store).get_role(args.account, args.name)
+    with open_admin_store(args.db) as store:
+        record = manager(store, args).get_role(args.account, args.name)
     console.record(_shown(record))
     return 0
 
@@ -83,8 +84,8 @@ def _update(args: argparse.Namespace, console: Console) -> int:
         options["external_id"] = _external_id(args)
     elif args.remove_external_id:
         options["external_id"] = None
-    with open_store(args.db) as store:
-        record = KeyManager(store).update_role(
+    with open_admin_store(args.db) as store:
+        record = manager(store, args).update_role(
             args.account,
             args.name,
             trusted=trusted,
@@ -97,8 +98,8 @@ def _update(args: argparse.Namespace, console: Console) -> int:
 
 
 def _delete(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.db) as store:
-        KeyManager(store).delete_role(args.account, args.name)
+    with open_admin_store(args.db) as store:
+        manager(store, args).delete_role(args.account, args.name)
     console.note(
         f"deleted role {args.name} of account {args.account}; credentials already issued "
         "for it stay valid until they expire"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 
 from aliak.cli._console import Console, utc_text
-from aliak.cli._keys import SHOWN_ONCE_WARNING
-from aliak.cli._store import open_store
+from aliak.cli._keys import SHOWN_ONCE_WARNING, check_new_account_id, manager
+from aliak.cli._store import open_admin_store
 from aliak.errors import InvalidParameter
-from aliak.keys import KeyManager
 from aliak.model import AssumedRole, RamRole
 from aliak.sts import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION
 
@@ -17,6 +16,7 @@ __all__ = ["add_sts_commands"]
 
 def _assume_role(args: argparse.Namespace, console: Console) -> int:
     # Validated before the store is opened: a refused request must not create a store.
+    check_new_account_id(args.account)
     role = RamRole(args.account, args.role, max_session_duration=args.max_session_duration)
     AssumedRole(role, args.session)
     if not MIN_DURATION <= args.duration <= role.max_session_duration:
@@ -25,8 +25,8 @@ def _assume_role(args: argparse.Namespace, console: Console) -> int:
             detail=f"{MIN_DURATION} to {role.max_session_duration} seconds for this role; "
             f"raise --max-session-duration (up to {MAX_DURATION}) for longer",
         )
-    with open_store(args.db, may_create=True) as store:
-        credential = KeyManager(store).assume_role(
+    with open_admin_store(args.db, may_create=True) as store:
+        credential = manager(store, args).assume_role(
             role, session_name=args.session, duration=args.duration
         )
     record = {
