@@ -196,7 +196,10 @@ def test_sign_profile_absent_from_the_file_names_the_profile(
     (home / ".aliyun" / "config.json").write_text('{"current": "x", "profiles": []}')
     code, _, err = sign(capsys, "--profile", "ghost")
     assert code == 1
-    assert 'profiles[name="ghost"]: not found' in err
+    # Under --json the error is one JSON object: its text, decoded, names the profile.
+    refused = json.loads(err)
+    assert refused["Code"] == "MissingParameter"
+    assert 'profiles[name="ghost"]: not found' in refused["Message"] + (refused["Detail"] or "")
 
 
 def test_a_role_profile_is_read_and_refreshed_through_the_async_chain(

@@ -23,8 +23,10 @@ from collections.abc import Callable, Sequence
 from aliak import __version__
 from aliak.cli._acl import add_acl_commands
 from aliak.cli._audit import add_audit_command
+from aliak.cli._completion import add_completion_command
 from aliak.cli._console import CommandFailed, Console
 from aliak.cli._keys import add_keys_commands
+from aliak.cli._master_key import add_master_key_commands
 from aliak.cli._roles import add_roles_commands
 from aliak.cli._serve import add_serve_command
 from aliak.cli._sign import add_sign_command
@@ -60,8 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db",
-        metavar="PATH",
-        help=f"the SQLite store (default: ${ENV_DB}, else ./aliak.db); its master key is PATH.key",
+        metavar="PATH|DSN",
+        help=f"the store (default: ${ENV_DB}, else ./aliak.db): a SQLite file, its master key "
+        "in PATH.key (or $ALIAK_MASTER_KEY); or a postgresql:// DSN, its master key in "
+        "$ALIAK_MASTER_KEY, its schema $ALIAK_POSTGRES_SCHEMA (default public). With "
+        "$ALIAK_NONCES=redis://..., verify and serve claim nonces in Redis",
     )
     parser.add_argument(
         "--actor",
@@ -77,22 +82,31 @@ def _parser() -> argparse.ArgumentParser:
     add_keys_commands(commands, common)
     add_acl_commands(commands, common)
     add_roles_commands(commands, common)
+    add_master_key_commands(commands, common)
     add_sts_commands(commands, common)
     add_sign_command(commands, common)
     add_verify_command(commands, common)
     add_serve_command(commands, common)
     add_audit_command(commands, common)
+    add_completion_command(commands, parser)
     return parser
 
 
 def _run(command: Command, args: argparse.Namespace, console: Console) -> int:
+    """The command; a refusal exits 1, printed as ``error: <text>``, or under ``--json``
+    as one JSON object on stderr: ``{"Code", "Message", "Detail"}`` (Alibaba's code for
+    an ``AliakError``; ``CommandFailed`` or ``OSError`` otherwise)."""
     try:
         return command(args, console)
-    except (AliakError, CommandFailed) as error:
-        console.error(str(error))
+    except AliakError as error:
+        console.failure(str(error), code=error.code, message=error.message, detail=error.detail)
+    except CommandFailed as error:
+        console.failure(str(error), code="CommandFailed", message=str(error), detail=None)
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
-        console.error(f"{where}{error.strerror or error}")
+        reason = error.strerror or str(error)
+        filename = None if error.filename is None else str(error.filename)
+        console.failure(f"{where}{reason}", code="OSError", message=reason, detail=filename)
     return 1
 
 
@@ -107,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.db = store_path(args.db)
     args.actor = actor_name(args.actor)
-    console = Console(json_output=args.json, out=sys.stdout, err=sys.stderr)
+    # Every command but `completion` takes --json.
+    console = Console(json_output=getattr(args, "json", False), out=sys.stdout, err=sys.stderr)
     try:
         return _run(command, args, console)
     except KeyboardInterrupt:

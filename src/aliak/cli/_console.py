@@ -1,7 +1,8 @@
 """What the ``aliak`` command prints: JSON for scripts, aligned tables for people.
 
 Results go to stdout; warnings, notes and errors to stderr, so ``--json`` output is
-always exactly one JSON value a script can parse.
+always exactly one JSON value a script can parse. Under ``--json`` an error is one JSON
+object on one line of stderr, ``{"Code": ..., "Message": ..., "Detail": ...}``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ class Console:
     def line(self, text: str = "") -> None:
         self.out.write(text + "\n")
 
+    def raw(self, data: bytes) -> None:
+        """Bytes to stdout as they are (a raw HTTP request, whatever its body holds)."""
+        self.out.flush()
+        buffer = getattr(self.out, "buffer", None)
+        if buffer is None:  # a text-only stream (a StringIO in tests)
+            self.out.write(data.decode("utf-8", "surrogateescape"))
+            return
+        buffer.write(data)
+        buffer.flush()
+
     def fields(self, record: Mapping[str, object]) -> None:
         """One record as ``Name  value`` lines, values aligned."""
         width = max((len(name) for name in record), default=0)
@@ -106,3 +117,15 @@ class Console:
 
     def error(self, text: str) -> None:
         self.err.write(f"error: {text}\n")
+
+    def error_object(self, code: str, message: str, detail: str | None) -> None:
+        """One JSON object on one line of stderr: what ``--json`` prints for an error."""
+        value = {"Code": code, "Message": message, "Detail": detail}
+        self.err.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+    def failure(self, text: str, *, code: str, message: str, detail: str | None) -> None:
+        """An error: the JSON object under ``--json``, else ``error: <text>``."""
+        if self.json_output:
+            self.error_object(code, message, detail)
+        else:
+            self.error(text)

@@ -1,6 +1,9 @@
 """A raw HTTP/1.1 request (as captured off the wire) turned into an aliak Request, the
 way a server builds one: the raw path, the query decoded from its raw bytes, header
-values as UTF-8 with surrogateescape, the body per ``Content-Length``."""
+values as UTF-8 with surrogateescape, the body per ``Content-Length``.
+
+:func:`format_http_request` writes the other way (``aliak sign --http``): what it writes,
+:func:`parse_http_request` reads back as the request that was signed, byte for byte."""
 
 from __future__ import annotations
 
@@ -8,10 +11,15 @@ import re
 
 import attrs
 
+from aliak.canonical import canonical_query_string
 from aliak.cli._console import CommandFailed
 from aliak.request import Request
 
-__all__ = ["RawHttpRequest", "parse_http_request"]
+__all__ = ["RawHttpRequest", "format_http_request", "parse_http_request"]
+
+# Methods whose requests carry a body by their definition: sent with Content-Length even
+# when it is 0 (RFC 9110 §8.6); others only when there is a body.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 # RFC 9112 §3: method SP request-target SP HTTP-version.
 _request_line = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/1\.[01]").fullmatch
@@ -100,3 +108,33 @@ def parse_http_request(data: bytes) -> RawHttpRequest:
     method, target = match.group(1), match.group(2)
     headers = tuple(_header(line) for line in lines[1:])
     return RawHttpRequest(method.decode("ascii"), target, headers, _body(headers, rest))
+
+
+def format_http_request(request: Request) -> bytes:
+    """``request`` as an HTTP/1.1 request file: the request line (the path as signed, the
+    query in the signer's canonical encoding, so what is sent is what was signed), every
+    header in order, ``Content-Length`` (unless given, when it must be the body's
+    length), a blank line, and the body as bytes. CRLF line ends; header values as
+    UTF-8 (surrogateescape: the bytes that were signed)."""
+    body = request.body
+    if not isinstance(body, bytes):
+        raise TypeError("format_http_request() takes a request whose body is bytes")
+    headers = list(request.headers.items())
+    names = {name.lower() for name, _ in headers}
+    if "transfer-encoding" in names:
+        raise CommandFailed(
+            "an HTTP request file is framed by Content-Length: give no Transfer-Encoding header"
+        )
+    if "content-length" in names:
+        given = {value for name, value in headers if name.lower() == "content-length"}
+        if given != {str(len(body))}:
+            raise CommandFailed(
+                f"the Content-Length header given is not the body's length, {len(body)} bytes"
+            )
+    elif body or request.method in _BODY_METHODS:
+        headers.append(("Content-Length", str(len(body))))
+    query = canonical_query_string(request.query)
+    target = (request.path or "/") + (f"?{query}" if query else "")
+    lines = [f"{request.method} {target} HTTP/1.1"]
+    lines += [f"{name}: {value}" if value else f"{name}:" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body

@@ -5,11 +5,14 @@ The credentials come from the official SDK's ``ALIBABA_CLOUD_*`` variables, or w
 ``~/.alibabacloud/credentials.ini``) -- never from an argument: an argument lands in
 shell history and in every ``ps`` listing.
 ``--scheme`` picks V3 (``ACS3``, the default) or one of the older RPC and ROA signatures.
+``--http FILE`` (``-``: stdout) writes the signed request as a raw HTTP/1.1 request,
+which ``aliak verify FILE`` reads back byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import shlex
 from pathlib import Path
@@ -17,6 +20,7 @@ from urllib.parse import urlsplit
 
 from aliak.canonical import canonical_query_string
 from aliak.cli._console import Console
+from aliak.cli._raw_http import format_http_request
 from aliak.credentials import (
     ENV_ACCESS_KEY_ID,
     ENV_ACCESS_KEY_SECRET,
@@ -29,7 +33,7 @@ from aliak.credentials import (
 from aliak.request import Request
 from aliak.signer import SCHEME_ALGORITHMS, Signer
 
-__all__ = ["add_sign_command", "curl_command", "profile_provider", "wire_url"]
+__all__ = ["add_sign_command", "body_fields", "curl_command", "profile_provider", "wire_url"]
 
 _SECURITY_TOKEN_HEADER = "x-acs-security-token"  # noqa: S105 - a header name
 _SECURITY_TOKEN_PARAMETER = "SecurityToken"  # noqa: S105 - an RPC parameter name
@@ -81,6 +85,23 @@ def curl_command(signed: Request, url: str, *, data: bytes | None, data_file: st
     return " ".join(shlex.quote(word) for word in words)
 
 
+def body_fields(body: bytes) -> dict[str, str]:
+    """The body for JSON: ``Body`` as text when it is UTF-8, else its Base64, and
+    ``BodyEncoding`` saying which (``utf-8`` or ``base64``)."""
+    try:
+        return {"Body": body.decode("utf-8"), "BodyEncoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"Body": base64.b64encode(body).decode("ascii"), "BodyEncoding": "base64"}
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """``data`` to ``path``, created 0600: a signed request is a credential (it is
+    accepted once, by anyone, within the date window)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+
+
 def profile_provider(name: str) -> CredentialsProvider:
     """The profile ``name`` of the aliyun CLI's config.json, else of credentials.ini."""
     return CredentialsProviderChain(
@@ -91,18 +112,44 @@ def profile_provider(name: str) -> CredentialsProvider:
     )
 
 
-def _sign(args: argparse.Namespace, console: Console) -> int:
+def _body(args: argparse.Namespace) -> bytes:
     if args.data_file is not None:
-        body = Path(args.data_file).read_bytes()
-    elif args.data is not None:
-        body = args.data.encode("utf-8", "surrogateescape")
+        return Path(args.data_file).read_bytes()
+    if args.data is not None:
+        return bytes(args.data.encode("utf-8", "surrogateescape"))
+    return b""
+
+
+def _print_signed(
+    signed: Request, url: str, body: bytes, args: argparse.Namespace, console: Console
+) -> None:
+    """The usual output: a curl command, the JSON object, or the request as text."""
+    if args.curl:
+        console.line(curl_command(signed, url, data=body, data_file=args.data_file))
+    elif console.json_output:
+        console.json(
+            {
+                "Method": signed.method,
+                "Url": url,
+                "Headers": [[name, value] for name, value in signed.headers.items()],
+                **body_fields(body),
+            }
+        )
     else:
-        body = b""
+        console.line(f"{signed.method} {url}")
+        for name, value in signed.headers.items():
+            console.line(f"{name}: {value}")
+
+
+def _sign(args: argparse.Namespace, console: Console) -> int:
+    body = _body(args)
     if args.algorithm is not None and args.algorithm not in _CLI_ALGORITHMS[args.scheme]:
         args.subparser.error(
             f"--scheme {args.scheme} signs with {' or '.join(_CLI_ALGORITHMS[args.scheme])}, "
             f"not {args.algorithm}"
         )
+    if args.http == "-" and args.curl:
+        args.subparser.error("--http - writes the request to stdout; --curl cannot share it")
     if args.profile is None:
         signer = Signer.from_environment(scheme=args.scheme, algorithm=args.algorithm)
     else:
@@ -116,20 +163,15 @@ def _sign(args: argparse.Namespace, console: Console) -> int:
         console.warn(f"the {_SECURITY_TOKEN_HEADER} header printed is a credential")
     if any(name == _SECURITY_TOKEN_PARAMETER for name, _ in signed.query):
         console.warn(f"the {_SECURITY_TOKEN_PARAMETER} parameter printed is a credential")
-    if args.curl:
-        console.line(curl_command(signed, url, data=body, data_file=args.data_file))
-    elif console.json_output:
-        console.json(
-            {
-                "Method": signed.method,
-                "Url": url,
-                "Headers": [[name, value] for name, value in signed.headers.items()],
-            }
-        )
-    else:
-        console.line(f"{signed.method} {url}")
-        for name, value in signed.headers.items():
-            console.line(f"{name}: {value}")
+    if args.http is not None:
+        raw = format_http_request(signed)
+        if args.http == "-":
+            console.raw(raw)
+            return 0
+        _write_private(args.http, raw)
+        if not console.json_output:
+            console.note(f"aliak sign: wrote the signed request to {args.http} ({len(raw)} bytes)")
+    _print_signed(signed, url, body, args, console)
     return 0
 
 
@@ -145,7 +187,8 @@ def add_sign_command(
         f"in {ENV_ACCESS_KEY_ID}, {ENV_ACCESS_KEY_SECRET} and, for STS, {ENV_SECURITY_TOKEN}, "
         "or those of --profile; never from an argument. Prints the method and the URL as "
         "sent (canonical query, with RPC's Signature), then every header, Authorization "
-        "included.",
+        "included; with --json also the body (Body, BodyEncoding utf-8 or base64). "
+        "--http FILE writes the request for `aliak verify FILE`.",
     )
     sign.add_argument("method", metavar="METHOD", help="GET, POST, ...")
     sign.add_argument(
@@ -191,5 +234,12 @@ def add_sign_command(
         "--curl",
         action="store_true",
         help="print one ready-to-run curl command instead (shell-quoted)",
+    )
+    sign.add_argument(
+        "--http",
+        metavar="FILE",
+        help="also write the signed request as a raw HTTP/1.1 request (request line, "
+        "headers, Content-Length, blank line, body) to FILE, created 0600, for "
+        "`aliak verify FILE`; '-' writes it to stdout instead of the usual output",
     )
     sign.set_defaults(run=_sign, subparser=sign)
