@@ -39,11 +39,14 @@ VALUES = frozenset({
     "aliak.storage.lifecycle",
     "aliak.timestamps",
 })  # fmt: skip
-PORTS = frozenset({"aliak.storage.protocols"})
+# aliak.metrics: the hook a verifier reports through (its Protocol and a no-op).
+PORTS = frozenset({"aliak.metrics", "aliak.storage.protocols"})
 # The verify flow may become a package (DESIGN: "split into verifier/"): aliak.verifier.*
-# is a service too.
+# is a service too. aliak.requestlog: the request event and its sinks (a logger, and
+# SQLite/PostgreSQL tables of their own, on connections of their own: no store).
 SERVICES = frozenset({
     "aliak.keys",
+    "aliak.requestlog",
     "aliak.schemes",
     "aliak.sealing",
     "aliak.signer",

@@ -71,6 +71,7 @@ from aliak.highrisk import (
 )
 from aliak.keyring import MasterKeyring, SealingError, UnknownMasterKeyVersion
 from aliak.keys import AccessKeyInfo, KeyManager, NewAccessKey, RootAccessKeyWarning
+from aliak.metrics import NoMetrics, VerifierMetrics
 from aliak.model import (
     Account,
     AssumedRole,
@@ -82,6 +83,14 @@ from aliak.model import (
     RamUser,
 )
 from aliak.request import BodyInput, Headers, HeadersInput, Request
+from aliak.requestlog import (
+    LoggingRequestLog,
+    PostgresRequestLog,
+    RequestLog,
+    RequestLogEntry,
+    SQLiteRequestLog,
+    request_event,
+)
 from aliak.roles import (
     EntityAlreadyExistsRole,
     EntityNotExistRole,
@@ -194,12 +203,14 @@ __all__ = [
     "LastUsed",
     "LengthRequired",
     "LimitExceeded",
+    "LoggingRequestLog",
     "MasterKeyring",
     "MemoryStore",
     "MissingParameter",
     "MissingSecurityToken",
     "NetworkPolicy",
     "NewAccessKey",
+    "NoMetrics",
     "NoPermission",
     "NonceStore",
     "OIDCRoleArnCredentialsProvider",
@@ -207,17 +218,21 @@ __all__ = [
     "PayloadTooLarge",
     "PolicyStore",
     "PolicyTarget",
+    "PostgresRequestLog",
     "ProfileCredentialsProvider",
     "RamRole",
     "RamRoleArnCredentialsProvider",
     "RamUser",
     "RefreshingCredentialsProvider",
     "Request",
+    "RequestLog",
+    "RequestLogEntry",
     "RoleRecord",
     "RoleStore",
     "RolesNotSupported",
     "RootAccessKeyForbidden",
     "RootAccessKeyWarning",
+    "SQLiteRequestLog",
     "SQLiteStore",
     "SealingError",
     "Secret",
@@ -235,6 +250,7 @@ __all__ = [
     "UsageLog",
     "Verified",
     "Verifier",
+    "VerifierMetrics",
     "VerifierSettings",
     "canonical_query_string",
     "format_authorization",
@@ -244,6 +260,7 @@ __all__ = [
     "parse_query_string",
     "path_from_segments",
     "percent_encode",
+    "request_event",
 ]
 
 __version__ = "0.1.0"

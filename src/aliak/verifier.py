@@ -28,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import os
 import re
 import threading
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Generic, Literal, NoReturn, TypeVar
+from time import perf_counter
+from typing import Any, ClassVar, Generic, Literal, NoReturn, TypeVar
 
 import attrs
 from cryptography.hazmat.primitives import serialization
@@ -79,6 +81,7 @@ from aliak.highrisk import (
 )
 from aliak.keyring import MasterKeyring, UnknownMasterKeyVersion
 from aliak.legacy import RPC_PATH, legacy_verifying_key
+from aliak.metrics import OTHER_CODE, REFUSAL_CODES, NoMetrics, VerifierMetrics
 from aliak.model import (
     AssumedRole,
     KeyAlgorithm,
@@ -89,6 +92,7 @@ from aliak.model import (
     utc_from_timestamp,
 )
 from aliak.request import Body, Request
+from aliak.requestlog import LoggingRequestLog, RequestLog, request_event
 from aliak.schemes import (
     DEFAULT_SCHEMES,
     SCHEME_NAMES,
@@ -142,6 +146,8 @@ _NONCE_MARGIN = 60
 _is_nonce = re.compile(r"[\x21-\x7e]{1,128}").fullmatch
 # The kinds whose key is a public key: an RSA verification, real or dummy.
 _RSA_KINDS = frozenset({"ACS3-RSA-SHA256", "RPC-RSA-SHA256"})
+
+_log = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
@@ -389,12 +395,19 @@ class _Flow:
 
     # -- the order of checks --------------------------------------------------------
 
-    def steps(
-        self, request: Request, source_ip: str | None, vpc_id: str | None
+    def steps(  # noqa: PLR0912 - the check order, written once
+        self,
+        request: Request,
+        source_ip: str | None,
+        vpc_id: str | None,
+        trace: _Trace | None = None,
     ) -> Generator[_Step, Any, Verified]:
-        """Every check in the spec's order; yields a step wherever the store is needed."""
+        """Every check in the spec's order; yields a step wherever the store is needed.
+        ``trace`` (only when metrics or a request log are on) is told how far it got."""
         now = self.clock()
-        pending = self.prepare(request, now, source_ip, vpc_id)
+        pending = self.prepare(
+            request, now, source_ip, vpc_id, into=None if trace is None else trace.pending
+        )
         assert pending is not None  # only a head-only read defers
         pending.scheme.take_body(pending)
         key_id = pending.access_key_id
@@ -404,9 +417,15 @@ class _Flow:
             self.refresh()  # learn of changes made elsewhere before trusting the cache
         entry = self.keys.get(key_id, now)
         if isinstance(entry, _Missing) or (sts and not _same_token(entry, pending)):
+            if trace is not None:
+                trace.missed = True
             entry = yield from (self._sts_entry(pending) if sts else self._key_entry(key_id))
             self.keys.put(key_id, entry, now)
+        elif trace is not None:
+            trace.missed = False
         self.authenticate(pending, entry)
+        if trace is not None:
+            trace.entry = entry  # the signature is valid: a refusal may name the principal
         if not pending.body_signed and self.settings.require_signed_body:
             raise IncompleteSignature(
                 detail=f"{pending.scheme.describe(request)} does not cover this body, and "
@@ -473,10 +492,13 @@ class _Flow:
         source_ip: str | None,
         vpc_id: str | None,
         head_only: bool = False,
+        *,
+        into: _Pending | None = None,
     ) -> _Pending | None:
         """Steps 1-3, whatever the scheme; ``None`` when ``head_only`` and the head alone
-        cannot tell (an RPC form body may hold the signed parameters)."""
-        pending = _Pending()
+        cannot tell (an RPC form body may hold the signed parameters). ``into``: the
+        object to fill, for a caller that reads what was presented after a refusal."""
+        pending = _Pending() if into is None else into
         pending.request = request
         if source_ip is None:
             pending.source_ip = pending.source_address = None
@@ -871,6 +893,8 @@ class _Step:
     ``InternalError`` (fail closed)."""
 
     __slots__ = ()
+    # What a failure of this step is counted under (aliak.metrics.STORE_OPERATIONS).
+    operation: ClassVar[str] = ""
 
     def perform(self, verifier: Verifier) -> Any:
         raise NotImplementedError
@@ -883,6 +907,7 @@ class LookUpKey(_Step):
     """Step 4: the record for an id, or ``None`` (one round trip either way)."""
 
     __slots__ = ("access_key_id",)
+    operation = "get_key"
 
     def __init__(self, access_key_id: str) -> None:
         self.access_key_id = access_key_id
@@ -898,6 +923,7 @@ class ReloadKeyring(_Step):
     """The master keyring re-read, after a value sealed under an unknown version."""
 
     __slots__ = ()
+    operation = "reload_keyring"
 
     def perform(self, verifier: Verifier) -> MasterKeyring:
         return verifier._store.reload_keyring()
@@ -914,6 +940,7 @@ class LoadPolicies(_Step):
     is inside the step so that a stored policy that does not compile fails closed."""
 
     __slots__ = ("access_key_id", "account_id")
+    operation = "get_network_policy"
 
     def __init__(self, record: KeyRecord) -> None:
         self.access_key_id = record.access_key_id
@@ -936,6 +963,7 @@ class ClaimNonce(_Step):
     """Step 9: the store's one atomic add-if-absent; ``True`` when the nonce was new."""
 
     __slots__ = ("access_key_id", "expires_at", "nonce", "now")
+    operation = "claim_nonce"
 
     def __init__(self, access_key_id: str, nonce: str, now: float, expires_at: float) -> None:
         self.access_key_id = access_key_id
@@ -959,6 +987,7 @@ class FlushUsage(_Step):
     write never delays or fails the request that happened to make it due."""
 
     __slots__ = ("records",)
+    operation = "record_usage"
 
     def __init__(self, records: list[UsageRecord]) -> None:
         self.records = records
@@ -971,6 +1000,175 @@ class FlushUsage(_Step):
 
 
 _RELOAD_KEYRING = ReloadKeyring()
+
+
+# -- metrics and the request log ------------------------------------------------------
+
+
+class _Trace:
+    """How far one observed verify got: what the request presented (filled by
+    ``prepare``), whether the key cache was consulted and hit, the key entry once the
+    signature proved valid, and the store call that failed, if one did."""
+
+    __slots__ = ("entry", "failed", "missed", "pending")
+
+    def __init__(self) -> None:
+        self.pending = _Pending()
+        self.missed: bool | None = None
+        self.entry: _KeyEntry | None = None
+        self.failed: str | None = None
+
+
+def _presented(pending: _Pending, name: str) -> Any:
+    # Presented is slotted and filled in order: what a refusal came before is unset.
+    return getattr(pending, name, None)
+
+
+class _Observer:
+    """What a shell with metrics or a request log does after each outcome. Never raises:
+    a failing hook or sink is logged and the request's outcome stands."""
+
+    __slots__ = ("flow", "log", "metrics")
+
+    def __init__(
+        self, flow: _Flow, metrics: VerifierMetrics | None, log: RequestLog | None
+    ) -> None:
+        self.flow = flow
+        self.metrics = metrics
+        self.log = log
+
+    def accepted(
+        self,
+        trace: _Trace,
+        verified: Verified,
+        *,
+        request: Request,
+        request_id: str | None,
+        started: float,
+    ) -> None:
+        seconds = perf_counter() - started
+        try:
+            metrics = self.metrics
+            if metrics is not None:
+                if trace.missed is not None:
+                    metrics.key_cache(not trace.missed)
+                metrics.accepted(verified.scheme, seconds)
+            if self.log is not None:
+                pending = trace.pending
+                host = request.host or request.headers.get("host")
+                self.log.emit(
+                    request_event(
+                        event_time=self.flow.clock(),
+                        access_key_id=verified.access_key_id,
+                        principal=verified.principal,
+                        action=verified.action,
+                        version=verified.version,
+                        host=host,
+                        service=self._service(pending, host),
+                        source_ip=verified.source_ip,
+                        user_agent=request.headers.get("user-agent"),
+                        request_id=request_id,
+                        scheme=verified.scheme,
+                        algorithm=verified.algorithm,
+                        key_type=verified.key_type,
+                        conceal=(pending.signature, pending.token or ""),
+                        checked=True,
+                    )
+                )
+        except Exception as error:
+            _log.warning("aliak: the metrics hook or request log failed: %s", type(error).__name__)
+
+    def refused(
+        self,
+        trace: _Trace,
+        error: Exception,
+        *,
+        request: Request,
+        source_ip: str | None,
+        request_id: str | None,
+        started: float,
+    ) -> None:
+        seconds = perf_counter() - started
+        try:
+            told = error if isinstance(error, AliakError) else _failure(error)
+            reason = told.reason if isinstance(told, AccessDenied) else told
+            pending = trace.pending
+            scheme = _presented(pending, "scheme")
+            metrics = self.metrics
+            if metrics is not None:
+                if trace.missed is not None:
+                    metrics.key_cache(not trace.missed)
+                if trace.failed is not None:
+                    metrics.store_error(trace.failed)
+                code = reason.code if reason.code in REFUSAL_CODES else OTHER_CODE
+                metrics.refused(code, "none" if scheme is None else scheme.name, seconds)
+            if self.log is not None:
+                event = self._refusal_event(
+                    trace,
+                    told,
+                    reason,
+                    request=request,
+                    source_ip=source_ip,
+                    request_id=request_id,
+                )
+                self.log.emit(event)
+        except Exception as failure:
+            _log.warning(
+                "aliak: the metrics hook or request log failed: %s", type(failure).__name__
+            )
+
+    def _refusal_event(
+        self,
+        trace: _Trace,
+        told: AliakError,
+        reason: AliakError,
+        *,
+        request: Request,
+        source_ip: str | None,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        pending = trace.pending
+        entry = trace.entry
+        principal: Owner | AssumedRole | None = None
+        key_type = None
+        if entry is not None:  # set only once the signature was valid
+            if entry.record is not None:
+                principal, key_type = entry.record.owner, "permanent"
+            elif entry.claims is not None:
+                principal, key_type = entry.claims.principal, "sts"
+        scheme = _presented(pending, "scheme")
+        ip = _presented(pending, "source_ip") or source_ip
+        host = request.host or request.headers.get("host")
+        return request_event(
+            event_time=self.flow.clock(),
+            access_key_id=_presented(pending, "access_key_id"),
+            principal=principal,
+            action=_presented(pending, "action"),
+            version=_presented(pending, "version"),
+            host=host,
+            service=self._service(pending, host),
+            source_ip=ip,
+            user_agent=request.headers.get("user-agent"),
+            request_id=request_id,
+            scheme=None if scheme is None else scheme.name,
+            algorithm=_presented(pending, "algorithm"),
+            key_type=key_type,
+            error=told,
+            reason=reason,
+            conceal=(_presented(pending, "signature") or "", _presented(pending, "token") or ""),
+        )
+
+    def _service(self, pending: _Pending, host: str | None) -> str:
+        service: str | None = _presented(pending, "service")
+        return service if service is not None else self.flow._usage_service(host or "")
+
+    def store_error(self, operation: str) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            try:
+                metrics.store_error(operation)
+            except Exception as error:
+                _log.warning("aliak: the metrics hook failed: %s", type(error).__name__)
 
 
 # -- the two shells -----------------------------------------------------------------
@@ -993,6 +1191,8 @@ class _Shell(Generic[S, R]):
         settings: VerifierSettings | None = None,
         clock: Clock = system_clock,
         sts_validator: StsValidator | None = None,
+        metrics: VerifierMetrics | None = None,
+        request_log: RequestLog | bool | None = None,
         **options: Any,
     ) -> None:
         if options:
@@ -1000,6 +1200,24 @@ class _Shell(Generic[S, R]):
         self.settings = settings or VerifierSettings()
         self._store: S = store
         self._flow = _Flow(self.settings, clock, lambda: store.keyring, sts_validator)
+        if type(metrics) is NoMetrics:
+            metrics = None  # records nothing: no reason to measure anything
+        if metrics is not None and not isinstance(metrics, VerifierMetrics):
+            raise TypeError(f"metrics must be an aliak.VerifierMetrics, not {type(metrics)}")
+        if request_log is True:
+            request_log = LoggingRequestLog()
+        elif request_log is False:
+            request_log = None
+        if request_log is not None and not isinstance(request_log, RequestLog):
+            raise TypeError(f"request_log must be an aliak.RequestLog, not {type(request_log)}")
+        self.metrics = metrics
+        self.request_log = request_log
+        # One check per request when neither is set: no clock read, no event built.
+        self._observer = (
+            None
+            if metrics is None and request_log is None
+            else _Observer(self._flow, metrics, request_log)
+        )
         # Drop cached records when the store's invalidation channel says they changed.
         channel = store.invalidations
         self._unsubscribe: Callable[[], None] | None = None
@@ -1017,31 +1235,87 @@ class _Shell(Generic[S, R]):
         *,
         source_ip: str | None = None,
         vpc_id: str | None = None,
+        request_id: str | None = None,
     ) -> R:
         """Run every check; ``source_ip`` is the client's address (after trusted proxies).
 
         Returns :class:`Verified` (awaited, for :class:`AsyncVerifier`) or raises the
         matching :class:`AliakError`; a request that is not an :class:`aliak.Request`
-        raises ``TypeError`` at once."""
+        raises ``TypeError`` at once. ``request_id`` is the id the server answers with,
+        for the request log's event (a new one when ``None``)."""
         if not isinstance(request, Request):
             raise TypeError(f"verify() takes an aliak.Request, not {type(request).__name__}")
-        return self._drive(self._flow.steps(request, source_ip, vpc_id))
+        if self._observer is None:
+            return self._drive(self._flow.steps(request, source_ip, vpc_id))
+        return self._drive_observed(self._observer, request, source_ip, vpc_id, request_id)
 
-    def precheck(self, request: Request) -> None:
+    def precheck(
+        self,
+        request: Request,
+        *,
+        source_ip: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
         """Steps 1-3 alone -- ``Authorization``, the required and signed headers, the
         date window, the nonce's form -- with no store and no body: a server calls this
         before it reads a body, so a forged or stale request costs no upload. Raises
-        what :meth:`verify` would; ``verify`` still runs every check."""
+        what :meth:`verify` would; ``verify`` still runs every check.
+
+        A refusal here is reported to the metrics hook and the request log (as
+        ``verify`` would report it: once); ``source_ip`` and ``request_id`` are for that
+        event only -- no check reads them here."""
         if not isinstance(request, Request):
             raise TypeError(f"precheck() takes an aliak.Request, not {type(request).__name__}")
         flow = self._flow
+        observer = self._observer
+        if observer is None:
+            try:
+                flow.prepare(request, flow.clock(), None, None, head_only=True)
+            except Exception as error:
+                flow.refuse(error)
+                raise
+            return
+        started = perf_counter()
+        trace = _Trace()
         try:
-            flow.prepare(request, flow.clock(), None, None, head_only=True)
+            flow.prepare(request, flow.clock(), None, None, head_only=True, into=trace.pending)
         except Exception as error:
-            flow.refuse(error)
+            if source_ip is not None:
+                with contextlib.suppress(Exception):  # only what the event says
+                    source_ip = flow._source(source_ip)[1]
+            try:
+                flow.refuse(error)
+            except Exception as replaced:
+                observer.refused(
+                    trace,
+                    replaced,
+                    request=request,
+                    source_ip=source_ip,
+                    request_id=request_id,
+                    started=started,
+                )
+                raise
+            observer.refused(
+                trace,
+                error,
+                request=request,
+                source_ip=source_ip,
+                request_id=request_id,
+                started=started,
+            )
             raise
 
     def _drive(self, steps: Generator[_Step, Any, Verified]) -> R:
+        raise NotImplementedError
+
+    def _drive_observed(
+        self,
+        observer: _Observer,
+        request: Request,
+        source_ip: str | None,
+        vpc_id: str | None,
+        request_id: str | None,
+    ) -> R:
         raise NotImplementedError
 
     def _flush_in_background(self, records: list[UsageRecord]) -> None:
@@ -1089,6 +1363,56 @@ class Verifier(_Shell[Store, Verified]):
             self._flow.refuse(error)
             raise
 
+    def _drive_observed(
+        self,
+        observer: _Observer,
+        request: Request,
+        source_ip: str | None,
+        vpc_id: str | None,
+        request_id: str | None,
+    ) -> Verified:
+        """:meth:`_drive`, timed and traced, with the outcome reported to ``observer``."""
+        started = perf_counter()
+        trace = _Trace()
+        steps = self._flow.steps(request, source_ip, vpc_id, trace)
+        try:
+            step = next(steps)
+            while True:
+                try:
+                    answer = step.perform(self)
+                except Exception:
+                    trace.failed = step.operation
+                    raise
+                step = steps.send(answer)
+        except StopIteration as done:
+            verified: Verified = done.value
+            observer.accepted(
+                trace, verified, request=request, request_id=request_id, started=started
+            )
+            return verified
+        except Exception as error:
+            try:
+                self._flow.refuse(error)
+            except Exception as replaced:
+                observer.refused(
+                    trace,
+                    replaced,
+                    request=request,
+                    source_ip=source_ip,
+                    request_id=request_id,
+                    started=started,
+                )
+                raise
+            observer.refused(
+                trace,
+                error,
+                request=request,
+                source_ip=source_ip,
+                request_id=request_id,
+                started=started,
+            )
+            raise
+
     def _flush_in_background(self, records: list[UsageRecord]) -> None:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aliak-usage")
@@ -1096,8 +1420,11 @@ class Verifier(_Shell[Store, Verified]):
         self._writes = (*writes, self._writer.submit(self._write_quietly, records))
 
     def _write_quietly(self, records: list[UsageRecord]) -> None:
-        with contextlib.suppress(Exception):  # a usage write must never fail a request
+        try:
             self._store.record_usage(records)
+        except Exception:  # a usage write must never fail a request
+            if self._observer is not None:
+                self._observer.store_error(FlushUsage.operation)
 
     def flush(self) -> None:
         """Write the batched last-use records now, after the background writes already
@@ -1144,8 +1471,11 @@ class AsyncVerifier(_Shell[AsyncStore, Coroutine[Any, Any, Verified]]):
         self._flushes = self._flushes - {task}
 
     async def _write_quietly(self, records: list[UsageRecord]) -> None:
-        with contextlib.suppress(Exception):  # a failed usage write must not surface
+        try:
             await self._store.record_usage(records)
+        except Exception:  # a failed usage write must not surface
+            if self._observer is not None:
+                self._observer.store_error(FlushUsage.operation)
 
     async def flush(self) -> None:
         """Write the batched last-use records now, after the background writes already
@@ -1170,4 +1500,54 @@ class AsyncVerifier(_Shell[AsyncStore, Coroutine[Any, Any, Verified]]):
             return done.value  # type: ignore[no-any-return]
         except Exception as error:
             self._flow.refuse(error)
+            raise
+
+    async def _drive_observed(
+        self,
+        observer: _Observer,
+        request: Request,
+        source_ip: str | None,
+        vpc_id: str | None,
+        request_id: str | None,
+    ) -> Verified:
+        """:meth:`_drive`, timed and traced, with the outcome reported to ``observer``."""
+        started = perf_counter()
+        trace = _Trace()
+        steps = self._flow.steps(request, source_ip, vpc_id, trace)
+        try:
+            step = next(steps)
+            while True:
+                try:
+                    answer = await step.aperform(self)
+                except Exception:
+                    trace.failed = step.operation
+                    raise
+                step = steps.send(answer)
+        except StopIteration as done:
+            verified: Verified = done.value
+            observer.accepted(
+                trace, verified, request=request, request_id=request_id, started=started
+            )
+            return verified
+        except Exception as error:
+            try:
+                self._flow.refuse(error)
+            except Exception as replaced:
+                observer.refused(
+                    trace,
+                    replaced,
+                    request=request,
+                    source_ip=source_ip,
+                    request_id=request_id,
+                    started=started,
+                )
+                raise
+            observer.refused(
+                trace,
+                error,
+                request=request,
+                source_ip=source_ip,
+                request_id=request_id,
+                started=started,
+            )
             raise

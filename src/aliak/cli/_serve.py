@@ -13,6 +13,12 @@ for the next request when the body was read to its end (closed otherwise, so tha
 unread body byte is ever taken for a request). ``Expect: 100-continue`` is answered only
 when the body is first read: a request refused on its head is never invited to send it.
 
+``--request-log PATH`` writes one event per verified or refused request (ActionTrail's
+shape) to the ``aliak_request_log`` table of the SQLite file PATH (the store's own file
+will do), which ``aliak audit --requests`` reads. ``--metrics`` answers ``GET /metrics``
+with the verifier's Prometheus metrics, on the same server, ahead of the verifying
+middleware (unauthenticated: loopback is the default for a reason).
+
 With ``--tls-cert`` and ``--tls-key`` it speaks HTTPS (TLS 1.2 or later). Each connection's
 handshake runs in that connection's own thread, under the socket timeout: a client that
 connects and stalls holds only its thread, never the accepting one. A failed handshake
@@ -22,12 +28,14 @@ connects and stalls holds only its thread, never the accepting one. A failed han
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import ipaddress
 import json
 import logging
 import signal
 import socket
+import sqlite3
 import ssl
 import threading
 from collections.abc import Iterable, Iterator
@@ -46,6 +54,8 @@ from aliak.integrations.http import DEFAULT_MAX_BODY_SIZE, error_response
 from aliak.integrations.sts import AssumeRoleApp
 from aliak.integrations.wsgi import AliakWSGIMiddleware
 from aliak.keys import KeyManager
+from aliak.metrics import VerifierMetrics
+from aliak.requestlog import SQLiteRequestLog
 from aliak.verifier import Verified, Verifier
 
 if TYPE_CHECKING:
@@ -370,6 +380,58 @@ def _proxy(text: str) -> str:
     return text
 
 
+METRICS_PATH = "/metrics"
+
+
+def _prometheus() -> tuple[VerifierMetrics, WSGIApplication]:
+    """The verifier's Prometheus hook, and the WSGI app that answers with its metrics."""
+    try:
+        from prometheus_client import (  # noqa: PLC0415 - an optional dependency
+            CONTENT_TYPE_LATEST,
+            CollectorRegistry,
+            generate_latest,
+        )
+
+        from aliak.integrations.prometheus import PrometheusMetrics  # noqa: PLC0415
+    except ImportError:
+        raise CommandFailed(
+            "--metrics needs prometheus_client: pip install 'aliak[prometheus]'"
+        ) from None
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+
+    def exposition(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        payload = generate_latest(registry)
+        start_response(
+            "200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(payload)))]
+        )
+        return [payload]
+
+    return metrics, exposition
+
+
+def _with_metrics(app: WSGIApplication, exposition: WSGIApplication) -> WSGIApplication:
+    """``GET /metrics`` answered by ``exposition``, before ``app`` (the verifying
+    middleware) sees it; every other request goes to ``app``."""
+
+    def route(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == METRICS_PATH and environ.get("REQUEST_METHOD") in (
+            "GET",
+            "HEAD",
+        ):
+            return exposition(environ, start_response)
+        return app(environ, start_response)
+
+    return route
+
+
+def _request_log(path: str) -> SQLiteRequestLog:
+    try:
+        return SQLiteRequestLog(path)
+    except (sqlite3.Error, OSError) as error:
+        raise CommandFailed(f"cannot open the request log {path}: {error}") from None
+
+
 def _serve(args: argparse.Namespace, console: Console) -> int:
     if not args.allow_remote and not _is_loopback(args.host):
         args.subparser.error(
@@ -382,17 +444,29 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
     scheme = "http" if context is None else "https"
     server_class = _EchoServerV6 if ":" in args.host else _EchoServer
     stop = threading.Event()
-    with open_store(args.db) as store, Verifier(store) as verifier:
+    metrics, exposition = _prometheus() if args.metrics else (None, None)
+    request_log = None if args.request_log is None else _request_log(args.request_log)
+    # Closed last, after the verifier: every event of a request served is written.
+    log_closing = (
+        contextlib.nullcontext() if request_log is None else contextlib.closing(request_log)
+    )
+    with (
+        log_closing,
+        open_store(args.db) as store,
+        Verifier(store, metrics=metrics, request_log=request_log) as verifier,
+    ):
         inner: WSGIApplication = echo_app
         if args.sts:
             inner = AssumeRoleApp(KeyManager(store, actor="aliak serve"), echo_app)
-        app = AliakWSGIMiddleware(
+        app: WSGIApplication = AliakWSGIMiddleware(
             inner,
             verifier,
             paths=args.paths,
             trusted_proxies=args.trusted_proxy or (),
             max_body_size=args.max_body_size,
         )
+        if exposition is not None:
+            app = _with_metrics(app, exposition)
         try:
             server = server_class((args.host, args.port), _RequestHandler)
         except OSError as error:
@@ -408,6 +482,8 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
             worker.start()
             url = _url(args.host, server.server_port, scheme)
             console.note(f"aliak serve: listening on {url}")
+            if exposition is not None:
+                console.note(f"aliak serve: metrics at {url}{METRICS_PATH} (unauthenticated)")
             console.err.flush()
             while not stop.wait(0.5):
                 pass
@@ -479,6 +555,19 @@ def add_serve_command(
         "store's roles trust (aliak roles), issuing temporary credentials this store's "
         "verifiers accept; give --tls-cert/--tls-key too for the official credentials "
         "libraries, which call STS over HTTPS only",
+    )
+    serve.add_argument(
+        "--request-log",
+        metavar="PATH",
+        help="write an event per verified or refused request (ActionTrail's shape; never a "
+        "secret, token or signature) to the aliak_request_log table of this SQLite file "
+        "(the store's own file will do); read it with aliak audit --requests",
+    )
+    serve.add_argument(
+        "--metrics",
+        action="store_true",
+        help=f"answer GET {METRICS_PATH} with the verifier's Prometheus metrics, on this "
+        "server, unauthenticated (needs aliak[prometheus])",
     )
     serve.add_argument(
         "--allow-remote",
