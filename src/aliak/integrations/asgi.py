@@ -29,6 +29,7 @@ from aliak.integrations.http import (
     client_address,
     encode_decoded_path,
     error_response,
+    new_request_id,
     parse_content_length,
     with_body,
 )
@@ -141,8 +142,9 @@ class AliakASGIMiddleware:
     The options are those of :class:`aliak.integrations.wsgi.AliakWSGIMiddleware`, with an
     :class:`aliak.AsyncVerifier`, and ``vpc_id`` called with the scope. On success the
     application gets ``scope["aliak.verified"]`` (an :class:`aliak.Verified`) and the body
-    from ``receive`` as one ``http.request`` message. Works with Starlette's
-    ``app.add_middleware(AliakASGIMiddleware, verifier=...)``.
+    from ``receive`` as one ``http.request`` message; with a request log on the verifier,
+    also ``scope["aliak.request_id"]``, the id of the request's event (a refusal answers
+    with it). Works with Starlette's ``app.add_middleware(AliakASGIMiddleware, verifier=...)``.
 
     ``date_header``: ASGI servers (uvicorn, hypercorn) put a ``Date`` header on every
     response, and a second one would make it unparseable for clients that join repeated
@@ -180,12 +182,16 @@ class AliakASGIMiddleware:
         # body received. A refusal before it leaves the body unread: when one may
         # follow, the connection cannot carry another request.
         body_follows = True
+        # With a request log, the event and the answer carry one request id: the refusal's
+        # x-acs-request-id, or scope["aliak.request_id"] for the application's answer.
+        request_id = None if self.verifier.request_log is None else new_request_id()
         try:
             body_follows = check_announced_length(scope, self.max_body_size)
             head = request_from_scope(scope, b"")
-            self.verifier.precheck(head)
+            source_ip = self.source_ip(scope)
+            self.verifier.precheck(head, source_ip=source_ip, request_id=request_id)
         except AliakError as error:
-            await self._refuse(error, scope, send, close=body_follows)
+            await self._refuse(error, scope, send, close=body_follows, request_id=request_id)
             return
         try:
             body = await _receive_body(receive, self.max_body_size)
@@ -193,18 +199,21 @@ class AliakASGIMiddleware:
             logger.info("client left before its body was complete: %s", error)
             return  # nobody is listening for an answer
         except AliakError as error:
-            await self._refuse(error, scope, send, close=True)
+            await self._refuse(error, scope, send, close=True, request_id=request_id)
             return
         try:
             verified = await self.verifier.verify(
                 with_body(head, body),
-                source_ip=self.source_ip(scope),
+                source_ip=source_ip,
                 vpc_id=None if self.vpc_id is None else self.vpc_id(scope),
+                request_id=request_id,
             )
         except AliakError as error:
-            await self._refuse(error, scope, send)
+            await self._refuse(error, scope, send, request_id=request_id)
             return
         scope["aliak.verified"] = verified
+        if request_id is not None:
+            scope["aliak.request_id"] = request_id
         await self.app(scope, _replay(body, receive), send)
 
     def _is_protected(self, scope: Scope) -> bool:
@@ -228,7 +237,13 @@ class AliakASGIMiddleware:
         return client_address(peer, forwarded, self.trusted_proxies)
 
     async def _refuse(
-        self, error: AliakError, scope: Scope, send: Send, *, close: bool = False
+        self,
+        error: AliakError,
+        scope: Scope,
+        send: Send,
+        *,
+        close: bool = False,
+        request_id: str | None = None,
     ) -> None:
         logger.info("refused %s %r: %s", scope.get("method"), scope.get("path"), error)
         host = next(
@@ -240,7 +255,9 @@ class AliakASGIMiddleware:
             ),
             None,
         )
-        status, headers, payload = error_response(error, host=host, recommend=self.recommend)
+        status, headers, payload = error_response(
+            error, host=host, recommend=self.recommend, request_id=request_id
+        )
         raw_headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in headers

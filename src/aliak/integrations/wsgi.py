@@ -48,6 +48,7 @@ from aliak.integrations.http import (
     client_address,
     encode_decoded_path,
     error_response,
+    new_request_id,
     parse_content_length,
     with_body,
 )
@@ -299,7 +300,10 @@ class AliakWSGIMiddleware:
 
     On success the application gets ``environ["aliak.verified"]`` (an
     :class:`aliak.Verified`) and the body, already read, in a fresh ``wsgi.input`` with a
-    matching ``CONTENT_LENGTH``.
+    matching ``CONTENT_LENGTH``. When the verifier has a request log, every request gets a
+    new request id: a refusal answers with it in ``x-acs-request-id`` and ``RequestId``,
+    an accepted request finds it in ``environ["aliak.request_id"]``, and the log's event
+    carries the same one, with the source IP, for refusals before the body too.
     """
 
     def __init__(
@@ -324,6 +328,9 @@ class AliakWSGIMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not self.protected(*_decoded_paths(environ)):
             return self.app(environ, start_response)
+        # With a request log, the event and the answer carry one request id: the refusal's
+        # x-acs-request-id, or environ["aliak.request_id"] for the application's answer.
+        request_id = None if self.verifier.request_log is None else new_request_id()
         try:
             # The cheap refusals first, from the head alone: a body announced over the
             # limit, then what the verifier refuses without a store or a body (no or a
@@ -331,17 +338,21 @@ class AliakWSGIMiddleware:
             # then is the body read.
             length = announced_length(environ, self.max_body_size)
             head = request_from_environ(environ, b"")
+            source_ip = self.source_ip(environ)
             if length:  # with no body to spare, verify() alone makes the same checks
-                self.verifier.precheck(head)
+                self.verifier.precheck(head, source_ip=source_ip, request_id=request_id)
             body = _read_framed(environ, length, self.max_body_size)
             verified = self.verifier.verify(
                 with_body(head, body),
-                source_ip=self.source_ip(environ),
+                source_ip=source_ip,
                 vpc_id=None if self.vpc_id is None else self.vpc_id(environ),
+                request_id=request_id,
             )
         except AliakError as error:
-            return self._refuse(error, environ, start_response)
+            return self._refuse(error, environ, start_response, request_id)
         environ["aliak.verified"] = verified
+        if request_id is not None:
+            environ["aliak.request_id"] = request_id
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)
@@ -354,7 +365,11 @@ class AliakWSGIMiddleware:
         )
 
     def _refuse(
-        self, error: AliakError, environ: WSGIEnvironment, start_response: StartResponse
+        self,
+        error: AliakError,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        request_id: str | None = None,
     ) -> Iterable[bytes]:
         logger.info(
             "refused %s %r: %s",
@@ -368,6 +383,7 @@ class AliakWSGIMiddleware:
             error,
             host=host if isinstance(host, str) else None,
             recommend=self.recommend,
+            request_id=request_id,
         )
         start_response(status_line(status), headers)
         return [payload]
