@@ -9,9 +9,12 @@ what it carries: a repeated header, a missing or unsigned one, a changed value.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aliak import (
     AliakError,
@@ -186,3 +189,39 @@ def test_host_service_memo_is_bounded(world: tuple[Signer, Verifier]) -> None:
     verifier.verify(_signed(signer, host="fresh.example.com"))
     assert len(flow._host_services) <= 4096
     assert flow._host_services["fresh.example.com"] == "fresh"
+
+
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+_NOISE = _ID_ALPHABET + ",;= :/%\x00é"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key_id=st.text(_NOISE, min_size=0, max_size=140),
+    signature=st.text("0123456789abcdefABCDEF,=", min_size=0, max_size=80),
+    padding=st.integers(min_value=0, max_value=9000),
+)
+def test_a_remembered_layout_parses_any_id_and_signature_as_the_parser_does(
+    key_id: str, signature: str, padding: int
+) -> None:
+    # The head memo is keyed by layout (algorithm, SignedHeaders), not by id: under a
+    # remembered layout, whatever id and signature a caller sends must come out exactly as
+    # parse_authorization reads them, or be refused with the same code.
+    from aliak.authorization import parse_authorization
+
+    verifier = Verifier(MemoryStore(), clock=lambda: NOW)
+    scheme: Any = _acs3_scheme(verifier)
+    head = "ACS3-HMAC-SHA256 Credential={},SignedHeaders=host;x-acs-date,Signature={}"
+    scheme._authorization(head.format("LTAI" + "5" * 20, "ab" * 32))  # remembers the layout
+    if padding > 8192 - 100:
+        signature = "ab" * (padding // 2)  # around and past the length limit
+    value = head.format(key_id, signature)
+    try:
+        expected: object = parse_authorization(value)
+    except AliakError as error:
+        expected = error.code
+    try:
+        got: object = scheme._authorization(value)
+    except AliakError as error:
+        got = error.code
+    assert got == expected

@@ -203,3 +203,75 @@ def test_legacy_schemes_do_the_same_work_for_unknown_ids(
     assert known == unknown
     assert "open sealed secret" in known
     assert f"build {scheme}-HMAC-SHA1 key" in known
+
+
+def calls_of(verify: Any, request: Request) -> list[str]:
+    """Every Python and C function one refused verify calls, in order (names only)."""
+    import sys
+
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}")
+        elif event == "c_call":
+            calls.append(f"C:{getattr(arg, '__qualname__', type(arg).__name__)}")
+
+    sys.setprofile(profile)
+    try:
+        verify(request)
+    except AliakError:
+        pass
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize("scheme", ["ACS3", "RPC", "ROA"])
+@pytest.mark.parametrize("profile", ["alibaba", "opaque"])
+def test_an_id_the_verifier_has_seen_costs_what_a_new_one_does(
+    store: Any, scheme: str, profile: str
+) -> None:
+    # A flood of fresh ids evicts a known key from the cache between its requests. Whatever
+    # the verifier remembers of requests it has seen (the Authorization head it parsed,
+    # the layout it checked) must not make an id in use quicker to present than an id
+    # never seen: the attacker's probe is either, and the two must run the same code.
+    # A used key: the shape of SQLite's decoy row (a key worth probing is one in use; a
+    # never-used key's row parses one datetime fewer than the decoy, a known residual).
+    # Its times differ from the decoy's and from each other, as a real key's do.
+    new = KeyManager(store, clock=lambda: NOW - 7200).create_access_key(OWNER)
+    known_id = new.access_key_id
+    with Verifier(store, clock=lambda: NOW - 600) as first:
+        first.verify(
+            Signer(new.access_key, clock=lambda: NOW - 600).sign(
+                Request("GET", host="api.example.com"), action="A", version="V"
+            )
+        )
+    verifier = Verifier(store, clock=lambda: NOW, error_profile=profile, cache_size=4)
+    counter = iter(range(10_000))
+
+    def forged(access_key_id: str) -> Request:
+        if scheme != "ACS3":
+            return legacy_request(scheme, access_key_id, WRONG)
+        return Signer(AccessKey(access_key_id, WRONG), clock=lambda: NOW).sign(
+            Request("GET", host="api.example.com"), action="A", version="V"
+        )
+
+    def fresh_id() -> str:
+        return f"LTAI{next(counter):020d}"  # as long as the known id, never stored
+
+    def flood() -> None:
+        for _ in range(8):
+            calls_of(verifier.verify, forged(fresh_id()))
+
+    try:
+        for _ in range(3):  # the known id's head is seen again and again
+            calls_of(verifier.verify, forged(known_id))
+            flood()
+        known = calls_of(verifier.verify, forged(known_id))
+        flood()
+        unknown = calls_of(verifier.verify, forged(fresh_id()))
+    finally:
+        verifier.close()
+    assert len(known) > 50  # the trace saw the verify
+    assert known == unknown

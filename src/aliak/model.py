@@ -32,6 +32,7 @@ __all__ = [
     "RamUser",
     "SourceIpUse",
     "UsageRecord",
+    "utc_from_stored_seconds",
     "utc_from_timestamp",
     "utc_now",
 ]
@@ -61,6 +62,13 @@ _utc_remembered = RememberLast(_utc_from_whole_seconds)
 
 def utc_from_timestamp(seconds: float) -> datetime:
     return _utc_remembered(int(seconds))
+
+
+def utc_from_stored_seconds(seconds: float) -> datetime:
+    """A stored record's time, converted every time, never remembered: reading a key's
+    record must cost the same whatever its times are (and whatever was read before), or
+    a lookup's timing would tell a real key's record from the decoy of an unknown id."""
+    return _utc_from_whole_seconds(int(seconds))
 
 
 def _check_account_id(_instance: Any, _attribute: Any, value: str) -> None:

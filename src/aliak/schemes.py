@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from aliak.algorithms import Algorithm, get_algorithm
-from aliak.authorization import Authorization, parse_authorization
+from aliak.authorization import MAX_AUTHORIZATION_LENGTH, Authorization, parse_authorization
 from aliak.canonical import (
     STREAM_CHUNK_SIZE,
     canonical_headers,
@@ -215,7 +215,8 @@ class Acs3Scheme(Scheme):
         self._required = _ALWAYS_REQUIRED + (_ACTION_HEADERS if settings.require_action else ())
         self._required_set = frozenset(self._required)
         self._layouts: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
-        self._heads: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        # (algorithm, SignedHeaders text) -> the parsed pair; keyed by layout alone.
+        self._heads: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
 
     def describe(self, request: Request) -> str:
         value = (request.headers._index.get("authorization") or [""])[0]
@@ -286,12 +287,22 @@ class Acs3Scheme(Scheme):
                     raise IncompleteSignature(detail=f"header {name!r} is sent more than once")
 
     def _authorization(self, value: str) -> Authorization:
-        """``parse_authorization``, remembering each well-formed head (everything before
-        the signature: the algorithm, the id, the signed names) a client sends again."""
+        """``parse_authorization``, remembering each well-formed layout a client sends
+        again -- the algorithm and the signed names -- but never the key id: the id is
+        checked on every request, so an id the memo has seen costs what a new one does
+        (an id in use must not be quicker to present than one no store holds)."""
         head, separator, signature = value.rpartition(",Signature=")
-        known = self._heads.get(head) if separator else None
-        if known is not None and _is_lower_hex(signature) is not None and not len(signature) % 2:
-            return Authorization._trusted(*known, signature)
+        algorithm, _, rest = head.partition(" Credential=")
+        access_key_id, _, names = rest.partition(",SignedHeaders=")
+        known = self._heads.get((algorithm, names)) if separator else None
+        if (
+            known is not None
+            and is_valid_access_key_id(access_key_id)
+            and _is_lower_hex(signature) is not None
+            and not len(signature) % 2
+            and len(value) <= MAX_AUTHORIZATION_LENGTH
+        ):
+            return Authorization._trusted(known[0], access_key_id, known[1], signature)
         settings = self.settings
         authorization = parse_authorization(
             value,
@@ -301,9 +312,8 @@ class Acs3Scheme(Scheme):
         # Only the exact emitted form is remembered: a leniently read head (spaces, other
         # field order) is parsed again each time.
         if authorization.format() == value and len(self._heads) < _MAX_LAYOUTS:
-            self._heads[head] = (
+            self._heads[(algorithm, names)] = (
                 authorization.algorithm,
-                authorization.access_key_id,
                 authorization.signed_headers,
             )
         return authorization

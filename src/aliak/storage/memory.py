@@ -34,6 +34,7 @@ from aliak.model import (
     RamUser,
     SourceIpUse,
     UsageRecord,
+    utc_from_stored_seconds,
     utc_from_timestamp,
 )
 from aliak.roles import RoleRecord
@@ -238,7 +239,7 @@ class MemoryStore:
         # Built the same way whether the id exists, has been used, or neither: the
         # verifier's timing parity rests on this lookup costing the same for all.
         seen = _NEVER_USED if used is None else used
-        use = LastUsed(utc_from_timestamp(seen[0]), seen[1])
+        use = LastUsed(utc_from_stored_seconds(seen[0]), seen[1])
         found = _DECOY_RECORD if record is None else record
         evolved = attrs.evolve(found, last_used=found.last_used if used is None else use)
         return None if record is None else evolved

@@ -19,6 +19,7 @@ from aliak.model import (
     LastUsed,
     Owner,
     UsageRecord,
+    utc_from_stored_seconds,
     utc_from_timestamp,
 )
 
@@ -85,14 +86,14 @@ def record_from_row(
             access_key_id=access_key_id,
             owner=owner_from_columns(account_id, user_name),
             status=KeyStatus(status),
-            created_at=utc_from_timestamp(created_at),
+            created_at=utc_from_stored_seconds(created_at),
             algorithm=KeyAlgorithm(algorithm),
             sealed_secret=None if sealed_secret is None else bytes(sealed_secret),
             public_key=public_key,
             last_used=None
             if last_used_at is None
-            else LastUsed(utc_from_timestamp(last_used_at), last_used_service),
-            recycled_at=None if recycled_at is None else utc_from_timestamp(recycled_at),
+            else LastUsed(utc_from_stored_seconds(last_used_at), last_used_service),
+            recycled_at=None if recycled_at is None else utc_from_stored_seconds(recycled_at),
             leak_restricted=bool(leak_restricted),
         )
     except (AliakError, ValueError, TypeError) as error:
