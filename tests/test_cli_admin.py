@@ -24,9 +24,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from aliak import AccessKey, Request, Signer, Verifier
+from aliak import AccessKey, Request, Signer, SQLiteRequestLog, Verifier, request_event
 from aliak.cli import main
 from aliak.cli._keys import DEFAULT_ACCOUNT_ID_PATTERN, DOCUMENTED_ACCOUNT_ID_PATTERN
+from aliak.errors import SignatureDoesNotMatch
 from aliak.keys import KeyManager
 from aliak.model import RamUser
 from aliak.sealing import MasterKeyring
@@ -243,9 +244,169 @@ def test_every_change_is_recorded_under_the_actor_of_the_command(
     ok(aliak, "keys", "disable", key_id)
     monkeypatch.delenv("ALIAK_ACTOR")
     ok(aliak, "keys", "enable", key_id)
-    events = ok(aliak, "audit", "--key", key_id, "--json").json()
-    assert events[-2]["Actor"] == "deploy-bot"
-    assert events[-1]["Actor"].startswith("cli:") or events[-1]["Actor"] == "aliak"
+    events = ok(aliak, "audit", "--key", key_id, "--json").json()  # newest first
+    assert events[1]["Actor"] == "deploy-bot"
+    assert events[0]["Actor"].startswith("cli:") or events[0]["Actor"] == "aliak"
+
+
+# -- audit: newest first, --order, --limit, --since/--until -----------------------------------
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+# Five events: a minute apart, but the last two in one second (append order decides there).
+TIMELINE = (T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)) + (
+    T0 + timedelta(minutes=3),
+) * 2
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if moment.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture
+def trail(db: Path) -> list[str]:
+    """One CreateAccessKey at each time of :data:`TIMELINE`: the key ids, oldest first."""
+    store = SQLiteStore(db)
+    try:
+        return [
+            KeyManager(store, clock=at.timestamp)
+            .create_access_key(RamUser(ACCOUNT, f"u{index}"))
+            .access_key_id
+            for index, at in enumerate(TIMELINE)
+        ]
+    finally:
+        store.close()
+
+
+def _audited(aliak: Aliak, *args: str) -> list[str]:
+    return [event["AccessKeyId"] for event in ok(aliak, "audit", *args, "--json").json()]
+
+
+def test_audit_is_newest_first_and_order_oldest_is_its_exact_reverse(
+    aliak: Aliak, trail: list[str]
+) -> None:
+    events = ok(aliak, "audit", "--json").json()
+    assert [event["AccessKeyId"] for event in events] == trail[::-1]
+    assert [event["At"] for event in events] == [_iso(at) for at in TIMELINE[::-1]]
+    assert ok(aliak, "audit", "--order", "oldest", "--json").json() == events[::-1]
+    assert ok(aliak, "audit", "--order", "newest", "--json").json() == events
+    rows = ok(aliak, "audit").out.splitlines()[1:]  # the table, under its header
+    assert [next(cell for cell in trail if cell in row) for row in rows] == trail[::-1]
+    rows = ok(aliak, "audit", "--order", "oldest").out.splitlines()[1:]
+    assert [next(cell for cell in trail if cell in row) for row in rows] == trail
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2, 4, 5, 9])
+def test_audit_limit_keeps_the_newest_events_whichever_the_order(
+    aliak: Aliak, trail: list[str], limit: int
+) -> None:
+    newest = trail[::-1][:limit]
+    assert _audited(aliak, "--limit", str(limit)) == newest
+    assert _audited(aliak, "--limit", str(limit), "--order", "oldest") == newest[::-1]
+
+
+def test_audit_since_and_until_are_both_inclusive(aliak: Aliak, trail: list[str]) -> None:
+    t0, t1, t2, t3, _ = TIMELINE
+    half = timedelta(milliseconds=500)
+    assert _audited(aliak, "--since", _iso(t1)) == trail[:0:-1]  # the event at t1 is in
+    assert _audited(aliak, "--until", _iso(t1)) == trail[1::-1]  # here too
+    assert _audited(aliak, "--since", _iso(t1), "--until", _iso(t2)) == [trail[2], trail[1]]
+    assert _audited(aliak, "--since", _iso(t2), "--until", _iso(t2)) == [trail[2]]
+    # A fraction: --since rounds up to the next whole second, --until down.
+    assert _audited(aliak, "--since", _iso(t1 + half)) == trail[:1:-1]
+    assert _audited(aliak, "--until", _iso(t1 - half)) == [trail[0]]
+    # One second, two events: newest first, and --order oldest in append order.
+    assert _audited(aliak, "--since", _iso(t3)) == [trail[4], trail[3]]
+    assert _audited(aliak, "--since", _iso(t3), "--order", "oldest") == [trail[3], trail[4]]
+    # --limit takes the newest of the window, not of the whole trail.
+    window = ["--since", _iso(t0), "--until", _iso(t2)]
+    assert _audited(aliak, *window, "--limit", "2") == [trail[2], trail[1]]
+    assert _audited(aliak, *window, "--limit", "2", "--order", "oldest") == [trail[1], trail[2]]
+    # An offset is a time like any other: 20:01 at +08:00 is t1.
+    assert _audited(aliak, "--since", "2024-05-01T20:01:00+08:00") == trail[:0:-1]
+    assert _audited(aliak, "--since", _iso(t2), "--until", _iso(t1)) == []
+
+
+def test_audit_follow_refuses_an_order_it_cannot_keep(aliak: Aliak, trail: list[str]) -> None:
+    refused = aliak("audit", "--follow", "--order", "newest")
+    assert refused.code == 2
+    assert "arrive" in refused.err
+    assert aliak("audit", "--requests", "--follow", "--order", "newest").code == 2
+    assert "--order" in ok(aliak, "audit", "--help").out
+
+
+# -- audit --requests: the same order and bounds over the request log -------------------------
+
+
+@pytest.fixture
+def request_log(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A request log file with one event at each time of :data:`TIMELINE`, the second
+    refused; and the request ids, oldest first."""
+    path = tmp_path / "requests.db"
+    log = SQLiteRequestLog(path)
+    ids = [f"REQ-{index}" for index in range(len(TIMELINE))]
+    try:
+        for index, at in enumerate(TIMELINE):
+            log.emit(
+                request_event(
+                    event_time=at.timestamp(),
+                    access_key_id="LTAI" + str(index) * 20,
+                    action="DescribeRegions",
+                    source_ip="192.0.2.1",
+                    request_id=ids[index],
+                    error=SignatureDoesNotMatch() if index == 1 else None,
+                )
+            )
+        log.flush()
+    finally:
+        log.close()
+    return path, ids
+
+
+def _requested(aliak: Aliak, log: Path, *args: str) -> list[str]:
+    events = ok(aliak, "audit", "--requests", "--request-log", str(log), *args, "--json").json()
+    return [event["requestId"] for event in events]
+
+
+def test_audit_requests_is_newest_first_and_order_oldest_is_its_exact_reverse(
+    aliak: Aliak, request_log: tuple[Path, list[str]]
+) -> None:
+    log, ids = request_log
+    read = ["audit", "--requests", "--request-log", str(log)]
+    events = ok(aliak, *read, "--json").json()
+    assert [event["requestId"] for event in events] == ids[::-1]
+    assert [event["eventTime"] for event in events] == [_iso(at) for at in TIMELINE[::-1]]
+    assert ok(aliak, *read, "--order", "oldest", "--json").json() == events[::-1]
+    rows = ok(aliak, *read).out.splitlines()[1:]
+    assert [row.split()[-1] for row in rows] == ids[::-1]
+    assert ok(aliak, *read, "--result", "refused", "--json").json() == [events[3]]
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2, 5, 9])
+def test_audit_requests_limit_keeps_the_newest_events_whichever_the_order(
+    aliak: Aliak, request_log: tuple[Path, list[str]], limit: int
+) -> None:
+    log, ids = request_log
+    newest = ids[::-1][:limit]
+    assert _requested(aliak, log, "--limit", str(limit)) == newest
+    assert _requested(aliak, log, "--limit", str(limit), "--order", "oldest") == newest[::-1]
+
+
+def test_audit_requests_since_and_until_are_both_inclusive(
+    aliak: Aliak, request_log: tuple[Path, list[str]]
+) -> None:
+    log, ids = request_log
+    t0, t1, t2, t3, _ = TIMELINE
+    half = timedelta(milliseconds=500)
+    assert _requested(aliak, log, "--since", _iso(t1)) == ids[:0:-1]
+    assert _requested(aliak, log, "--until", _iso(t1)) == ids[1::-1]
+    assert _requested(aliak, log, "--since", _iso(t2), "--until", _iso(t2)) == [ids[2]]
+    assert _requested(aliak, log, "--since", _iso(t1 + half)) == ids[:1:-1]
+    assert _requested(aliak, log, "--until", _iso(t1 - half)) == [ids[0]]
+    assert _requested(aliak, log, "--since", _iso(t3), "--order", "oldest") == ids[3:]
+    window = ["--since", _iso(t0), "--until", _iso(t2), "--limit", "2"]
+    assert _requested(aliak, log, *window) == [ids[2], ids[1]]
+    assert _requested(aliak, log, *window, "--order", "oldest") == [ids[1], ids[2]]
+    assert _requested(aliak, log, "--since", _iso(t2), "--until", _iso(t1)) == []
 
 
 # -- account ids -----------------------------------------------------------------------------
@@ -555,9 +716,9 @@ def test_master_key_rotate_rewrites_the_key_file_and_prints_no_key_material(
         assert material not in rotated.out + rotated.err + json.dumps(as_json)
     audit = ok(aliak, "audit", "--json").json()
     assert [event["Detail"] for event in audit if event["Action"] == "RotateMasterKey"] == [
-        "version 2; 2 secrets re-sealed",
         "version 3; 2 secrets re-sealed",
-    ]
+        "version 2; 2 secrets re-sealed",
+    ]  # newest first
     # Every key still verifies, in another process reading the key file.
     capture = signed_capture(
         tmp_path / "r.http", AccessKey(two_keys[0]["AccessKeyId"], two_keys[0]["AccessKeySecret"])

@@ -367,17 +367,18 @@ def test_audit_lists_every_change_and_filters_by_key_owner_time_and_count(store:
     events = store.json("audit")
     assert isinstance(events, list)
     assert [(event["Action"], event["AccessKeyId"]) for event in events] == [
-        ("CreateAccessKey", alice),
-        ("CreateAccessKey", bob),
         ("UpdateAccessKey", alice),
-    ]
+        ("CreateAccessKey", bob),
+        ("CreateAccessKey", alice),
+    ]  # newest first
+    assert store.json("audit", "--order", "oldest") == events[::-1]
     assert set(events[0]) == {
         "At", "Action", "AccessKeyId", "AccountId", "UserName", "Actor", "Detail"
     }  # fmt: skip
     assert len(store.json("audit", "--key", alice)) == 2
     by_bob = store.json("audit", "--account", ACCOUNT, "--user", "bob")
     assert [event["AccessKeyId"] for event in by_bob] == [bob]
-    assert len(store.json("audit", "--limit", "1")) == 1
+    assert [event["Action"] for event in store.json("audit", "--limit", "1")] == ["UpdateAccessKey"]
     assert store.json("audit", "--since", "2999-01-01T00:00:00Z") == []
     table = store.ok("audit").stdout.splitlines()
     assert table[0].split() == [
@@ -390,6 +391,7 @@ def test_audit_lists_every_change_and_filters_by_key_owner_time_and_count(store:
         "Detail",
     ]
     assert len(table) == 4
+    assert "UpdateAccessKey" in table[1]  # the table is newest first too
     assert store.run("audit", "--user", "bob").returncode == 2  # --user needs --account
 
 

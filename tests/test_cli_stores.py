@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -30,6 +31,8 @@ import pytest
 from aliak import AccessKey, Request, Signer
 from aliak.cli import main
 from aliak.cli._store import redact_url
+from aliak.keys import KeyManager
+from aliak.model import RamUser
 from aliak.sealing import MasterKeyring
 
 ACCOUNT = "1234567890123456"
@@ -451,7 +454,11 @@ def test_a_postgres_store_is_created_by_creating_commands_and_refused_unmigrated
     assert [entry["UserPrincipalName"] for entry in listed] == [ACCOUNT, f"alice@{ACCOUNT}"]
     events = json.loads(run("audit", "--json").stdout)
     by_ops = [event["Action"] for event in events if event["Actor"] == "ops:pg"]
-    assert by_ops == ["CreateAccessKey", "SetNetworkPolicy", "CreateRole"], by_ops
+    assert by_ops == ["CreateRole", "SetNetworkPolicy", "CreateAccessKey"], by_ops  # newest first
+    oldest = json.loads(run("audit", "--json", "--order", "oldest").stdout)
+    assert oldest == events[::-1]
+    newest_two = json.loads(run("audit", "--json", "--limit", "2", "--order", "oldest").stdout)
+    assert newest_two == events[1::-1]
 
     found = run("keys", "find-owner", key["AccessKeyId"], "--json")
     assert json.loads(found.stdout)["Store"] == redact_url(postgres.dsn)
@@ -516,6 +523,40 @@ def test_master_key_rotate_on_postgres_writes_the_fleet_keyring_to_keyring_out(
     assert [(event["Actor"], event["Detail"]) for event in rotation] == [
         ("ops:rotate", "version 2; 1 secrets re-sealed")
     ]
+
+
+def test_audit_on_postgres_is_newest_first_with_the_newest_limit_and_inclusive_bounds(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    def audited(*args: str) -> list[str]:
+        result = run_process(tmp_path, "audit", "--json", *args, env=postgres.env())
+        assert result.returncode == 0, result.stderr
+        return [event["AccessKeyId"] for event in json.loads(result.stdout)]
+
+    from aliak.storage.postgres import PostgresStore  # psycopg: only with a server
+
+    start = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    times = [start + timedelta(minutes=minutes) for minutes in (0, 1, 2, 3, 3)]
+    store = PostgresStore(postgres.plain_dsn, schema=postgres.schema, master_key=postgres.keyring)
+    try:
+        ids = [
+            KeyManager(store, clock=at.timestamp)
+            .create_access_key(RamUser(ACCOUNT, f"u{index}"))
+            .access_key_id
+            for index, at in enumerate(times)
+        ]
+    finally:
+        store.close()
+    assert audited() == ids[::-1]
+    assert audited("--order", "oldest") == ids
+    assert audited("--limit", "2") == [ids[4], ids[3]]
+    assert audited("--limit", "2", "--order", "oldest") == [ids[3], ids[4]]
+    assert audited("--since", "2024-05-01T12:01:00Z", "--until", "2024-05-01T12:02:00Z") == [
+        ids[2],
+        ids[1],
+    ]
+    assert audited("--since", "2024-05-01T12:01:00.5Z") == ids[:1:-1]
+    assert audited("--until", "2024-05-01T12:00:59.5Z") == [ids[0]]
 
 
 def test_postgres_keys_with_redis_nonces_compose(

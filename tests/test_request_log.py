@@ -726,9 +726,9 @@ def test_audit_limit_keeps_the_newest_events_and_until_bounds_them(tmp_path: Pat
         for user in ("u1", "u2", "u3")
     ]
     newest = _json(tmp_path, db, "audit", "--limit", "2")
-    assert [event["AccessKeyId"] for event in newest] == ids[1:]  # shown oldest first
-    reversed_ = _json(tmp_path, db, "audit", "--limit", "2", "--order", "newest")
-    assert [event["AccessKeyId"] for event in reversed_] == ids[:0:-1]
+    assert [event["AccessKeyId"] for event in newest] == ids[:0:-1]  # shown newest first
+    reversed_ = _json(tmp_path, db, "audit", "--limit", "2", "--order", "oldest")
+    assert [event["AccessKeyId"] for event in reversed_] == ids[1:]
     assert _json(tmp_path, db, "audit", "--until", "2001-01-01T00:00:00Z") == []
     assert len(_json(tmp_path, db, "audit", "--until", "2999-01-01T00:00:00Z")) == 3
     assert len(_json(tmp_path, db, "audit", "--action", "CreateAccessKey", "--limit", "0")) == 0

@@ -1,10 +1,15 @@
 """``aliak audit``: the append-only audit trail; with ``--requests``, the request log.
 
-``--limit N`` keeps the *newest* N events that match (``--since``/``--until`` bound the
-time). The audit trail is shown oldest first (a history, read top to bottom), the request
-log newest first; ``--order`` says otherwise. ``--follow`` prints the newest events, then
-every new one as it is written, until interrupted (SIGINT): one line each, JSON Lines
-under ``--json``.
+Both are shown newest first, as an operator looking at what just happened reads them;
+``--order oldest`` shows the same events the other way round, a history read top to
+bottom. ``--limit N`` keeps the *newest* N events that match, whichever the order, and
+``--since``/``--until`` bound the time, both inclusive: an event at exactly ``--since``
+or exactly ``--until`` is shown (times are whole seconds; a fraction in ``--since``
+rounds up, in ``--until`` down). ``--follow`` prints the newest events, then every new
+one as it is written, until interrupted (SIGINT): one line each, JSON Lines under
+``--json``. A stream can only grow at its end, so ``--follow`` prints every event in the
+order it arrived, oldest first, the initial newest ones too (as ``tail -f``); it takes
+no ``--order newest`` and no ``--until``.
 
 The trail is read through the store's own ``audit_events`` (oldest first, from a time),
 so it works on every store the command opens: pages are walked with a cursor of (second,
@@ -256,6 +261,10 @@ def _check(args: argparse.Namespace) -> None:
         args.subparser.error("--user needs --account")
     if args.follow and args.until is not None:
         args.subparser.error("--follow prints events as they come: it takes no --until")
+    if args.follow and args.order == "newest":
+        args.subparser.error(
+            "--follow prints events in the order they arrive: it takes no --order newest"
+        )
     if not args.requests:
         for option, value in (
             ("--code", args.code),
@@ -294,7 +303,7 @@ def _audit(args: argparse.Namespace, console: Console) -> int:
                 stream.write([event for event in cursor.walk(fetch) if keep(event)], _audit_row)
 
             return _follow(poll, args.interval)
-    if (args.order or "oldest") == "newest":
+    if args.order != "oldest":
         events.reverse()
     console.records(
         _COLUMNS, [_audit_row(event) for event in events], empty="no audit events match"
@@ -333,7 +342,7 @@ def _requests(args: argparse.Namespace, console: Console) -> int:
                 new = log.events(**filters, after=last[0], limit=_PAGE)
 
         return _follow(poll, args.interval)
-    if (args.order or "newest") == "oldest":
+    if args.order == "oldest":
         entries.reverse()
     console.records(
         _REQUEST_COLUMNS,
@@ -359,12 +368,14 @@ def add_audit_command(
         parents=[common],
         help="the audit trail of every change; with --requests, the request log",
         description="The append-only audit trail, filtered by key, owner, action and time: "
-        "the newest --limit events, shown oldest first. --account alone selects the events "
-        "about the account itself (its own keys and policy); add --user for a RAM user's. "
-        "With --requests: the request log that aliak serve --request-log writes (every "
-        "verified or refused request, in ActionTrail's event shape), newest first; there "
-        "--account alone selects every principal of the account. --follow keeps printing "
-        "new events as they arrive, one per line (JSON Lines with --json), until Ctrl-C.",
+        "the newest --limit events, newest first (--order oldest for a history read top to "
+        "bottom). --account alone selects the events about the account itself (its own keys "
+        "and policy); add --user for a RAM user's. With --requests: the request log that "
+        "aliak serve --request-log writes (every verified or refused request, in "
+        "ActionTrail's event shape), in the same order; there --account alone selects every "
+        "principal of the account. --follow prints the newest events, then new ones as they "
+        "arrive, all in arrival order (oldest first), one per line (JSON Lines with --json), "
+        "until Ctrl-C.",
     )
     audit.add_argument("--key", metavar="ID", help="events about this AccessKey id")
     audit.add_argument("--account", metavar="ID", help="events about this account")
@@ -388,7 +399,7 @@ def add_audit_command(
     audit.add_argument(
         "--order",
         choices=("oldest", "newest"),
-        help="which first (default: oldest for the audit trail, newest for --requests)",
+        help="which first (default newest; --follow prints in arrival order, oldest first)",
     )
     audit.add_argument(
         "--follow",
