@@ -217,6 +217,10 @@ def calls_of(verify: Any, request: Request) -> list[str]:
         elif event == "c_call":
             calls.append(f"C:{getattr(arg, '__qualname__', type(arg).__name__)}")
 
+    import gc
+
+    collecting = gc.isenabled()
+    gc.disable()  # a collection's callbacks (hypothesis installs one) are not the verify's
     sys.setprofile(profile)
     try:
         verify(request)
@@ -224,6 +228,8 @@ def calls_of(verify: Any, request: Request) -> list[str]:
         pass
     finally:
         sys.setprofile(None)
+        if collecting:
+            gc.enable()
     return calls
 
 

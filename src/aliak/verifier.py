@@ -1083,7 +1083,7 @@ class _Observer:
         trace: _Trace,
         error: Exception,
         *,
-        request: Request,
+        request: Request | None,
         source_ip: str | None,
         request_id: str | None,
         started: float,
@@ -1123,7 +1123,7 @@ class _Observer:
         told: AliakError,
         reason: AliakError,
         *,
-        request: Request,
+        request: Request | None,
         source_ip: str | None,
         request_id: str | None,
     ) -> dict[str, Any]:
@@ -1138,7 +1138,7 @@ class _Observer:
                 principal, key_type = entry.claims.principal, "sts"
         scheme = _presented(pending, "scheme")
         ip = _presented(pending, "source_ip") or source_ip
-        host = request.host or request.headers.get("host")
+        host = None if request is None else request.host or request.headers.get("host")
         return request_event(
             event_time=self.flow.clock(),
             access_key_id=_presented(pending, "access_key_id"),
@@ -1148,7 +1148,7 @@ class _Observer:
             host=host,
             service=self._service(pending, host),
             source_ip=ip,
-            user_agent=request.headers.get("user-agent"),
+            user_agent=None if request is None else request.headers.get("user-agent"),
             request_id=request_id,
             scheme=None if scheme is None else scheme.name,
             algorithm=_presented(pending, "algorithm"),
@@ -1280,21 +1280,76 @@ class _Shell(Generic[S, R]):
         try:
             flow.prepare(request, flow.clock(), None, None, head_only=True, into=trace.pending)
         except Exception as error:
-            if source_ip is not None:
-                with contextlib.suppress(Exception):  # only what the event says
-                    source_ip = flow._source(source_ip)[1]
-            try:
-                flow.refuse(error)
-            except Exception as replaced:
-                observer.refused(
-                    trace,
-                    replaced,
-                    request=request,
-                    source_ip=source_ip,
-                    request_id=request_id,
-                    started=started,
-                )
-                raise
+            self._report(
+                observer,
+                trace,
+                error,
+                request=request,
+                source_ip=source_ip,
+                request_id=request_id,
+                started=started,
+            )
+            raise
+
+    def report_refusal(
+        self,
+        error: AliakError,
+        *,
+        request: Request | None = None,
+        source_ip: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Report a refusal the server made itself, before :meth:`verify` could run -- a
+        body over the limit, a request it could not read, a transfer coding it cannot
+        frame -- to the metrics hook and the request log, as ``verify`` reports its own
+        (once; a failing hook or sink is logged, never raised). ``request`` is the head
+        the server read (``None`` if it could not build one): what it presents -- key
+        id, action -- goes in the event, though its checks were never the reason. The
+        middlewares call this; with neither hook nor log installed it does nothing."""
+        if not isinstance(error, AliakError):
+            raise TypeError(f"report_refusal() takes an AliakError, not {type(error).__name__}")
+        observer = self._observer
+        if observer is None:
+            return
+        started = perf_counter()
+        trace = _Trace()
+        if request is not None:
+            flow = self._flow
+            with contextlib.suppress(Exception):  # only what the head presents
+                flow.prepare(request, flow.clock(), None, None, head_only=True, into=trace.pending)
+        if source_ip is not None:
+            with contextlib.suppress(Exception):
+                source_ip = self._flow._source(source_ip)[1]
+        with contextlib.suppress(Exception):
+            observer.refused(
+                trace,
+                error,
+                request=request,
+                source_ip=source_ip,
+                request_id=request_id,
+                started=started,
+            )
+
+    def _report(
+        self,
+        observer: _Observer,
+        trace: _Trace,
+        error: Exception,
+        *,
+        request: Request,
+        source_ip: str | None,
+        request_id: str | None,
+        started: float,
+    ) -> None:
+        """Report ``error`` as the refusal the caller sees: the one ``refuse`` raises in
+        its place (re-raised from here), else ``error`` itself (the caller re-raises)."""
+        if source_ip is not None:
+            with contextlib.suppress(Exception):  # only what the event says
+                source_ip = self._flow._source(source_ip)[1]
+        try:
+            self._flow.refuse(error)
+        except Exception as replaced:
+            error = replaced
             observer.refused(
                 trace,
                 error,
@@ -1304,6 +1359,14 @@ class _Shell(Generic[S, R]):
                 started=started,
             )
             raise
+        observer.refused(
+            trace,
+            error,
+            request=request,
+            source_ip=source_ip,
+            request_id=request_id,
+            started=started,
+        )
 
     def _drive(self, steps: Generator[_Step, Any, Verified]) -> R:
         raise NotImplementedError
@@ -1391,19 +1454,8 @@ class Verifier(_Shell[Store, Verified]):
             )
             return verified
         except Exception as error:
-            try:
-                self._flow.refuse(error)
-            except Exception as replaced:
-                observer.refused(
-                    trace,
-                    replaced,
-                    request=request,
-                    source_ip=source_ip,
-                    request_id=request_id,
-                    started=started,
-                )
-                raise
-            observer.refused(
+            self._report(
+                observer,
                 trace,
                 error,
                 request=request,
@@ -1530,19 +1582,8 @@ class AsyncVerifier(_Shell[AsyncStore, Coroutine[Any, Any, Verified]]):
             )
             return verified
         except Exception as error:
-            try:
-                self._flow.refuse(error)
-            except Exception as replaced:
-                observer.refused(
-                    trace,
-                    replaced,
-                    request=request,
-                    source_ip=source_ip,
-                    request_id=request_id,
-                    started=started,
-                )
-                raise
-            observer.refused(
+            self._report(
+                observer,
                 trace,
                 error,
                 request=request,

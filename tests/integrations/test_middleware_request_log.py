@@ -155,7 +155,13 @@ class Stack:
     given, over a store holding the test key, with ``log`` on the verifier."""
 
     def __init__(
-        self, kind: Kind, log: ListLog | None, *, trusted_proxies: Iterable[str] = ()
+        self,
+        kind: Kind,
+        log: ListLog | None,
+        *,
+        trusted_proxies: Iterable[str] = (),
+        max_body_size: int = 10 * 1024 * 1024,
+        metrics: Any = None,
     ) -> None:
         self.kind = kind
         self.app_saw: list[Any] = []
@@ -166,14 +172,16 @@ class Stack:
         if kind == "wsgi":
             self.wsgi = AliakWSGIMiddleware(
                 self._wsgi_app,
-                Verifier(store, request_log=log),
+                Verifier(store, request_log=log, metrics=metrics),
                 trusted_proxies=trusted_proxies,
+                max_body_size=max_body_size,
             )
         else:
             self.asgi = AliakASGIMiddleware(
                 self._asgi_app,
-                AsyncVerifier(store.as_async(), request_log=log),
+                AsyncVerifier(store.as_async(), request_log=log, metrics=metrics),
                 trusted_proxies=trusted_proxies,
+                max_body_size=max_body_size,
             )
 
     def _wsgi_app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -340,6 +348,92 @@ def test_a_refusal_of_a_request_without_a_body_is_logged_once_too(kind: Kind) ->
     log = ListLog()
     answer = Stack(kind, log).send(unsigned(body=b""))
     assert_refusal_logged_once(log, answer, code="IncompleteSignature", source_ip=PEER)
+
+
+class CountingMetrics:
+    """Every refusal the metrics hook is told of, by code."""
+
+    def __init__(self) -> None:
+        self.refusals: list[str] = []
+
+    def accepted(self, scheme: str, seconds: float) -> None:
+        pass
+
+    def refused(self, code: str, scheme: str, seconds: float) -> None:
+        self.refusals.append(code)
+
+    def key_cache(self, hit: bool) -> None:
+        pass
+
+    def store_error(self, operation: str) -> None:
+        pass
+
+
+def assert_middleware_refusal_logged_once(
+    log: ListLog, answer: Answer, *, status: int, code: str
+) -> dict[str, Any]:
+    assert answer.status == status, answer
+    assert answer.app_saw == []
+    [event] = log.events
+    request_id = answer.header("x-acs-request-id")
+    assert answer.json()["RequestId"] == request_id == event["requestId"]
+    assert answer.json()["Code"] == code == event["errorCode"]
+    assert event["sourceIpAddress"] == PEER
+    return event
+
+
+def test_a_body_announced_over_the_limit_is_logged_with_the_key_the_head_presents(
+    kind: Kind,
+) -> None:
+    # The middleware refuses it itself (the verifier never sees the request), so a flood
+    # of oversized uploads must still leave its trace: once, under the id answered, with
+    # the key id and action the signed head presents.
+    log, metrics = ListLog(), CountingMetrics()
+    stack = Stack(kind, log, max_body_size=8, metrics=metrics)
+    answer = stack.send(signed(body=b"x" * 64))
+    assert not answer.body_read
+    event = assert_middleware_refusal_logged_once(log, answer, status=413, code="PayloadTooLarge")
+    assert event["userIdentity"]["accessKeyId"] == ACCESS_KEY_ID
+    assert event["eventName"] == "CreateThing"
+    assert "userName" not in event["userIdentity"]  # the signature was never checked
+    assert metrics.refusals == ["PayloadTooLarge"]
+
+
+def test_a_request_the_middleware_cannot_read_is_logged_once(kind: Kind) -> None:
+    log, metrics = ListLog(), CountingMetrics()
+    stack = Stack(kind, log, metrics=metrics)
+    request = signed()
+    headers = wire_headers(request)
+    if kind == "wsgi":  # PATH_INFO is decoded (and re-encoded): a header carries the NUL
+        headers.append(("X-Acs-Meta-Note", "a\x00b"))
+        answer = stack._send_wsgi(request.method, request.path, headers, BODY, PEER)
+    else:  # raw_path is what came on the request line
+        answer = stack._send_asgi(request.method, "/th\x01ings", headers, BODY, PEER)
+    answer.app_saw = list(stack.app_saw)
+    event = assert_middleware_refusal_logged_once(log, answer, status=400, code="InvalidParameter")
+    assert event.get("userIdentity", {}).get("accessKeyId") is None  # no request was built
+    assert metrics.refusals == ["InvalidParameter"]
+
+
+def test_a_transfer_coding_the_wsgi_server_did_not_decode_is_logged_once() -> None:
+    log = ListLog()
+    stack = Stack("wsgi", log)
+    request = signed()
+    headers = [(n, v) for n, v in wire_headers(request) if n.lower() != "content-length"]
+    headers.append(("Transfer-Encoding", "chunked"))
+    answer = stack._send_wsgi(request.method, request.path, headers, BODY, PEER)
+    answer.app_saw = list(stack.app_saw)
+    assert not answer.body_read
+    event = assert_middleware_refusal_logged_once(
+        log, answer, status=411, code="MissingContentLength"
+    )
+    assert event["userIdentity"]["accessKeyId"] == ACCESS_KEY_ID
+
+
+def test_without_a_log_or_metrics_a_middleware_refusal_reports_nothing(kind: Kind) -> None:
+    answer = Stack(kind, None, max_body_size=8).send(signed(body=b"x" * 64))
+    assert answer.status == 413
+    assert answer.header("x-acs-request-id")
 
 
 # ---------------------------------------------------------------------------------------

@@ -185,12 +185,20 @@ class AliakASGIMiddleware:
         # With a request log, the event and the answer carry one request id: the refusal's
         # x-acs-request-id, or scope["aliak.request_id"] for the application's answer.
         request_id = None if self.verifier.request_log is None else new_request_id()
+        verifier = self.verifier
+        head: Request | None = None
+        source_ip = None
         try:
-            body_follows = check_announced_length(scope, self.max_body_size)
-            head = request_from_scope(scope, b"")
             source_ip = self.source_ip(scope)
-            self.verifier.precheck(head, source_ip=source_ip, request_id=request_id)
-        except AliakError as error:
+            head = request_from_scope(scope, b"")
+            body_follows = check_announced_length(scope, self.max_body_size)
+        except AliakError as error:  # the verifier never saw it: reported here
+            verifier.report_refusal(error, request=head, source_ip=source_ip, request_id=request_id)
+            await self._refuse(error, scope, send, close=body_follows, request_id=request_id)
+            return
+        try:
+            verifier.precheck(head, source_ip=source_ip, request_id=request_id)
+        except AliakError as error:  # reported by precheck
             await self._refuse(error, scope, send, close=body_follows, request_id=request_id)
             return
         try:
@@ -199,10 +207,11 @@ class AliakASGIMiddleware:
             logger.info("client left before its body was complete: %s", error)
             return  # nobody is listening for an answer
         except AliakError as error:
+            verifier.report_refusal(error, request=head, source_ip=source_ip, request_id=request_id)
             await self._refuse(error, scope, send, close=True, request_id=request_id)
             return
         try:
-            verified = await self.verifier.verify(
+            verified = await verifier.verify(
                 with_body(head, body),
                 source_ip=source_ip,
                 vpc_id=None if self.vpc_id is None else self.vpc_id(scope),

@@ -331,18 +331,29 @@ class AliakWSGIMiddleware:
         # With a request log, the event and the answer carry one request id: the refusal's
         # x-acs-request-id, or environ["aliak.request_id"] for the application's answer.
         request_id = None if self.verifier.request_log is None else new_request_id()
+        verifier = self.verifier
+        head: Request | None = None
+        source_ip = None
         try:
             # The cheap refusals first, from the head alone: a body announced over the
             # limit, then what the verifier refuses without a store or a body (no or a
             # malformed Authorization, headers missing or unsigned, a stale date). Only
-            # then is the body read.
-            length = announced_length(environ, self.max_body_size)
-            head = request_from_environ(environ, b"")
+            # then is the body read. What the middleware refuses itself, the verifier
+            # never saw: it is reported to the verifier's hook and log here.
             source_ip = self.source_ip(environ)
+            head = request_from_environ(environ, b"")
+            length = announced_length(environ, self.max_body_size)
             if length:  # with no body to spare, verify() alone makes the same checks
-                self.verifier.precheck(head, source_ip=source_ip, request_id=request_id)
+                try:
+                    verifier.precheck(head, source_ip=source_ip, request_id=request_id)
+                except AliakError as error:  # reported by precheck
+                    return self._refuse(error, environ, start_response, request_id)
             body = _read_framed(environ, length, self.max_body_size)
-            verified = self.verifier.verify(
+        except AliakError as error:
+            verifier.report_refusal(error, request=head, source_ip=source_ip, request_id=request_id)
+            return self._refuse(error, environ, start_response, request_id)
+        try:
+            verified = verifier.verify(
                 with_body(head, body),
                 source_ip=source_ip,
                 vpc_id=None if self.vpc_id is None else self.vpc_id(environ),
