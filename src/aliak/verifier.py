@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -792,26 +793,51 @@ class _TtlCache(Generic[K, V]):
 
 
 class _UsageBuffer:
-    """Last use per key and first/last seen per (key, source IP), merged in memory."""
+    """Last use per key and first/last seen per (key, source IP), merged in memory.
 
-    __slots__ = ("_lock", "_pending")
+    ``add`` takes no lock: each use is appended to a deque (atomic), and the uses are
+    merged into the pending records by whichever thread finds the deque long (a lock it
+    only tries for, never waits on) and at ``drain``. A lock per request convoyed the
+    threads of one verifier: 4 threads verified at 0.3 of one thread's rate."""
+
+    __slots__ = ("_log", "_merging", "_pending")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._log: deque[tuple[str, str | None, float, str]] = deque()
+        self._merging = threading.Lock()
         self._pending: dict[tuple[str, str | None], list[Any]] = {}
 
     def add(self, access_key_id: str, now: float, service: str, source_ip: str | None) -> None:
-        key = (access_key_id, source_ip)
-        with self._lock:
-            entry = self._pending.get(key)
+        log = self._log
+        log.append((access_key_id, source_ip, now, service))
+        if len(log) >= _USAGE_MERGE_AT and self._merging.acquire(blocking=False):
+            try:
+                self._merge()
+            finally:
+                self._merging.release()
+
+    def _merge(self) -> None:
+        """Move every use logged so far into the pending records (the merge lock held)."""
+        pending = self._pending
+        popleft = self._log.popleft
+        while True:
+            try:
+                access_key_id, source_ip, now, service = popleft()
+            except IndexError:
+                return
+            key = (access_key_id, source_ip)
+            entry = pending.get(key)
             if entry is None:
-                self._pending[key] = [now, now, service]
+                pending[key] = [now, now, service]
             else:
-                entry[1] = now
-                entry[2] = service
+                entry[0] = min(entry[0], now)
+                if now >= entry[1]:
+                    entry[1] = now
+                    entry[2] = service
 
     def drain(self) -> list[UsageRecord]:
-        with self._lock:
+        with self._merging:
+            self._merge()
             pending, self._pending = self._pending, {}
         return [
             UsageRecord(
@@ -823,6 +849,10 @@ class _UsageBuffer:
             )
             for (key_id, ip), (first, last, service) in pending.items()
         ]
+
+
+# Uses logged before a verifying thread merges them (bounds the log between flushes).
+_USAGE_MERGE_AT = 1024
 
 
 _NOT_APPLIED = AclDecision(allowed=True, level=None, rule=None)
