@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -290,6 +290,60 @@ def test_a_wrong_password_is_reported_without_the_password_even_when_the_server_
     assert PASSWORD.encode() in fake_postgres.passwords  # the server did get (and echo) it
 
 
+def test_a_dsn_with_a_user_and_no_password_keeps_the_user_in_every_message(
+    aliak: Aliak, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALIAK_MASTER_KEY", MasterKeyring.generate().to_text())
+    dsn = f"postgresql://aliak@127.0.0.1:{CLOSED_PORT}/aliak"
+    for command in (["keys", "list", "--account", ACCOUNT], ["audit"]):
+        result = aliak("--db", dsn, *command)
+        assert result.code == 1, command
+        assert result.err.startswith(f"error: cannot open the PostgreSQL store {dsn}: "), result.err
+        assert "(database aliak)" in result.err  # the driver's words, kept whole too
+        assert "***" not in result.err  # a user name is not a password
+
+
+# Passwords that are common words, or URL-encoded: each is hidden where it is the password
+# (the DSN's password field, the server's echo of it), and every other word is kept.
+@pytest.mark.parametrize("form", ["aliak", "postgres", "p%40ss", ENCODED_PASSWORD])
+def test_a_password_is_redacted_where_it_is_the_password_however_common_or_encoded(
+    aliak: Aliak,
+    fake_postgres: FakePostgres,
+    monkeypatch: pytest.MonkeyPatch,
+    form: str,
+) -> None:
+    monkeypatch.setenv("ALIAK_MASTER_KEY", MasterKeyring.generate().to_text())
+    password = unquote(form)
+    result = aliak(
+        "--db", f"postgresql://aliak:{form}@127.0.0.1:{fake_postgres.port}/aliak",
+        "keys", "list", "--account", ACCOUNT,
+    )  # fmt: skip
+    assert result.code == 1
+    assert result.err.startswith(
+        f"error: cannot open the PostgreSQL store postgresql://aliak:***@127.0.0.1:"
+        f"{fake_postgres.port}/aliak: "
+    ), result.err
+    assert '(got "***")' in result.err, result.err  # the server's echo, scrubbed
+    assert password.encode() in fake_postgres.passwords  # the server did get (and echo) it
+    if password not in ("aliak", "postgres"):  # a common word is also the user, the scheme
+        assert password not in result.err
+        assert form not in result.err
+
+
+def test_a_password_from_pgpassword_is_never_shown_even_when_the_server_echoes_it(
+    aliak: Aliak, fake_postgres: FakePostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALIAK_MASTER_KEY", MasterKeyring.generate().to_text())
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)  # libpq sends it when the DSN has none
+    dsn = f"postgresql://aliak@127.0.0.1:{fake_postgres.port}/aliak"
+    result = aliak("--db", dsn, "keys", "list", "--account", ACCOUNT)
+    assert result.code == 1
+    assert result.err.startswith(f"error: cannot open the PostgreSQL store {dsn}: "), result.err
+    assert '(got "***")' in result.err, result.err
+    assert _leaks(result.err) == []
+    assert PASSWORD.encode() in fake_postgres.passwords
+
+
 def test_nonces_in_an_unreachable_redis_fail_verification_closed_but_never_administration(
     tmp_path: Path,
 ) -> None:
@@ -483,6 +537,26 @@ def test_a_postgres_store_is_created_by_creating_commands_and_refused_unmigrated
     assert key["AccessKeySecret"] not in "".join(
         result.stdout + result.stderr for result in (verified, replay, wrong)
     )
+
+
+def test_a_missing_schema_is_reported_with_the_schema_and_the_dsn_as_they_are(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    expected = (
+        "error: missing schema: no current aliak tables in schema {schema!r} of {dsn} "
+        "(ALIAK_POSTGRES_SCHEMA names another); run `aliak keys create` (or any command "
+        "that creates) once to make or upgrade them\n"
+    )
+    user_only = postgres.plain_dsn  # postgresql://aliak@127.0.0.1:PORT/aliak
+    # The test server trusts every login: a password that is a common word is accepted.
+    common_word = _with_password(user_only, "aliak")
+    for dsn, shown in ((user_only, user_only), (common_word, redact_url(common_word))):
+        missing = run_process(
+            tmp_path, "keys", "list", "--account", ACCOUNT, env=postgres.env(ALIAK_DB=dsn)
+        )
+        assert missing.returncode == 1
+        assert missing.stderr == expected.format(schema=postgres.schema, dsn=shown)
+    assert ":***@127.0.0.1" in redact_url(common_word)
 
 
 def test_master_key_rotate_on_postgres_writes_the_fleet_keyring_to_keyring_out(

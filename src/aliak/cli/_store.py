@@ -14,7 +14,8 @@ secrets open. On PostgreSQL, only creating commands run the schema migrations; t
 others refuse a schema without aliak's tables, saying how to make it.
 
 No message ever holds a password: DSNs and URLs are shown through :func:`redact_url`,
-and whatever a server answered is scrubbed of the password before it is printed.
+and whatever a server or driver answered is scrubbed of the password before it is
+printed.
 """
 
 from __future__ import annotations
@@ -100,27 +101,43 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{shown}{location}"
 
 
+# Where a password is hidden, and where it is not. A DSN or URL is shown through
+# redact_url, which replaces its password *field* (and password= parameters): structure,
+# not search, so a user name, host, database or schema that happens to spell the password
+# ("aliak", "postgres") is shown as it is, and aliak's own words ("run `aliak keys
+# create`") are never touched. The only free text searched is what a server or a driver
+# answered: that is where a password can be echoed (a hostile server quoting the login,
+# a parser quoting a malformed DSN). There every form of every password is replaced,
+# however short or common -- a mangled server message is the price of never printing a
+# password; a user name alone is never taken for one.
+
+
 def _passwords_in(url: str) -> list[str]:
-    """Every form the password of ``url`` may take in a server's or a driver's message."""
+    """Every form the password of ``url`` may take in a server's or a driver's answer:
+    the URL's password field, its password parameters and, for PostgreSQL, ``$PGPASSWORD``
+    (libpq sends it when the DSN has none), each as written and percent-decoded."""
     found: list[str] = []
     _scheme, separator, rest = url.partition("://")
     if separator:
         credentials, at, _location = rest.rpartition("@")
         if at:
-            _user, colon, password = credentials.partition(":")
-            if colon and password:
-                found.append(password)
-            elif credentials:
+            user, colon, password = credentials.partition(":")
+            if any(mark in user for mark in "/?#"):  # not a plain user: redact_url hides it all
                 found.append(credentials)
-    found.extend(match.group(2) for match in _PASSWORD_PARAMETER.finditer(url) if match.group(2))
+            elif colon:
+                found.append(password)
+    found.extend(match.group(2) for match in _PASSWORD_PARAMETER.finditer(url))
+    if is_postgres_location(url):
+        found.append(os.environ.get("PGPASSWORD", ""))
     forms = {form for value in found for form in (value, unquote(value)) if form}
     return sorted(forms, key=len, reverse=True)  # the longest first: no half-replaced forms
 
 
-def _scrub(text: str, url: str) -> str:
+def _scrub(answer: str, url: str) -> str:
+    """A server's or a driver's ``answer`` without any form of ``url``'s password."""
     for password in _passwords_in(url):
-        text = text.replace(password, _REDACTED)
-    return text
+        answer = answer.replace(password, _REDACTED)
+    return answer
 
 
 def _refusal(error: AliakError, url: str, what: str) -> CommandFailed:
@@ -128,7 +145,7 @@ def _refusal(error: AliakError, url: str, what: str) -> CommandFailed:
     # An invalid parameter is named by its message; a server's failure by its detail.
     plain = isinstance(error, InvalidParameter) or not error.detail
     why = str(error) if plain else f"{error.code}: {error.detail}"
-    return CommandFailed(_scrub(f"{what} {redact_url(url)}: {why}", url))
+    return CommandFailed(f"{what} {redact_url(url)}: {_scrub(why, url)}")
 
 
 # -- SQLite -----------------------------------------------------------------------------
@@ -210,13 +227,10 @@ def _open_postgres(dsn: str, *, may_create: bool) -> Store:
         return PostgresStore(dsn, schema=schema, migrate=may_create)
     except InvalidParameter as error:
         if error.parameter == "schema" and "run migrations" in (error.detail or ""):
-            raise CommandFailed(
-                _scrub(
-                    f"missing schema: no current aliak tables in schema {schema!r} of {shown} "
-                    f"({ENV_POSTGRES_SCHEMA} names another); run `aliak keys create` (or any "
-                    "command that creates) once to make or upgrade them",
-                    dsn,
-                )
+            raise CommandFailed(  # aliak's own words: the password is only in the DSN
+                f"missing schema: no current aliak tables in schema {schema!r} of {shown} "
+                f"({ENV_POSTGRES_SCHEMA} names another); run `aliak keys create` (or any "
+                "command that creates) once to make or upgrade them"
             ) from None
         if error.parameter == "schema" and (error.detail or "").startswith("1-63 characters"):
             raise CommandFailed(
