@@ -386,6 +386,30 @@ def test_nonces_in_an_unreachable_redis_fail_verification_closed_but_never_admin
     assert run_process(tmp_path, "--db", db, "verify", str(capture)).returncode == 0
 
 
+def test_audit_claims_no_nonce_and_ignores_an_unreachable_redis_like_administration(
+    tmp_path: Path,
+) -> None:
+    from aliak import SQLiteRequestLog
+
+    db = tmp_path / "aliak.db"
+    created = run_process(
+        tmp_path, "--db", str(db), "keys", "create", "--account", ACCOUNT, "--user", "alice"
+    )
+    assert created.returncode == 0, created.stderr
+    SQLiteRequestLog(db).close()  # an empty request log in the store's file
+    dead_redis = {"ALIAK_NONCES": f"redis://:{ENCODED_PASSWORD}@127.0.0.1:{CLOSED_PORT}/0"}
+    trail = run_process(
+        tmp_path, "--db", str(db), "audit", "--limit", "1", "--json", env=dead_redis
+    )
+    assert trail.returncode == 0, trail.stderr
+    assert [event["Action"] for event in json.loads(trail.stdout)] == ["CreateAccessKey"]
+    requests = run_process(
+        tmp_path, "--db", str(db), "audit", "--requests", "--limit", "1", "--json", env=dead_redis
+    )
+    assert requests.returncode == 0, requests.stderr
+    assert json.loads(requests.stdout) == []
+
+
 def test_a_refused_nonce_url_creates_no_store(
     aliak: Aliak, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

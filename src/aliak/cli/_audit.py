@@ -34,7 +34,7 @@ from typing import Any
 
 from aliak.cli._console import CommandFailed, Console, utc_text
 from aliak.cli._keys import owner_from
-from aliak.cli._store import open_store
+from aliak.cli._store import open_admin_store
 from aliak.keys import KeyManager
 from aliak.model import AuditEvent
 from aliak.requestlog import RequestLogEntry, SQLiteRequestLog
@@ -288,7 +288,8 @@ def _audit(args: argparse.Namespace, console: Console) -> int:
     def keep(event: AuditEvent) -> bool:
         return action is None or event.action == action
 
-    with open_store(args.db) as store:
+    # Reading the trail claims no nonce: $ALIAK_NONCES (Redis) is not needed, nor opened.
+    with open_admin_store(args.db) as store:
         keys = KeyManager(store)
 
         def fetch(since: datetime | None, count: int) -> list[AuditEvent]:

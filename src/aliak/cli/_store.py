@@ -314,7 +314,8 @@ def open_store(
 def open_admin_store(
     location: str, *, may_create: bool = False, reads_secrets: bool = True
 ) -> contextlib.AbstractContextManager[Store]:
-    """:func:`open_store` for the commands that administer (they claim no nonce)."""
+    """:func:`open_store` for the commands that administer or only read (``keys``,
+    ``acl``, ``roles``, ``master-key``, ``sts``, ``audit``): they claim no nonce."""
     return open_store(
         location, may_create=may_create, reads_secrets=reads_secrets, claims_nonces=False
     )
