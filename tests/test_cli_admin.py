@@ -188,8 +188,38 @@ def test_keys_list_refuses_root_only_with_a_user_and_an_account_without_keys(
     assert unknown.code == 1
     assert unknown.err.startswith("error: EntityNotExist")
     assert OTHER_ACCOUNT in unknown.err
-    no_root = aliak("keys", "list", "--account", ACCOUNT, "--root-only")
-    assert no_root.code == 1  # the account itself has no key: as before, an unknown owner
+    unknown_root = aliak("keys", "list", "--account", OTHER_ACCOUNT, "--root-only")
+    assert unknown_root.code == 1  # no key at all: an unknown account, as without --root-only
+    assert unknown_root.err.startswith("error: EntityNotExist")
+
+
+def test_keys_list_root_only_of_an_account_without_a_root_key_is_an_empty_listing(
+    aliak: Aliak,
+) -> None:
+    alice = ok(aliak, "keys", "create", "--account", ACCOUNT, "--user", "alice", "--json").json()
+    # The shape of an owner with no keys: alice, once her only key is in the recycle bin.
+    ok(aliak, "keys", "create", "--account", ACCOUNT, "--user", "bob")
+    ok(aliak, "keys", "disable", alice["AccessKeyId"])
+    ok(aliak, "keys", "delete", alice["AccessKeyId"])
+    no_keys = ok(aliak, "keys", "list", "--account", ACCOUNT, "--user", "alice")
+    assert no_keys.out == f"no keys outside the recycle bin for alice@{ACCOUNT}\n"
+    assert ok(aliak, "keys", "list", "--account", ACCOUNT, "--user", "alice", "--json").json() == []
+
+    no_root = ok(aliak, "keys", "list", "--account", ACCOUNT, "--root-only")
+    assert no_root.out == f"no keys outside the recycle bin for {ACCOUNT}\n"
+    assert no_root.err == ""
+    assert ok(aliak, "keys", "list", "--account", ACCOUNT, "--root-only", "--json").json() == []
+    # Nor has the account's recycle bin anything: a root key is purged at once.
+    binned = ok(aliak, "keys", "recycle-bin", "--account", ACCOUNT)
+    assert binned.out == f"the recycle bin of {ACCOUNT} is empty\n"
+    assert ok(aliak, "keys", "recycle-bin", "--account", ACCOUNT, "--json").json() == []
+
+    root = ok(aliak, "keys", "create", "--account", ACCOUNT, "--json").json()
+    listed = ok(aliak, "keys", "list", "--account", ACCOUNT, "--root-only", "--json").json()
+    assert [key["AccessKeyId"] for key in listed] == [root["AccessKeyId"]]
+    ok(aliak, "keys", "disable", root["AccessKeyId"])
+    ok(aliak, "keys", "delete", root["AccessKeyId"])  # purged at once: no root key again
+    assert ok(aliak, "keys", "list", "--account", ACCOUNT, "--root-only", "--json").json() == []
 
 
 # -- the actor of every change ---------------------------------------------------------------

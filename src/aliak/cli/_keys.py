@@ -29,7 +29,7 @@ from aliak.algorithms import load_rsa_public_key
 from aliak.cli._console import CommandFailed, Console, utc_text
 from aliak.cli._store import open_admin_store, redact_url
 from aliak.credentials import check_access_key_id, is_sts_access_key_id
-from aliak.errors import InvalidParameter
+from aliak.errors import InvalidParameter, OwnerNotFound
 from aliak.keys import (
     ROTATION_AGE,
     AccessKeyInfo,
@@ -184,6 +184,22 @@ def _rotate(args: argparse.Namespace, console: Console) -> int:
 # -- reading ------------------------------------------------------------------------
 
 
+def _owner_keys(
+    read: Callable[[Owner], list[AccessKeyInfo]], keys: KeyManager, owner: Owner
+) -> list[AccessKeyInfo]:
+    """``read(owner)``, where an account with no key of its own has none: the store
+    knows owners through their keys, and an account's own key is purged at once when
+    deleted, so an account known by its RAM users' keys only is empty, not unknown. An
+    account the store holds no key of at all stays unknown, as for ``keys list``."""
+    try:
+        return read(owner)
+    except OwnerNotFound:
+        if not isinstance(owner, Account):
+            raise
+        keys.list_account_access_keys(owner.account_id)  # OwnerNotFound: unknown to the store
+        return []
+
+
 def _list(args: argparse.Namespace, console: Console) -> int:
     if args.user is not None and args.root_only:
         args.subparser.error("--root-only lists the account's own keys: give no --user")
@@ -195,7 +211,8 @@ def _list(args: argparse.Namespace, console: Console) -> int:
     else:
         owner = owner_from(args.account, args.user)
         with open_admin_store(args.db) as store:
-            keys = manager(store, args).list_access_keys(owner)
+            admin = manager(store, args)
+            keys = _owner_keys(admin.list_access_keys, admin, owner)
         whom = owner.principal_name
     rows = [info.to_ram_dict() for info in keys]
     console.records(_KEY_COLUMNS, rows, empty=f"no keys outside the recycle bin for {whom}")
@@ -205,7 +222,8 @@ def _list(args: argparse.Namespace, console: Console) -> int:
 def _recycle_bin(args: argparse.Namespace, console: Console) -> int:
     owner = owner_from(args.account, args.user)
     with open_admin_store(args.db) as store:
-        keys = manager(store, args).list_recycle_bin(owner)
+        admin = manager(store, args)
+        keys = _owner_keys(admin.list_recycle_bin, admin, owner)
     rows = [info.to_ram_dict() for info in keys]
     console.records(
         _RECYCLE_BIN_COLUMNS, rows, empty=f"the recycle bin of {owner.principal_name} is empty"
