@@ -709,6 +709,20 @@ def test_rotation_report_lists_old_keys_and_owners_with_several_active_keys(
         assert aliak("keys", "rotation-report", "--max-age-days", bad).code == 2
 
 
+def test_rotation_report_counts_one_day_in_the_singular(aliak: Aliak, db: Path) -> None:
+    store = SQLiteStore(db)
+    try:
+        two_days_ago = datetime.now(timezone.utc) - timedelta(days=2)
+        KeyManager(store, clock=two_days_ago.timestamp).create_access_key(RamUser(ACCOUNT, "a"))
+    finally:
+        store.close()
+    old = ok(aliak, "keys", "rotation-report", "--max-age-days", "1").out
+    assert "keys older than 1 day (rotate them: `aliak keys rotate ID`):" in old.splitlines()
+    assert ok(aliak, "keys", "rotation-report", "--max-age-days", "3").out.splitlines()[0] == (
+        "no key is older than 3 days"
+    )
+
+
 # -- master-key rotate -----------------------------------------------------------------------
 
 
@@ -809,6 +823,20 @@ def test_master_key_rotate_of_a_keyring_from_the_environment_writes_keyring_out(
     wrong = aliak("master-key", "rotate", "--keyring-out", str(tmp_path / "other.keyring"))
     assert wrong.code == 1  # a key-file store's keyring goes to its key file
     assert "key file" in wrong.err
+
+
+def test_master_key_rotate_counts_one_secret_in_the_singular(aliak: Aliak) -> None:
+    none = ok(aliak, "keys", "create", "--account", ACCOUNT, "--user", "alice", "--json").json()
+    ok(aliak, "keys", "disable", none["AccessKeyId"])
+    ok(aliak, "keys", "delete", none["AccessKeyId"])
+    ok(aliak, "keys", "purge", none["AccessKeyId"])  # a store with no secret left
+    assert ok(aliak, "master-key", "rotate").out == (
+        "re-sealed 0 secrets under master key version 2\n"
+    )
+    ok(aliak, "keys", "create", "--account", ACCOUNT, "--user", "alice")
+    assert ok(aliak, "master-key", "rotate").out == (
+        "re-sealed 1 secret under master key version 3\n"
+    )
 
 
 def test_master_key_generate_writes_a_private_file_and_never_replaces_one(

@@ -448,6 +448,10 @@ def _days(text: str) -> int:
     return value
 
 
+def _in_days(days: int) -> str:
+    return "1 day" if days == 1 else f"{days} days"
+
+
 def _rotation_report(args: argparse.Namespace, console: Console) -> int:
     if args.account is not None:
         Account(args.account)  # validated before any store is opened
@@ -479,14 +483,14 @@ def _rotation_report(args: argparse.Namespace, console: Console) -> int:
         return 0
     if old:
         console.line(
-            f"keys older than {args.max_age_days} days (rotate them: `aliak keys rotate ID`):"
+            f"keys older than {_in_days(args.max_age_days)} (rotate them: `aliak keys rotate ID`):"
         )
         console.table(
             ("AccessKeyId", "UserPrincipalName", "Status", "CreateDate", "AgeDays", "LastUsedDate"),
             old,
         )
     else:
-        console.line(f"no key is older than {args.max_age_days} days")
+        console.line(f"no key is older than {_in_days(args.max_age_days)}")
     if several:
         console.line(
             "owners with more than one active key (finish the rotation: disable and delete "

@@ -103,7 +103,8 @@ def _rotate(args: argparse.Namespace, console: Console) -> int:
             }
         )
         return 0
-    console.line(f"re-sealed {resealed} secrets under master key version {version}")
+    secrets = "1 secret" if resealed == 1 else f"{resealed} secrets"
+    console.line(f"re-sealed {secrets} under master key version {version}")
     if out is None:
         console.note(f"the new keyring is in the key file {where}; verifiers reading it pick it up")
     else:
