@@ -552,6 +552,63 @@ def test_the_postgres_sink_writes_its_own_table_and_is_queried_the_same_way(worl
             )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def table_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A :class:`SQLiteRequestLog` or a :class:`PostgresRequestLog` (in a schema of its
+    own, dropped afterwards), empty."""
+    if request.param == "sqlite":
+        log: Any = SQLiteRequestLog(tmp_path / "log.db")
+        yield log
+        log.close()
+        return
+    if POSTGRES_DSN is None:
+        pytest.skip("ALIAK_TEST_POSTGRES_DSN is not set")
+    import secrets
+
+    import psycopg
+    from psycopg import sql
+
+    schema = f"aliak_test_{secrets.token_hex(6)}"
+    log = PostgresRequestLog(POSTGRES_DSN, schema=schema)
+    try:
+        yield log
+    finally:
+        log.close()
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+
+
+def test_a_fractional_since_or_until_never_lets_in_an_event_outside_the_bounds(
+    table_log: SQLiteRequestLog | PostgresRequestLog,
+) -> None:
+    """Events carry whole seconds; the bounds may not: ``since`` is the first whole
+    second at or after it, ``until`` the last at or before it (both inclusive), before
+    1970 as after."""
+    seconds = (-2, -1, 0, 1, NOW - 1, NOW, NOW + 1)
+    for second in seconds:
+        moment = datetime.fromtimestamp(second, timezone.utc)
+        table_log.emit({"eventTime": moment.strftime("%Y-%m-%dT%H:%M:%SZ"), "eventId": str(second)})
+    table_log.flush()
+
+    def found(**bounds: float) -> list[int]:
+        moments = {name: datetime.fromtimestamp(at, timezone.utc) for name, at in bounds.items()}
+        return sorted(int(entry.event["eventId"]) for entry in table_log.events(**moments))
+
+    assert found(since=NOW - 0.5) == [NOW, NOW + 1]
+    assert found(until=NOW + 0.5) == [-2, -1, 0, 1, NOW - 1, NOW]
+    assert found(since=NOW - 1.5, until=NOW + 0.5) == [NOW - 1, NOW]
+    assert found(since=NOW + 0.25, until=NOW + 0.75) == []
+    assert found(since=NOW, until=NOW) == [NOW]
+    assert found(since=-1.5, until=0.5) == [-1, 0]
+    assert found(until=-0.5) == [-2, -1]
+    assert found(since=-0.5, until=1) == [0, 1]
+    # A time without an offset is UTC, as it always was.
+    naive = datetime.fromtimestamp(NOW - 0.5, timezone.utc).replace(tzinfo=None)
+    assert [int(e.event["eventId"]) for e in table_log.events(since=naive)] == [NOW + 1, NOW]
+
+
 # -- the command: serve --request-log, audit --requests, audit --follow --------------------
 
 

@@ -42,7 +42,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, runtime_checkable
 
@@ -349,10 +349,24 @@ _COLUMNS: Final = (
 )
 
 
-def _seconds(moment: datetime) -> int:
-    if moment.utcoffset() is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp())
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SECOND: Final = timedelta(seconds=1)
+
+
+def _first_second_from(moment: datetime) -> int:
+    """The first whole second at or after ``moment`` (UTC when it has no offset): an
+    event carries whole seconds, so ``since=12:00:00.5`` must not select 12:00:00. Exact
+    (timedelta arithmetic): a float timestamp may round a microsecond away."""
+    return -((_EPOCH - _utc(moment)) // _SECOND)
+
+
+def _last_second_until(moment: datetime) -> int:
+    """The last whole second at or before ``moment``: ``until`` is inclusive."""
+    return (_utc(moment) - _EPOCH) // _SECOND
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.utcoffset() is None else moment
 
 
 def _where(
@@ -387,10 +401,10 @@ def _where(
         conditions.append("error_code IS NULL" if accepted else "error_code IS NOT NULL")
     if since is not None:
         conditions.append(f"at >= {mark}")
-        values.append(_seconds(since))
+        values.append(_first_second_from(since))
     if until is not None:
         conditions.append(f"at <= {mark}")
-        values.append(_seconds(until))
+        values.append(_last_second_until(until))
     if after is not None:
         conditions.append(f"seq > {mark}")
         values.append(after)
@@ -678,7 +692,10 @@ class SQLiteRequestLog(_BatchWriter):
         or, with ``after`` (a ``seq`` seen before), those written since, oldest first
         (for following the log). ``error_code`` matches the code the client was told or
         the precise reason; ``accepted`` selects accepted (``True``) or refused events.
-        Only what was written is seen: :meth:`flush` first to include what is pending."""
+        ``since`` and ``until`` (UTC when naive) are both inclusive; an event carries a
+        whole second, so a fraction in ``since`` rounds up and in ``until`` down, as the
+        audit trail's ``since`` does. Only what was written is seen: :meth:`flush` first
+        to include what is pending."""
         limit = _check_limit(limit)
         if not self.exists:
             return []

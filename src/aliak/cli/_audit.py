@@ -80,14 +80,6 @@ def parse_utc(text: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def _whole_second_from(moment: datetime | None) -> datetime | None:
-    """The first whole second at or after ``moment``: events carry whole seconds, and the
-    request log compares whole seconds, so ``--since 12:00:00.5`` must not show 12:00:00."""
-    if moment is None or moment.microsecond == 0:
-        return moment
-    return moment.replace(microsecond=0) + timedelta(seconds=1)
-
-
 def _limit(text: str) -> int:
     try:
         value = int(text)
@@ -325,8 +317,7 @@ def _requests(args: argparse.Namespace, console: Console) -> int:
         "error_code": args.code,
         "accepted": None if args.result is None else args.result == "accepted",
     }
-    since = _whole_second_from(args.since)
-    entries = log.events(**filters, since=since, until=args.until, limit=limit)
+    entries = log.events(**filters, since=args.since, until=args.until, limit=limit)
     if args.follow:
         entries.reverse()  # as they came
         stream = _Stream(console, _REQUEST_COLUMNS)
