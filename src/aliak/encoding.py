@@ -142,7 +142,10 @@ def flatten_query(query: QueryInput | None) -> tuple[tuple[str, str], ...]:
 def _form_decode(raw: bytes) -> str:
     # Form semantics: "+" is a space (the Python SDK sends quote_plus on the wire, §10.4).
     # Bytes that are not UTF-8 survive as surrogates and encode back unchanged.
-    return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8", "surrogateescape")
+    raw = raw.replace(b"+", b" ")
+    if b"%" in raw:  # unquote_to_bytes is Python code; without a '%' it changes nothing
+        raw = unquote_to_bytes(raw)
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def parse_query_string(raw: str | bytes) -> tuple[tuple[str, str], ...]:
@@ -153,6 +156,17 @@ def parse_query_string(raw: str | bytes) -> tuple[tuple[str, str], ...]:
     """
     # A str query (from a URL typed by a person) may hold raw non-ASCII text: take it as
     # UTF-8. Servers with a byte-exact raw query (WSGI, ASGI) pass bytes.
+    if raw.isascii():
+        text = raw if isinstance(raw, str) else raw.decode("ascii")
+        if "%" not in text and "+" not in text:
+            # Nothing to decode (the common case: ids, region names, ISO dates): the text
+            # is the bytes, so it is split once, with no per-piece decoding.
+            plain: list[tuple[str, str]] = []
+            for text_piece in text.split("&"):
+                if text_piece:
+                    text_name, _, text_value = text_piece.partition("=")
+                    plain.append((text_name, text_value))
+            return tuple(plain)
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
     pairs: list[tuple[str, str]] = []
     for piece in data.split(b"&"):

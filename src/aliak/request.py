@@ -7,6 +7,7 @@ nothing is encoded twice and a signed request can be sent verbatim.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,23 +34,54 @@ _is_plain_path = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*").fullmatch
 _is_host = re.compile(r"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _is_host_match = _is_host.fullmatch
 
-# Header names, one per line: a whole head's names checked in one match.
-_are_tokens = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+(?:\n[!#$%&'*+\-.^_`|~0-9a-z]+)*").fullmatch
+# Header names as received, one per line: a whole head's names checked in one match. The
+# names are checked as received, not lowered: "\u212a" (KELVIN SIGN) lowers to "k".
+_are_tokens = re.compile(
+    r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*"
+).fullmatch
 
-# Layouts of header names (one name per line, lowercased) already found to be tokens:
-# servers see the same few. Bounded in count and size, and only valid layouts enter, so
-# a client sending new names each time costs one regex match per request, as without it.
-_TOKEN_LAYOUTS: set[str] = set()
+
+@attrs.frozen
+class _NameLayout:
+    """The names of a head found to be tokens: as received, lowered, and whether a name
+    repeats (then the index is built name by name)."""
+
+    names: tuple[str, ...]
+    lowered: tuple[str, ...]
+    repeats: bool
+
+
+# Layouts of header names (one name per line, as received: str, or the bytes of an ASGI
+# head) already found to be tokens: servers see the same few. Bounded in count and size,
+# and only valid layouts enter, so a client sending new names each time costs one regex
+# match per request, as without it.
+_NAME_LAYOUTS: dict[str | bytes, _NameLayout] = {}
 _MAX_TOKEN_LAYOUTS = 512
 _MAX_TOKEN_LAYOUT_SIZE = 2048
 
 
-def _remember_token_layout(names: str) -> bool:
-    if _are_tokens(names) is None:
-        return False
-    if len(_TOKEN_LAYOUTS) < _MAX_TOKEN_LAYOUTS and len(names) <= _MAX_TOKEN_LAYOUT_SIZE:
-        _TOKEN_LAYOUTS.add(names)
-    return True
+def _name_layout(joined: str | bytes, count: int) -> _NameLayout | None:
+    """The layout of ``count`` header names joined by newlines, or None if one is no
+    token (or holds a newline, which would make more names than were given)."""
+    layout = _NAME_LAYOUTS.get(joined)
+    if layout is not None:
+        return layout
+    text = joined.decode("latin-1") if isinstance(joined, bytes) else joined
+    if count == 0:
+        return _NO_NAMES if text == "" else None
+    if _are_tokens(text) is None:
+        return None
+    names = tuple(text.split("\n"))
+    if len(names) != count:
+        return None
+    lowered = tuple(text.lower().split("\n"))
+    layout = _NameLayout(names, lowered, len(set(lowered)) != count)
+    if len(_NAME_LAYOUTS) < _MAX_TOKEN_LAYOUTS and len(joined) <= _MAX_TOKEN_LAYOUT_SIZE:
+        _NAME_LAYOUTS[joined] = layout
+    return layout
+
+
+_NO_NAMES = _NameLayout((), (), False)
 
 
 # The same characters as bytes, for bytes.translate's delete: a plain C loop over a head.
@@ -231,6 +263,21 @@ def _check_path(_instance: Any, _attribute: Any, path: object) -> None:
         )
 
 
+def _values_are_clean(values: Sequence[str]) -> bool:
+    """What :func:`_check_header` asks of each value, asked of them all at once."""
+    joined = " ".join(values)
+    if joined.isascii():
+        # bytes.translate deletes in a plain C loop: no deletion, no control character.
+        return len(joined.encode("ascii").translate(None, _FORBIDDEN_VALUE_BYTES)) == len(joined)
+    if _has_forbidden_value_char(joined) is not None:
+        return False
+    try:
+        joined.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False  # a lone surrogate that stands for no byte
+    return True
+
+
 def _origin_path(target: str) -> str:
     path = target.partition("?")[0]
     if not path.startswith("/") and "://" in path:
@@ -325,58 +372,107 @@ class Request:
         path that is not percent-encoded, a header value with control characters, ...).
         """
         # The hot path of every server: the same checks as Request(...), made over the
-        # whole head at once -- one pass to index the headers, one check over all the
-        # values, the names' regex once per layout of names -- and nothing checked twice.
+        # whole head at once -- the names' regex once per layout of names, one check over
+        # all the values -- and nothing checked twice.
+        items = tuple(header_pairs)
+        layout = None
+        names: tuple[str, ...] = ()
+        values: tuple[str, ...] = ()
+        for item in items:
+            if type(item) is not tuple or len(item) != 2:
+                break  # not (name, value) tuples: the full constructor says what is wrong
+        else:
+            if items:
+                names, values = zip(*items, strict=True)
+            with contextlib.suppress(TypeError):  # a name that is not str
+                layout = _name_layout("\n".join(names), len(items))
+        if layout is not None and _values_are_clean(values):
+            new = cls._from_head(
+                method, raw_path, raw_query, layout=layout, values=values, body=body
+            )
+            if new is not None:
+                return new
+        return cls._from_pairs(method, raw_path, raw_query, header_pairs, body)
+
+    @classmethod
+    def _from_pairs(
+        cls,
+        method: str,
+        raw_path: str,
+        raw_query: str | bytes,
+        header_pairs: Sequence[tuple[str, str]],
+        body: BodyInput,
+    ) -> Request:
+        """:meth:`from_wire` value by value: what the whole-head checks refuse, or non-ASCII
+        text to check, is found and named here."""
         items = tuple(header_pairs)
         host = None
-        names: str | None
-        values: str | None
         try:
+            # The first host, unless the pairs are not all of str (then the constructor
+            # refuses them, and no host is checked before).
+            "\n".join([name.lower() for name, _ in items])
+            " ".join([value for _, value in items])
+            host = next((value for name, value in items if name.lower() == "host"), None)
+            if host is not None:
+                host = host.strip(" \t") or None  # optional whitespace (RFC 9110 §5.5)
+        except (TypeError, ValueError, AttributeError):
+            host = None
+        return cls(
+            method,
+            host=host,
+            path=_origin_path(raw_path),
+            query=parse_query_string(raw_query),
+            headers=header_pairs,
+            body=body,
+        )
+
+    @classmethod
+    def _from_head(
+        cls,
+        method: object,
+        raw_path: str,
+        raw_query: str | bytes,
+        *,
+        layout: _NameLayout,
+        values: Sequence[str],
+        body: BodyInput,
+    ) -> Request | None:
+        """The request from a head whose names are ``layout`` and whose ``values`` are
+        checked (no control character, encodable); None when the method or the host is
+        to be refused, which :meth:`_from_pairs` then names."""
+        lowered = layout.lowered
+        if layout.repeats:
             index: dict[str, list[str]] = {}
-            for name, value in items:
-                lowered = name.lower()
-                found = index.get(lowered)
+            for name, value in zip(lowered, values, strict=True):
+                found = index.get(name)
                 if found is None:
-                    index[lowered] = [value]
+                    index[name] = [value]
                 else:
                     found.append(value)
-            names = "\n".join(index)
-            values = " ".join([value for _, value in items])
-            hosts = index.get("host")
-            if hosts is not None:
-                host = hosts[0].strip(" \t") or None  # optional whitespace (RFC 9110 §5.5)
-        except (TypeError, ValueError, AttributeError):
-            names = values = None  # not pairs of str: the full constructor says what is wrong
+        else:
+            index = {name: [value] for name, value in zip(lowered, values, strict=True)}
+        hosts = index.get("host")
+        host = None if hosts is None else hosts[0].strip(" \t") or None  # RFC 9110 §5.5
         if (
-            names is None
-            or values is None
-            or (names not in _TOKEN_LAYOUTS and not _remember_token_layout(names))
-            or not values.isascii()
-            or len(values.encode("ascii").translate(None, _FORBIDDEN_VALUE_BYTES)) != len(values)
-            or type(method) is not str
+            type(method) is not str
             or _is_token(method) is None
             or not (host is None or _is_host_match(host))
         ):
-            # Something to refuse, or non-ASCII text to check (encodable or not): the
-            # value-by-value path finds it and names it.
-            return cls(
-                method,
-                host=host,
-                path=_origin_path(raw_path),
-                query=parse_query_string(raw_query),
-                headers=header_pairs,
-                body=body,
-            )
+            return None
         path = _origin_path(raw_path)
-        _check_path(None, None, path)
+        if _is_plain_path(path) is None or not path.startswith("/"):
+            _check_path(None, None, path)
         new = object.__new__(cls)
         _set_method(new, method.upper())
         _set_host(new, host)
         _set_path(new, path)
         # Decoded from bytes with surrogateescape: always encodable, nothing to flatten.
         _set_query(new, parse_query_string(raw_query))
-        _set_headers(new, Headers._trusted(items, index))
-        _set_body(new, _to_body(body))
+        headers = object.__new__(Headers)
+        headers._items = tuple(zip(layout.names, values, strict=True))
+        headers._index = index
+        _set_headers(new, headers)
+        _set_body(new, body if type(body) is bytes else _to_body(body))
         return new
 
     @property
