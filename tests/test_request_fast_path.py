@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from aliak import AliakError, Request
 from aliak.encoding import parse_query_string
+from aliak.integrations import wsgi
 from aliak.integrations.asgi import request_from_scope
 from aliak.integrations.http import encode_decoded_path
 from aliak.request import _origin_path
@@ -192,3 +193,57 @@ def test_from_wire_agrees_with_the_constructor_for_any_text(
     pairs = pairs + [(name, "v") for name in names]
     fast = outcome(lambda: Request.from_wire("GET", "/p", b"a=1", pairs, b""))
     assert fast == outcome(lambda: reference_request("GET", "/p", b"a=1", pairs, b""))
+
+
+def _reference_environ_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    headers = []
+    for key, value in environ.items():
+        name = wsgi._header_name(key)
+        if name is None or not isinstance(value, str):
+            continue
+        if not value and name in ("content-type", "content-length"):
+            continue
+        headers.append((name, wsgi._wire(value)))
+    if wsgi._content_type_invented(environ):
+        headers = [(name, value) for name, value in headers if name != "content-type"]
+    return headers
+
+
+_environ_keys = st.one_of(
+    st.sampled_from(["HTTP_HOST", "HTTP_X_ACS_DATE", "CONTENT_TYPE", "CONTENT_LENGTH",
+                     "HTTP_CONTENT_TYPE", "HTTP_AUTHORIZATION", "HTTP_X__Y", "SERVER_NAME",
+                     "wsgi.url_scheme", "HTTP_"]),
+    st.text(alphabet="HTTP_ABCxyz-\u212a\n é", max_size=8).map(lambda key: "HTTP_" + key),
+)  # fmt: skip
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "post", "BAD METHOD"]),
+    raw_uri=st.one_of(st.none(), _raw_paths.map(lambda raw: raw.decode("latin-1"))),
+    query=st.one_of(_tricky, st.binary(max_size=8)).map(lambda raw: raw.decode("latin-1")),
+    fields=st.dictionaries(
+        _environ_keys,
+        st.one_of(_value_bytes.map(lambda raw: raw.decode("latin-1")), st.text(max_size=4)),
+        max_size=7,
+    ),
+    server=st.sampled_from(["WSGIServer/0.2", "gunicorn"]),
+)
+def test_request_from_environ_agrees_with_the_value_by_value_constructor(
+    method: str, raw_uri: str | None, query: str, fields: dict[str, str], server: str
+) -> None:
+    environ: dict[str, Any] = {"REQUEST_METHOD": method, "QUERY_STRING": query,
+                               "PATH_INFO": "/p é", "SERVER_SOFTWARE": server, **fields}  # fmt: skip
+    if raw_uri is not None:
+        environ["RAW_URI"] = raw_uri
+    fast = outcome(lambda: wsgi.request_from_environ(environ, b"x"))
+    reference = outcome(
+        lambda: reference_request(
+            method,
+            wsgi._raw_path(environ),
+            query.encode("latin-1"),
+            _reference_environ_headers(environ),
+            b"x",
+        )
+    )
+    assert fast == reference

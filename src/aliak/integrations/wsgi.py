@@ -52,6 +52,7 @@ from aliak.integrations.http import (
     parse_content_length,
     with_body,
 )
+from aliak.request import _name_layout, _values_are_clean
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -150,23 +151,29 @@ _HEADER_NAMES: dict[str, str | None] = {}
 _MAX_HEADER_NAMES = 1024
 
 
-def _headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
-    names = _HEADER_NAMES
+def _header_columns(environ: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The names (lowercase tokens, by construction) and values of the headers, in two
+    lists: the whole head is then checked at once (no (name, value) tuple per header)."""
+    names: list[str] = []
+    values: list[str] = []
+    known = _HEADER_NAMES
     for key, value in environ.items():
-        name = names.get(key, "")
+        name = known.get(key, "")
         if name == "":
             name = _header_name(key)
-            if len(names) < _MAX_HEADER_NAMES:
-                names[key] = name
+            if len(known) < _MAX_HEADER_NAMES:
+                known[key] = name
         if name is None or not isinstance(value, str):
             continue
         if not value and name in ("content-type", "content-length"):
             continue  # PEP 3333: CONTENT_TYPE / CONTENT_LENGTH may be empty or absent
-        headers.append((name, value if value.isascii() else _wire(value)))
-    if _content_type_invented(environ):
-        headers = [(name, value) for name, value in headers if name != "content-type"]
-    return headers
+        names.append(name)
+        values.append(value if value.isascii() else _wire(value))
+    if "content-type" in names and _content_type_invented(environ):
+        kept = [position for position, name in enumerate(names) if name != "content-type"]
+        names = [names[position] for position in kept]
+        values = [values[position] for position in kept]
+    return names, values
 
 
 def request_from_environ(environ: Mapping[str, Any], body: bytes) -> Request:
@@ -187,9 +194,18 @@ def request_from_environ(environ: Mapping[str, Any], body: bytes) -> Request:
         raw_query = query_string.encode("latin-1")
     except UnicodeEncodeError:
         raw_query = query_string.encode("utf-8", "surrogateescape")
-    return Request.from_wire(
-        environ.get("REQUEST_METHOD", "GET"), _raw_path(environ), raw_query, _headers(environ), body
-    )
+    method = environ.get("REQUEST_METHOD", "GET")
+    raw_path = _raw_path(environ)
+    names, values = _header_columns(environ)
+    layout = _name_layout("\n".join(names), len(names))
+    if layout is not None and _values_are_clean(values):
+        request = Request._from_head(
+            method, raw_path, raw_query, layout=layout, values=values, body=body
+        )
+        if request is not None:
+            return request
+    pairs = list(zip(names, values, strict=True))
+    return Request._from_pairs(method, raw_path, raw_query, pairs, body)
 
 
 # ---------------------------------------------------------------------------------------
