@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -247,3 +248,14 @@ def test_request_from_environ_agrees_with_the_value_by_value_constructor(
         )
     )
     assert fast == reference
+
+
+def test_the_public_column_and_bytes_forms_give_what_from_wire_gives() -> None:
+    pairs = [("Host", "ecs.aliyuncs.com"), ("x-acs-date", "2024-01-01T00:00:00Z"), ("X-A", "1")]
+    expected = Request.from_wire("POST", "/p", b"a=1", pairs, b"{}")
+    names, values = [n for n, _ in pairs], [v for _, v in pairs]
+    assert Request.from_wire_columns("POST", "/p", b"a=1", names, values, body=b"{}") == expected
+    raw = [(n.encode(), v.encode()) for n, v in pairs]
+    assert Request.from_wire_bytes("POST", "/p", b"a=1", raw, b"{}") == expected
+    with pytest.raises(TypeError):
+        Request.from_wire_columns("POST", "/p", b"", names, values[:-1])

@@ -290,6 +290,44 @@ def _origin_path(target: str) -> str:
     return path or "/"
 
 
+def _decoded_pairs(headers: Iterable[Any]) -> list[tuple[str, str]]:
+    # Names: ASCII tokens (latin-1 keeps any byte visible to the validator); values: the
+    # UTF-8 the client sent, surrogateescape keeping the canonical bytes the wire bytes.
+    return [
+        (bytes(name).decode("latin-1"), bytes(value).decode("utf-8", "surrogateescape"))
+        for name, value in headers
+    ]
+
+
+def _checked_head(headers: Sequence[Any]) -> tuple[_NameLayout, list[str]] | None:
+    """The names' layout and the decoded values of a head of bytes pairs whose names are
+    tokens and whose values hold no control character, found with two joins and one
+    decode for the whole head; None when :func:`_decoded_pairs` must decide, pair by pair."""
+    count = len(headers)
+    if count == 0:
+        return _NO_NAMES, []
+    try:
+        names, values = zip(*headers, strict=True)  # strict: no item longer than a pair
+        joined_values = b"\n".join(values)
+        layout = _name_layout(b"\n".join(names), count)
+    except (TypeError, ValueError):
+        return None  # not pairs of bytes
+    if layout is None:
+        return None
+    # The count-1 separators are the only control characters, so a value with "\n" in it
+    # is refused as today, and no value is split in two.
+    deleted = len(joined_values) - len(joined_values.translate(None, _FORBIDDEN_VALUE_BYTES))
+    if deleted != count - 1:
+        return None
+    # UTF-8 decoding never makes or eats a "\n" (an ASCII byte is never part of a
+    # multi-byte sequence), so decoding the head at once is decoding each value.
+    if joined_values.isascii():
+        text = joined_values.decode("ascii")
+    else:
+        text = joined_values.decode("utf-8", "surrogateescape")
+    return layout, text.split("\n")
+
+
 def _to_headers(headers: HeadersInput | None) -> Headers:
     return headers if isinstance(headers, Headers) else Headers(headers)
 
@@ -393,6 +431,59 @@ class Request:
             if new is not None:
                 return new
         return cls._from_pairs(method, raw_path, raw_query, header_pairs, body)
+
+    @classmethod
+    def from_wire_columns(
+        cls,
+        method: str,
+        raw_path: str,
+        raw_query: str | bytes,
+        names: Sequence[str],
+        values: Sequence[str],
+        *,
+        body: BodyInput = None,
+    ) -> Request:
+        """:meth:`from_wire` with the head as two columns, the names and the values in the
+        order received (as a WSGI environ gives them): the same checks and result, made
+        over the whole head at once."""
+        if len(names) != len(values):
+            raise TypeError(f"{len(names)} header names but {len(values)} values")
+        try:
+            layout = _name_layout("\n".join(names), len(names))
+            clean = layout is not None and _values_are_clean(values)
+        except (TypeError, ValueError, AttributeError):
+            layout, clean = None, False  # not str: the constructor says what is wrong
+        if layout is not None and clean:
+            request = cls._from_head(
+                method, raw_path, raw_query, layout=layout, values=values, body=body
+            )
+            if request is not None:
+                return request
+        return cls._from_pairs(
+            method, raw_path, raw_query, list(zip(names, values, strict=True)), body
+        )
+
+    @classmethod
+    def from_wire_bytes(
+        cls,
+        method: str,
+        raw_path: str,
+        raw_query: str | bytes,
+        header_pairs: Sequence[Any],
+        body: BodyInput = None,
+    ) -> Request:
+        """:meth:`from_wire` with the headers as the ``(name, value)`` bytes an ASGI scope
+        holds: names decoded as latin-1 (any byte stays visible to the checks), values as
+        the UTF-8 the client sent (``surrogateescape`` keeps the wire bytes). The same
+        checks and result as decoding each pair first, made over the whole head at once."""
+        head = _checked_head(header_pairs)
+        if head is not None:
+            request = cls._from_head(
+                method, raw_path, raw_query, layout=head[0], values=head[1], body=body
+            )
+            if request is not None:
+                return request
+        return cls._from_pairs(method, raw_path, raw_query, _decoded_pairs(header_pairs), body)
 
     @classmethod
     def _from_pairs(

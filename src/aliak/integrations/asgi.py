@@ -16,7 +16,7 @@ and the body replayed through ``receive``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from aliak import AliakError, IncompleteBody, PayloadTooLarge, Request
@@ -33,7 +33,6 @@ from aliak.integrations.http import (
     parse_content_length,
     with_body,
 )
-from aliak.request import _FORBIDDEN_VALUE_BYTES, _NO_NAMES, _name_layout, _NameLayout
 
 if TYPE_CHECKING:
     from aliak import AsyncVerifier
@@ -55,44 +54,6 @@ Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def _header_pairs(headers: Iterable[Any]) -> list[tuple[str, str]]:
-    # Names: ASCII tokens (latin-1 keeps any byte visible to the validator); values: the
-    # UTF-8 the client sent, surrogateescape keeping the canonical bytes the wire bytes.
-    return [
-        (bytes(name).decode("latin-1"), bytes(value).decode("utf-8", "surrogateescape"))
-        for name, value in headers
-    ]
-
-
-def _checked_head(headers: Sequence[Any]) -> tuple[_NameLayout, list[str]] | None:
-    """The names' layout and the decoded values of a head of bytes pairs whose names are
-    tokens and whose values hold no control character, found with two joins and one
-    decode for the whole head; None when :func:`_header_pairs` must decide, pair by pair."""
-    count = len(headers)
-    if count == 0:
-        return _NO_NAMES, []
-    try:
-        names, values = zip(*headers, strict=True)  # strict: no item longer than a pair
-        joined_values = b"\n".join(values)
-        layout = _name_layout(b"\n".join(names), count)
-    except (TypeError, ValueError):
-        return None  # not pairs of bytes
-    if layout is None:
-        return None
-    # The count-1 separators are the only control characters, so a value with "\n" in it
-    # is refused as today, and no value is split in two.
-    deleted = len(joined_values) - len(joined_values.translate(None, _FORBIDDEN_VALUE_BYTES))
-    if deleted != count - 1:
-        return None
-    # UTF-8 decoding never makes or eats a "\n" (an ASCII byte is never part of a
-    # multi-byte sequence), so decoding the head at once is decoding each value.
-    if joined_values.isascii():
-        text = joined_values.decode("ascii")
-    else:
-        text = joined_values.decode("utf-8", "surrogateescape")
-    return layout, text.split("\n")
 
 
 def _raw_path(scope: Scope) -> str:
@@ -118,14 +79,7 @@ def request_from_scope(scope: Scope, body: bytes) -> Request:
     method = str(scope.get("method", "GET"))
     raw_path = _raw_path(scope)
     raw_query = bytes(scope.get("query_string") or b"")
-    head = _checked_head(headers)
-    if head is not None:
-        request = Request._from_head(
-            method, raw_path, raw_query, layout=head[0], values=head[1], body=body
-        )
-        if request is not None:
-            return request
-    return Request._from_pairs(method, raw_path, raw_query, _header_pairs(headers), body)
+    return Request.from_wire_bytes(method, raw_path, raw_query, headers, body)
 
 
 def check_announced_length(scope: Scope, max_body_size: int) -> bool:

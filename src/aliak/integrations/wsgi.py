@@ -52,7 +52,6 @@ from aliak.integrations.http import (
     parse_content_length,
     with_body,
 )
-from aliak.request import _name_layout, _values_are_clean
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -197,15 +196,7 @@ def request_from_environ(environ: Mapping[str, Any], body: bytes) -> Request:
     method = environ.get("REQUEST_METHOD", "GET")
     raw_path = _raw_path(environ)
     names, values = _header_columns(environ)
-    layout = _name_layout("\n".join(names), len(names))
-    if layout is not None and _values_are_clean(values):
-        request = Request._from_head(
-            method, raw_path, raw_query, layout=layout, values=values, body=body
-        )
-        if request is not None:
-            return request
-    pairs = list(zip(names, values, strict=True))
-    return Request._from_pairs(method, raw_path, raw_query, pairs, body)
+    return Request.from_wire_columns(method, raw_path, raw_query, names, values, body=body)
 
 
 # ---------------------------------------------------------------------------------------
