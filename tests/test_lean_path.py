@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aliak import (
@@ -200,24 +200,32 @@ _NOISE = _ID_ALPHABET + ",;= :/%\x00é"
     key_id=st.text(_NOISE, min_size=0, max_size=140),
     signature=st.text("0123456789abcdefABCDEF,=", min_size=0, max_size=80),
     padding=st.integers(min_value=0, max_value=9000),
+    lenient=st.booleans(),
 )
+@example(key_id="0 ", signature="0000", padding=0, lenient=True)  # read leniently as "0"
+@example(key_id="0 ", signature="0000", padding=0, lenient=False)
 def test_a_remembered_layout_parses_any_id_and_signature_as_the_parser_does(
-    key_id: str, signature: str, padding: int
+    key_id: str, signature: str, padding: int, lenient: bool
 ) -> None:
     # The head memo is keyed by layout (algorithm, SignedHeaders), not by id: under a
     # remembered layout, whatever id and signature a caller sends must come out exactly as
     # parse_authorization reads them, or be refused with the same code.
     from aliak.authorization import parse_authorization
 
-    verifier = Verifier(MemoryStore(), clock=lambda: NOW)
+    verifier = Verifier(MemoryStore(), clock=lambda: NOW, lenient_authorization=lenient)
     scheme: Any = _acs3_scheme(verifier)
     head = "ACS3-HMAC-SHA256 Credential={},SignedHeaders=host;x-acs-date,Signature={}"
     scheme._authorization(head.format("LTAI" + "5" * 20, "ab" * 32))  # remembers the layout
     if padding > 8192 - 100:
         signature = "ab" * (padding // 2)  # around and past the length limit
     value = head.format(key_id, signature)
+    configured = verifier._flow.settings  # the parser as this verifier runs it
     try:
-        expected: object = parse_authorization(value)
+        expected: object = parse_authorization(
+            value,
+            allowed_algorithms=configured.allowed_algorithms,
+            lenient=configured.lenient_authorization,
+        )
     except AliakError as error:
         expected = error.code
     try:
