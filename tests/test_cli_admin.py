@@ -853,3 +853,21 @@ def test_master_key_generate_writes_a_private_file_and_never_replaces_one(
     again = aliak("master-key", "generate", "--out", str(out), use_db=False)
     assert again.code == 1
     assert out.read_text() == keyring_text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-01T12:01:00.5Z", "2024-05-01T12:01:00.500000+00:00"),
+        ("2024-05-01T12:01:00.25+08:00", "2024-05-01T04:01:00.250000+00:00"),
+        ("2024-05-01T12:01:00.1234567Z", "2024-05-01T12:01:00.123456+00:00"),
+        ("2024-05-01T12:01:00", "2024-05-01T12:01:00+00:00"),
+    ],
+)
+def test_audit_times_read_any_fraction_of_a_second_on_every_python(
+    text: str, expected: str
+) -> None:
+    # Python 3.10's fromisoformat reads only 3 or 6 fraction digits, and no "Z".
+    from aliak.cli._audit import parse_utc
+
+    assert parse_utc(text).isoformat() == expected

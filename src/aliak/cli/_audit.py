@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -60,6 +61,9 @@ _PAGE = 500
 _FIRST_WINDOW = timedelta(hours=1)
 _WIDENING = 16
 
+# The fraction of seconds of an ISO 8601 time, before any offset.
+_FRACTION = re.compile(r"(?<=:\d\d)\.(\d+)")
+
 Fetch = Callable[[datetime | None, int], list[AuditEvent]]
 
 
@@ -69,6 +73,8 @@ def parse_utc(text: str) -> datetime:
     value = text.strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"  # Python 3.10's fromisoformat does not read "Z"
+    # Nor a fraction of other than 3 or 6 digits ("12:00:00.5"): pad or cut it to 6.
+    value = _FRACTION.sub(lambda match: "." + (match.group(1) + "00000")[:6], value, count=1)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
