@@ -81,6 +81,7 @@ __all__ = [
     "SCHEME_NAMES",
     "Presented",
     "Scheme",
+    "acs3_canonical_request",
     "build_schemes",
     "check_query_names",
     "has_rpc_signature",
@@ -205,6 +206,21 @@ class Scheme:
 
 
 # -- ACS3 ---------------------------------------------------------------------------
+
+
+def acs3_canonical_request(presented: Presented) -> str:
+    """§1: the canonical request of a read ACS3 request, as received (what the verifier
+    hashes; ``aliak verify --explain`` shows it)."""
+    authorization = presented.authorization
+    request = presented.request
+    return canonical_request(
+        canonical_method(request.method),
+        canonical_uri(request.path),
+        canonical_query_string(request.query),
+        canonical_headers(presented.index, authorization.signed_headers),
+        authorization.signed_headers_line,
+        presented.payload_hash,
+    )
 
 
 class Acs3Scheme(Scheme):
@@ -333,17 +349,7 @@ class Acs3Scheme(Scheme):
         presented.payload_hash, presented.body = _spooled(body, algorithm.hasher(), limit)
 
     def strings_to_sign(self, presented: Presented) -> tuple[str, ...]:
-        authorization = presented.authorization
-        request = presented.request
-        canonical = canonical_request(
-            canonical_method(request.method),
-            canonical_uri(request.path),
-            canonical_query_string(request.query),
-            canonical_headers(presented.index, authorization.signed_headers),
-            authorization.signed_headers_line,
-            presented.payload_hash,
-        )
-        return (string_to_sign(presented.digest, canonical),)
+        return (string_to_sign(presented.digest, acs3_canonical_request(presented)),)
 
     def mismatch_reason(self, presented: Presented) -> str:
         claimed = presented.index["x-acs-content-sha256"][0].lower()

@@ -24,14 +24,7 @@ from urllib.parse import unquote
 
 import attrs
 
-from aliak.canonical import (
-    canonical_headers,
-    canonical_method,
-    canonical_query_string,
-    canonical_request,
-    canonical_uri,
-    string_to_sign,
-)
+from aliak.canonical import string_to_sign
 from aliak.cli._audit import parse_utc
 from aliak.cli._console import Console
 from aliak.cli._raw_http import RawHttpRequest, parse_http_request
@@ -41,7 +34,13 @@ from aliak.errors import AliakError, InvalidAccessKeyIdAccessPolicyDenied
 from aliak.integrations.http import error_response
 from aliak.legacy import roa_canonical_resource
 from aliak.request import Request
-from aliak.schemes import Presented, build_schemes, has_rpc_signature, is_form
+from aliak.schemes import (
+    Presented,
+    acs3_canonical_request,
+    build_schemes,
+    has_rpc_signature,
+    is_form,
+)
 from aliak.timestamps import system_clock
 from aliak.verifier import Verified, Verifier, VerifierSettings
 
@@ -124,15 +123,7 @@ def _canonical_forms(name: str, presented: Presented, strings: tuple[str, ...]) 
     sign the scheme computed."""
     request = presented.request
     if name == "ACS3":
-        authorization = presented.authorization
-        canonical = canonical_request(
-            canonical_method(request.method),
-            canonical_uri(request.path),
-            canonical_query_string(request.query),
-            canonical_headers(presented.index, authorization.signed_headers),
-            authorization.signed_headers_line,
-            presented.payload_hash,
-        )
+        canonical = acs3_canonical_request(presented)
         # The same text the verifier hashed, or say nothing rather than something else.
         return [canonical if string_to_sign(presented.digest, canonical) == strings[0] else ""]
     if name == "RPC":
