@@ -787,3 +787,21 @@ def test_over_a_real_socket_refusals_and_acceptances_behind_the_proxy_are_logged
         None,
     ]
     assert {event["sourceIpAddress"] for event in events} == {CLIENT}
+
+
+def test_over_a_real_socket_a_body_announced_over_the_limit_is_logged(served: Served) -> None:
+    # The middleware refuses from the head (Content-Length over max_body_size, 10 MiB by
+    # default) before reading a byte of the body: the event still lands, under the id
+    # answered, naming the key the signed head presents.
+    before = len(served.events())
+    request = signed()
+    headers = [(n, v) for n, v in wire_headers(request) if n.lower() != "content-length"]
+    headers += [("Content-Length", str(20 * 1024 * 1024)), ("Connection", "close")]
+    refused = exchange(served.port, head(f"POST {request.path} HTTP/1.1", headers))
+    assert refused.status == 413, refused
+    request_id = refused.header("x-acs-request-id")
+    [event] = served.events()[before:]
+    assert event["requestId"] == request_id == refused.json()["RequestId"]
+    assert event["errorCode"] == refused.json()["Code"] == "PayloadTooLarge"
+    assert event["userIdentity"]["accessKeyId"] == ACCESS_KEY_ID
+    assert event["sourceIpAddress"] == "127.0.0.1"
