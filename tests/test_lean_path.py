@@ -3,7 +3,9 @@
 Acs3Scheme remembers, per header layout, that the required/signed header checks passed,
 and per Authorization head, its parsed fields; the flow remembers the service named by
 each host. A request that merely resembles a remembered one must still be judged on
-what it carries: a repeated header, a missing or unsigned one, a changed value.
+what it carries: a repeated header, a missing or unsigned one, a changed value. The
+signer remembers the canonical method/URI/query lines per request; a request differing in
+any of the three must sign as if nothing were remembered.
 """
 
 from __future__ import annotations
@@ -233,3 +235,60 @@ def test_a_remembered_layout_parses_any_id_and_signature_as_the_parser_does(
     except AliakError as error:
         got = error.code
     assert got == expected
+
+
+# -- the signer's memo of canonical method/URI/query lines ---------------------------
+
+_SIGNER_PARTS = st.tuples(
+    st.sampled_from(["GET", "POST", "PUT"]),
+    st.sampled_from(["/", "/a", "/a/", "/%2F"]),
+    st.lists(
+        st.tuples(st.sampled_from(["A", "a", "B", "A "]), st.sampled_from(["", "1", "x y", "é"])),
+        max_size=3,
+        unique_by=lambda pair: pair[0],
+    ),
+)
+_SHARED_SIGNER = Signer(
+    KeyManager(MemoryStore(), clock=lambda: NOW)
+    .create_access_key(RamUser("1234567890123456", "memo"))
+    .access_key,
+    nonce_factory=lambda: "n" * 32,
+    clock=lambda: NOW,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=_SIGNER_PARTS)
+def test_a_signer_that_remembers_request_lines_signs_as_a_fresh_one(
+    parts: tuple[str, str, list[tuple[str, str]]],
+) -> None:
+    # One signer across all examples remembers (method, path, query) triples that differ
+    # in one place only; each must still sign exactly as a signer that has seen nothing.
+    method, path, query = parts
+    request = Request(method, host="ecs.aliyuncs.com", path=path, query=query, body=b"{}")
+    fresh = Signer(
+        _SHARED_SIGNER._prepared.credential,
+        nonce_factory=lambda: "n" * 32,
+        clock=lambda: NOW,
+    )
+    expected = fresh.sign_detailed(request)
+    for _ in range(2):  # the first fills the memo, the second reads it
+        assert _SHARED_SIGNER.sign_detailed(request) == expected
+
+
+def test_the_signer_refuses_a_repeated_query_name_every_time_and_its_memo_is_bounded() -> None:
+    from aliak.signer import _MAX_HEADS
+
+    signer = Signer(
+        _SHARED_SIGNER._prepared.credential, nonce_factory=lambda: "n" * 32, clock=lambda: NOW
+    )
+    repeated = Request("GET", host="h.example.com", query=[("A", "1"), ("A", "2")])
+    for _ in range(3):
+        with pytest.raises(AliakError) as refused:
+            signer.sign(repeated)
+        assert refused.value.code == "InvalidParameter"
+    for number in range(_MAX_HEADS + 20):
+        signer.sign(Request("GET", host="h.example.com", query={"Id": str(number)}))
+    assert len(signer._heads) <= _MAX_HEADS
+    late = Request("GET", host="h.example.com", query={"Id": "late"})
+    assert "Id=late" in signer.sign_detailed(late).canonical_request
