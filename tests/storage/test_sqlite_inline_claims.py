@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from aliak.errors import InternalError
+from aliak.keys import KeyManager
+from aliak.model import KeyStatus, RamUser
 from aliak.storage.async_adapter import AsyncStoreAdapter
 from aliak.storage.sqlite import SQLiteStore
 
@@ -174,3 +176,34 @@ def test_explicit_prune_every_also_prunes_on_the_inline_path(db: Path) -> None:
 def test_an_adapter_without_offload_never_tries_the_inline_claim(store: SQLiteStore) -> None:
     assert AsyncStoreAdapter(store, offload=False)._claim_at_once is None
     assert store.as_async()._claim_at_once is not None
+
+
+def test_the_loops_own_claims_do_not_send_the_change_check_to_the_log(db: Path) -> None:
+    # The loop's thread claims on its second connection; the change check must watch from
+    # that one, where those claims are its own writes -- and still see every other
+    # connection's commit, this thread's first connection's included.
+    watching, changing = SQLiteStore(db), SQLiteStore(db)
+    invalidations = watching.invalidations
+    assert invalidations is not None
+    heard: list[str | None] = []
+    invalidations.subscribe(heard.append)
+    assert watching.claim_nonce_without_waiting("LTAIkey", "first", now=NOW, expires_at=NOW + 9)
+    invalidations.refresh()  # both connections open; the first look reads the log once
+    reads: list[str] = []
+    for connection in (watching._connection(), watching._eager_connection()):
+        connection.set_trace_callback(reads.append)
+    for number in range(5):
+        claim = watching.claim_nonce_without_waiting
+        assert claim("LTAIkey", f"n-{number}", now=NOW, expires_at=NOW + 900)
+        invalidations.refresh()
+    assert [sql for sql in reads if "aliak_changes" in sql] == []
+    made = KeyManager(changing).create_access_key(RamUser("1234567890123456", "w"))
+    changing.set_key_status(made.access_key_id, KeyStatus.INACTIVE)
+    invalidations.refresh()
+    assert heard == [made.access_key_id]
+    watching.set_key_status(made.access_key_id, KeyStatus.ACTIVE)  # this thread's first
+    invalidations.refresh()
+    assert len(heard) > 1
+    assert set(heard[1:]) == {made.access_key_id}
+    watching.close()
+    changing.close()

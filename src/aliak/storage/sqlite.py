@@ -717,7 +717,8 @@ class SQLiteStore:
 
     def _look_for_changes(self) -> None:
         """The change check behind ``invalidations.refresh()``. ``PRAGMA data_version``
-        on this thread's connection (a counter SQLite keeps in shared memory; it moves
+        on this thread's connection -- its second, if it claims there (an event loop's
+        thread) -- (a counter SQLite keeps in shared memory; it moves
         when *another* connection commits -- another process's, or another thread's of
         this store, nonce claims included; this thread's own writes leave it still)
         and, only when it moved, a primary-key range read of the change
@@ -728,6 +729,13 @@ class SQLiteStore:
         try:
             connection = self._connection()
             slot: _ThreadSlot = self._local.slot
+            eager: _ThreadSlot | None = getattr(self._local, "eager", None)
+            if eager is not None and eager.pid == slot.pid:
+                # An event loop's thread claims nonces on its second connection: watched
+                # from the first, every claim moved the counter and cost a read of the
+                # log. Watched from the second, they are its own writes, and another
+                # connection's commit (this thread's first one included) still moves it.
+                slot, connection = eager, eager.connection
             (version,) = connection.execute("PRAGMA data_version").fetchone()
             if version == slot.data_version or not self._look_lock.acquire(blocking=False):
                 return
