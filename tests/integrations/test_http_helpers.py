@@ -33,6 +33,49 @@ def test_only_trusted_hops_means_the_left_most_of_them() -> None:
     assert client_address(None, ["203.0.113.7"], PROXIES) is None
 
 
+@given(
+    peers=st.lists(
+        st.sampled_from(
+            [
+                "203.0.113.9",
+                "::ffff:203.0.113.9",
+                "127.0.0.1",
+                "::ffff:10.0.0.5",
+                "10.9.9.9",
+                "fe80::1%eth0",
+                "unix:/run/app.sock",
+                "203.0.113.9 ",
+            ]
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    hops=st.lists(st.sampled_from(["198.51.100.1", "203.0.113.7", "10.1.1.1", "junk"])),
+)
+def test_the_remembered_peers_never_change_an_answer(peers: list[str], hops: list[str]) -> None:
+    # TrustedProxies remembers the canonical text of untrusted peers; a peer must come out
+    # as a fresh TrustedProxies would say, whatever was asked before and whatever each
+    # request forwards (a trusted proxy's X-Forwarded-For is read every time).
+    remembering = TrustedProxies(["10.0.0.0/8", "127.0.0.1"])
+    for number, peer in enumerate(peers):
+        forwarded = [", ".join(hops[number:] + hops[:number])] if hops else []
+        fresh = TrustedProxies(["10.0.0.0/8", "127.0.0.1"])
+        assert client_address(peer, forwarded, remembering) == client_address(
+            peer, forwarded, fresh
+        )
+
+
+def test_the_memo_of_peers_is_bounded() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    for number in range(5000):
+        assert (
+            client_address(f"2001:db8::{number + 1:x}", [], proxies) == f"2001:db8::{number + 1:x}"
+        )
+    assert len(proxies._peers) <= 4096
+    assert client_address("10.0.0.1", ["203.0.113.7"], proxies) == "203.0.113.7"
+    assert "10.0.0.1" not in proxies._peers  # a trusted proxy is never remembered
+
+
 # -- one address normalisation: dual-stack peers, mapped and zoned forms -----------------
 
 

@@ -82,17 +82,15 @@ def request_from_scope(scope: Scope, body: bytes) -> Request:
     return Request.from_wire_bytes(method, raw_path, raw_query, headers, body)
 
 
-def check_announced_length(scope: Scope, max_body_size: int) -> bool:
+def _announced_body(head: Request, max_body_size: int) -> bool:
     """Refuses (:class:`PayloadTooLarge`) a ``Content-Length`` over the limit, from the
-    head alone; returns whether a body may follow (a length other than 0, or chunked)."""
-    body_follows = False
-    for name, value in scope.get("headers") or ():
-        lowered = bytes(name).lower()
-        if lowered == b"content-length":
-            length = parse_content_length(bytes(value).decode("latin-1"), max_body_size)
-            body_follows = body_follows or length > 0
-        elif lowered == b"transfer-encoding":
-            body_follows = True
+    head alone; returns whether a body may follow (a length other than 0, or chunked).
+    Read from the head already built from the scope, not in another pass over its
+    headers."""
+    headers = head.headers
+    body_follows = "transfer-encoding" in headers
+    for value in headers.get_all("content-length"):
+        body_follows = parse_content_length(value, max_body_size) > 0 or body_follows
     return body_follows
 
 
@@ -182,7 +180,7 @@ class AliakASGIMiddleware:
         try:
             source_ip = self.source_ip(scope)
             head = request_from_scope(scope, b"")
-            body_follows = check_announced_length(scope, self.max_body_size)
+            body_follows = _announced_body(head, self.max_body_size)
         except AliakError as error:  # the verifier never saw it: reported here
             verifier.report_refusal(error, request=head, source_ip=source_ip, request_id=request_id)
             await self._refuse(error, scope, send, close=body_follows, request_id=request_id)
@@ -229,11 +227,12 @@ class AliakASGIMiddleware:
     def source_ip(self, scope: Scope) -> str | None:
         client = scope.get("client")
         peer = str(client[0]) if client else None
-        forwarded = [
+        # Lazy: the headers are searched only for a peer that is a trusted proxy.
+        forwarded = (
             bytes(value).decode("latin-1")
             for name, value in scope.get("headers") or ()
             if bytes(name).lower() == b"x-forwarded-for"
-        ]
+        )
         return client_address(peer, forwarded, self.trusted_proxies)
 
     async def _refuse(

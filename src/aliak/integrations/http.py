@@ -191,7 +191,7 @@ class TrustedProxies:
     one. An entry that is not an address or CIDR block raises ``ValueError``.
     """
 
-    __slots__ = ("_networks",)
+    __slots__ = ("_networks", "_peers")
 
     def __init__(self, proxies: Iterable[str] = ()) -> None:
         if isinstance(proxies, str):
@@ -203,6 +203,9 @@ class TrustedProxies:
             except InvalidParameter as error:
                 raise ValueError(error.detail) from None
         self._networks: tuple[IpNetwork, ...] = tuple(networks)
+        # Peer text -> its canonical text, for peers that are addresses and not trusted
+        # proxies (clients come back from the same few): client_address's memo.
+        self._peers: dict[str, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self._networks)
@@ -216,6 +219,9 @@ class TrustedProxies:
     def trusts(self, address: IpAddress) -> bool:
         """Whether a normalised address (:func:`aliak.normalize_ip`) is a trusted proxy."""
         return any(address in network for network in self._networks)
+
+
+_MAX_PEERS = 4096
 
 
 def _address(text: str) -> IpAddress | None:
@@ -244,11 +250,18 @@ def client_address(
     """
     if peer is None:
         return None
+    known = trusted._peers.get(peer)
+    if known is not None:
+        return known  # an untrusted peer seen before: X-Forwarded-For is not read
     address = _address(peer)
     if address is None:
         return peer
     if not trusted.trusts(address):
-        return str(address)
+        text = str(address)
+        if len(trusted._peers) >= _MAX_PEERS:
+            trusted._peers.clear()
+        trusted._peers[peer] = text
+        return text
     hops = [hop for value in forwarded_for for hop in value.split(",")]
     for hop in reversed(hops):
         parsed = _address(hop)
