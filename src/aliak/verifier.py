@@ -140,6 +140,9 @@ _SIGNATURE_CHECK_REFUSALS: tuple[type[SignatureDoesNotMatch | InvalidAccessKeyId
 )
 # How many source addresses' canonical forms a verifier remembers.
 _MAX_SOURCES = 4096
+# Heads that passed precheck() and await their verify(), per process: bounded, the oldest
+# dropped (a head whose body never came is simply forgotten).
+_MAX_PRECHECKED = 256
 # The id the dummy secret is sealed to: the usual length of an AccessKey id.
 _DUMMY_ID = "LTAI" + "0" * 20
 # Seconds a nonce is kept past the last instant its request's date is accepted.
@@ -388,6 +391,7 @@ class _Flow:
             high_risk.matches if isinstance(high_risk, HighRiskActions) else high_risk
         )
         self._sources: dict[str, tuple[IpAddress, str]] = {}
+        self._prechecked: dict[int, _Pending] = {}
         self._host_services: dict[str, str] = {}
         self.keys: _TtlCache[str, _KeyEntry] = _TtlCache(settings.freshness, settings.cache_size)
         self.usage = _UsageBuffer()
@@ -406,10 +410,7 @@ class _Flow:
         """Every check in the spec's order; yields a step wherever the store is needed.
         ``trace`` (only when metrics or a request log are on) is told how far it got."""
         now = self.clock()
-        pending = self.prepare(
-            request, now, source_ip, vpc_id, into=None if trace is None else trace.pending
-        )
-        assert pending is not None  # only a head-only read defers
+        pending = self._read(request, now, source_ip, vpc_id, trace)
         pending.scheme.take_body(pending)
         key_id = pending.access_key_id
         claim = ClaimNonce(key_id, pending.nonce, now, pending.timestamp + self._nonce_lifetime)
@@ -501,23 +502,14 @@ class _Flow:
         object to fill, for a caller that reads what was presented after a refusal."""
         pending = _Pending() if into is None else into
         pending.request = request
-        if source_ip is None:
-            pending.source_ip = pending.source_address = None
-        else:
-            # One form per address (IPv4-mapped IPv6 as IPv4, no zone id): the ACL, the
-            # result and the source-IP history all see the same text.
-            pending.source_address, pending.source_ip = self._source(source_ip)
-        pending.vpc_id = vpc_id
+        self._place(pending, source_ip, vpc_id)
         index = request.headers._index
         pending.index = index
         scheme = self._recognise(request, index)
         pending.scheme = scheme
         if not scheme.read(pending, head_only):
             return None
-        if abs(now - pending.timestamp) > self._skew:
-            raise InvalidTimeStampExpired(
-                detail=f"{format_acs_date(pending.timestamp)} is outside +-{self._skew:.0f} s"
-            )
+        self._check_window(pending, now)
         nonce_field, action_field, version_field = scheme.fields
         if _is_nonce(pending.nonce) is None:
             raise InvalidParameter(nonce_field, detail="1-128 printable ASCII")
@@ -531,6 +523,80 @@ class _Flow:
             # The secret of an STS credential travels in its token: nothing to check
             # against without it.
             raise MissingSecurityToken(detail=pending.access_key_id)
+        return pending
+
+    def _place(self, pending: _Pending, source_ip: str | None, vpc_id: str | None) -> None:
+        """Where the request came from, as the ACL and the records will see it."""
+        if source_ip is None:
+            pending.source_ip = pending.source_address = None
+        else:
+            # One form per address (IPv4-mapped IPv6 as IPv4, no zone id): the ACL, the
+            # result and the source-IP history all see the same text.
+            pending.source_address, pending.source_ip = self._source(source_ip)
+        pending.vpc_id = vpc_id
+
+    def _check_window(self, pending: _Pending, now: float) -> None:
+        if abs(now - pending.timestamp) > self._skew:
+            raise InvalidTimeStampExpired(
+                detail=f"{format_acs_date(pending.timestamp)} is outside +-{self._skew:.0f} s"
+            )
+
+    def remember_prechecked(self, pending: _Pending) -> None:
+        """Keep what precheck() read of a head for the verify() of the same head with its
+        body: steps 1-3 depend on the head alone, so they are not made twice."""
+        remembered = self._prechecked
+        if len(remembered) >= _MAX_PRECHECKED:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del remembered[next(iter(remembered))]
+        remembered[id(pending.request.headers)] = pending
+
+    def _read(
+        self,
+        request: Request,
+        now: float,
+        source_ip: str | None,
+        vpc_id: str | None,
+        trace: _Trace | None,
+    ) -> _Pending:
+        """Steps 1-3: made by precheck() for this head already, or made now."""
+        if self._prechecked:
+            pending = self._prechecked_pending(request, now, source_ip, vpc_id, trace)
+            if pending is not None:
+                return pending
+        pending = self.prepare(
+            request, now, source_ip, vpc_id, into=None if trace is None else trace.pending
+        )
+        assert pending is not None  # only a head-only read defers
+        return pending
+
+    def _prechecked_pending(
+        self,
+        request: Request,
+        now: float,
+        source_ip: str | None,
+        vpc_id: str | None,
+        trace: _Trace | None,
+    ) -> _Pending | None:
+        """What precheck() read of this request's head, if it read this very head (the
+        same Headers object, the same method, host, path and query) -- taken, so used
+        once -- with the date window judged again at ``now`` and the source placed."""
+        pending = self._prechecked.pop(id(request.headers), None)
+        if pending is None:
+            return None
+        head = pending.request
+        if (
+            head.headers is not request.headers
+            or head.method != request.method
+            or head.host != request.host
+            or head.path != request.path
+            or (head.query is not request.query and head.query != request.query)
+        ):
+            return None
+        pending.request = request
+        if trace is not None:
+            trace.pending = pending  # what a refusal from here on reports
+        self._place(pending, source_ip, vpc_id)
+        self._check_window(pending, now)  # the body may have taken a while
         return pending
 
     def _recognise(self, request: Request, index: dict[str, list[str]]) -> Scheme:
@@ -1289,7 +1355,10 @@ class _Shell(Generic[S, R]):
         """Steps 1-3 alone -- ``Authorization``, the required and signed headers, the
         date window, the nonce's form -- with no store and no body: a server calls this
         before it reads a body, so a forged or stale request costs no upload. Raises
-        what :meth:`verify` would; ``verify`` still runs every check.
+        what :meth:`verify` would; ``verify`` still runs every check. A ``verify`` of
+        this very head with its body (:meth:`Request.with_body`) takes this reading,
+        once, instead of making it again, and judges the date window again at its own
+        time and the source it is given.
 
         A refusal here is reported to the metrics hook and the request log (as
         ``verify`` would report it: once); ``source_ip`` and ``request_id`` are for that
@@ -1300,15 +1369,21 @@ class _Shell(Generic[S, R]):
         observer = self._observer
         if observer is None:
             try:
-                flow.prepare(request, flow.clock(), None, None, head_only=True)
+                pending = flow.prepare(request, flow.clock(), None, None, head_only=True)
             except Exception as error:
                 flow.refuse(error)
                 raise
+            if pending is not None:
+                flow.remember_prechecked(pending)
             return
         started = perf_counter()
         trace = _Trace()
         try:
-            flow.prepare(request, flow.clock(), None, None, head_only=True, into=trace.pending)
+            pending = flow.prepare(
+                request, flow.clock(), None, None, head_only=True, into=trace.pending
+            )
+            if pending is not None:
+                flow.remember_prechecked(pending)
         except Exception as error:
             self._report(
                 observer,
