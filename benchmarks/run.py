@@ -7,8 +7,8 @@ from disk and compares it with plain hashlib, and measures the memory it takes. 
 verifies the part 1 request, part 5 compares the timing of refusals for known and unknown
 key ids, part 6 times the per-request change check on SQLite, part 7 verifies RPC and ROA
 (V2) requests signed by aliyun-python-sdk-core beside a V3 one and that SDK's own signing,
-parts 8-11 (``server.py``) the server path -- AsyncVerifier on SQLite, thread scaling, HTTP
-under uvicorn and gunicorn, nonce claims after 1M stored -- and part 4 (last: it needs
+parts 8-12 (``server.py``) the server path -- AsyncVerifier on SQLite, thread scaling, HTTP
+under uvicorn and gunicorn, nonce claims after 1M stored, the wire-to-Request step -- and part 4 (last: it needs
 PostgreSQL and Redis) a fleet's stores.
 
 Timings are ``time.perf_counter_ns`` over a loop sized to about 0.2 s, repeated 7 times;

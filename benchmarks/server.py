@@ -1,6 +1,6 @@
 """The server path: what a verify costs where a server runs it (issue 12, item 7).
 
-Four parts, each printing every row's ratio to its peer measured in the same run:
+Five parts, each printing every row's ratio to its peer measured in the same run:
 
 - **Part 8**: ``AsyncVerifier`` over ``SQLiteStore(...).as_async()`` on one event loop,
   beside the sync ``Verifier`` on the same store (and, for scale, on a ``MemoryStore``).
@@ -14,6 +14,8 @@ Four parts, each printing every row's ratio to its peer measured in the same run
   with ``aliak.Signer`` before the timed rounds, a fresh nonce each.
 - **Part 11**: ``SQLiteStore.claim_nonce`` latency (p50/p99/p99.9) after 1M stored
   nonces (20k with ``--quick``), beside the same claims on an empty store.
+- **Part 12**: building the :class:`aliak.Request` from uvicorn's scope and gunicorn's
+  environ for the bench request, beside ``Request.from_wire`` and the constructor.
 
 The servers' apps are in this module too (:func:`asgi_app`, :func:`wsgi_app`): the server
 subprocesses import it, and read the database and the mode from the environment.
@@ -26,6 +28,7 @@ import contextlib
 import gc
 import http.client
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -824,6 +827,97 @@ def part_claims(settings: Any) -> None:
 # --- entry points ----------------------------------------------------------------------
 
 
+# --- Part 12: from the wire to a Request -----------------------------------------------
+
+WIRE_TARGET_US = 5.0  # issue 12: building the Request from environ/scope
+
+
+def _wire_head(signer: Signer) -> tuple[str, list[tuple[str, str]]]:
+    """The query string and the header pairs http.client sends for the bench request."""
+    from run import QUERY
+
+    signed = signer.sign(bench_request())
+    pairs = [(name.lower(), value) for name, value in signed.headers.items()]
+    pairs += [("accept-encoding", "identity"), ("content-length", str(len(signed.body)))]
+    return urlencode(QUERY), pairs
+
+
+def uvicorn_scope(query: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """The scope uvicorn (h11) builds for the request: bytes pairs as received."""
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
+        "scheme": "http", "method": "POST", "root_path": "", "path": "/", "raw_path": b"/",
+        "query_string": query.encode("ascii"),
+        "headers": [(name.encode("latin-1"), value.encode("utf-8")) for name, value in pairs],
+        "state": {},
+    }  # fmt: skip
+
+
+def gunicorn_environ(query: str, pairs: list[tuple[str, str]], body: bytes) -> dict[str, Any]:
+    """The environ gunicorn 23 builds for the request: its keys, in its order."""
+    environ: dict[str, Any] = {
+        "wsgi.errors": sys.stderr, "wsgi.version": (1, 0), "wsgi.multithread": True,
+        "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.file_wrapper": None,
+        "wsgi.input_terminated": True, "SERVER_SOFTWARE": "gunicorn/23.0.0",
+        "wsgi.input": io.BytesIO(body), "gunicorn.socket": None, "REQUEST_METHOD": "POST",
+        "QUERY_STRING": query, "RAW_URI": f"/?{query}", "SERVER_PROTOCOL": "HTTP/1.1",
+    }  # fmt: skip
+    for name, value in pairs:
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+    environ.update(
+        {"wsgi.url_scheme": "http", "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "50000",
+         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "PATH_INFO": "/", "SCRIPT_NAME": ""}
+    )  # fmt: skip
+    return environ
+
+
+def part_wire(settings: Any) -> None:
+    from aliak.integrations.asgi import request_from_scope
+    from aliak.integrations.wsgi import request_from_environ
+    from run import bench, print_rows
+
+    new = KeyManager(MemoryStore()).create_access_key(OWNER)
+    signer = Signer(new.access_key)
+    query, pairs = _wire_head(signer)
+    scope = uvicorn_scope(query, pairs)
+    environ = gunicorn_environ(query, pairs, b"")
+    body = bench_request().body
+    assert isinstance(body, bytes)
+    from_scope = request_from_scope(scope, body)
+    assert from_scope == request_from_environ(environ, body)
+    assert from_scope == Request.from_wire("POST", f"/?{query}", query.encode(), pairs, body)
+    rows = [
+        bench("request_from_scope (uvicorn's scope)", partial(request_from_scope, scope, body),
+              settings),
+        bench("request_from_environ (gunicorn's environ)",
+              partial(request_from_environ, environ, body), settings),
+        bench("Request.from_wire (str pairs)",
+              partial(Request.from_wire, "POST", f"/?{query}", query.encode(), pairs, body),
+              settings),
+        bench("Request(...) (the validating constructor)",
+              partial(Request, "POST", host=pairs[0][1], path="/", query=from_scope.query,
+                      headers=pairs, body=body), settings),
+    ]  # fmt: skip
+    print(f"Part 12: from the wire to a Request ({len(pairs)} headers, 2 query parameters)")
+    print()
+    print_rows(rows, settings)
+    print()
+    constructor = rows[3].median_ns
+    for row in rows[:2]:
+        median_us = row.median_ns / 1000
+        print(
+            f"{row.name}: {median_us:.2f} us (target <= {WIRE_TARGET_US:.1f} us) "
+            f"{'ok' if median_us <= WIRE_TARGET_US else 'MISSED'}; "
+            f"/ the constructor {row.median_ns / constructor:.2f}"
+        )
+    print(
+        "notes: the same request each time (a server sees a few header layouts, which the "
+        "fast path remembers); every form is checked to give the same Request first."
+    )
+
+
 def run_all(settings: Any) -> None:
     """Every part of this module, in order (what ``benchmarks/run.py`` calls)."""
     part_async_sqlite(settings)
@@ -833,6 +927,8 @@ def run_all(settings: Any) -> None:
     part_http(settings)
     print()
     part_claims(settings)
+    print()
+    part_wire(settings)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def _reference_from_scope(scope: dict[str, Any], body: bytes) -> Request:
 
 @settings(max_examples=1500, deadline=None)
 @given(
-    method=st.sampled_from(["GET", "post", "BAD METHOD", "", "PÖST"]),
+    method=st.sampled_from(["GET", "post", "BAD METHOD", "", "PÖST", "OPTIONS", "Patch", "GET "]),
     raw_path=_raw_paths,
     query=st.one_of(_tricky, st.binary(max_size=10)),
     headers=st.lists(st.tuples(_name_bytes, _value_bytes), max_size=8),
@@ -237,17 +237,22 @@ def test_request_from_environ_agrees_with_the_value_by_value_constructor(
                                "PATH_INFO": "/p é", "SERVER_SOFTWARE": server, **fields}  # fmt: skip
     if raw_uri is not None:
         environ["RAW_URI"] = raw_uri
-    fast = outcome(lambda: wsgi.request_from_environ(environ, b"x"))
-    reference = outcome(
-        lambda: reference_request(
-            method,
-            wsgi._raw_path(environ),
-            query.encode("latin-1"),
-            _reference_environ_headers(environ),
-            b"x",
+    # The environ, then environs with the same keys in the same order (their layout now
+    # remembered) and other values: empty, non-ASCII, not text at all.
+    for values in (None, "", "é", 7, "ok"):
+        if values is not None:
+            environ = {key: values if key in fields else value for key, value in environ.items()}
+        fast = outcome(lambda environ=environ: wsgi.request_from_environ(environ, b"x"))
+        reference = outcome(
+            lambda environ=environ: reference_request(
+                method,
+                wsgi._raw_path(environ),
+                query.encode("latin-1"),
+                _reference_environ_headers(environ),
+                b"x",
+            )
         )
-    )
-    assert fast == reference
+        assert fast == reference
 
 
 def test_the_public_column_and_bytes_forms_give_what_from_wire_gives() -> None:

@@ -113,3 +113,24 @@ def test_the_memo_of_header_name_layouts_is_bounded_and_holds_only_valid_layouts
         assert request_module._are_tokens(text) is not None
     # A valid layout already remembered is accepted again; an invalid one refused again.
     assert outcome(lambda: Request.from_wire("GET", "/", b"", [("bad name", "v")])) == outcome_bad
+
+
+def test_names_given_as_a_tuple_are_remembered_only_when_valid_and_bounded() -> None:
+    from aliak import request as request_module
+
+    good = ("Host", "x-acs-date")
+    bad = ("Host", "bad name")
+    values = ["api.example.com", "2024-01-01T00:00:00Z"]
+    for _ in range(2):  # the second time from the memo of tuples
+        made = Request.from_wire_columns("GET", "/", b"", good, values)
+        assert made == Request.from_wire("GET", "/", b"", list(zip(good, values, strict=True)))
+        refused = outcome(lambda: Request.from_wire_columns("GET", "/", b"", bad, values))
+        assert refused[0] == "InvalidParameter"
+    assert good in request_module._COLUMN_LAYOUTS
+    assert bad not in request_module._COLUMN_LAYOUTS
+    long_name = ("Host", "x" * 3000)
+    Request.from_wire_columns("GET", "/", b"", long_name, values)
+    assert long_name not in request_module._COLUMN_LAYOUTS
+    for number in range(request_module._MAX_TOKEN_LAYOUTS + 20):
+        Request.from_wire_columns("GET", "/", b"", ("Host", f"x-n{number}"), values)
+    assert len(request_module._COLUMN_LAYOUTS) <= request_module._MAX_TOKEN_LAYOUTS

@@ -33,6 +33,11 @@ _is_plain_path = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*").fullmatch
 # A host, with an optional port: reg-name or IPv4, or an IPv6 literal in brackets.
 _is_host = re.compile(r"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _is_host_match = _is_host.fullmatch
+# What the wire fast path need not match again: methods that are tokens already in upper
+# case, and hosts that matched _is_host once (a server sees a few; bounded).
+_UPPER_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"})
+_CHECKED_HOSTS: set[str] = set()
+_MAX_CHECKED_HOSTS = 1024
 
 # Header names as received, one per line: a whole head's names checked in one match. The
 # names are checked as received, not lowered: "\u212a" (KELVIN SIGN) lowers to "k".
@@ -82,6 +87,8 @@ def _name_layout(joined: str | bytes, count: int) -> _NameLayout | None:
 
 
 _NO_NAMES = _NameLayout((), (), False)
+# from_wire_columns: a tuple of names -> its layout (the names checked, as by _name_layout).
+_COLUMN_LAYOUTS: dict[tuple[str, ...], _NameLayout] = {}
 
 
 # The same characters as bytes, for bytes.translate's delete: a plain C loop over a head.
@@ -449,7 +456,19 @@ class Request:
         if len(names) != len(values):
             raise TypeError(f"{len(names)} header names but {len(values)} values")
         try:
-            layout = _name_layout("\n".join(names), len(names))
+            # A server's names come as the same tuple for the same layout: found by it,
+            # without joining them again.
+            layout = _COLUMN_LAYOUTS.get(names) if type(names) is tuple else None
+            if layout is None:
+                joined = "\n".join(names)
+                layout = _name_layout(joined, len(names))
+                if (
+                    layout is not None
+                    and type(names) is tuple
+                    and len(_COLUMN_LAYOUTS) < _MAX_TOKEN_LAYOUTS
+                    and len(joined) <= _MAX_TOKEN_LAYOUT_SIZE
+                ):
+                    _COLUMN_LAYOUTS[names] = layout
             clean = layout is not None and _values_are_clean(values)
         except (TypeError, ValueError, AttributeError):
             layout, clean = None, False  # not str: the constructor says what is wrong
@@ -518,7 +537,7 @@ class Request:
         )
 
     @classmethod
-    def _from_head(
+    def _from_head(  # noqa: PLR0912 - every server's hot path, its checks inline
         cls,
         method: object,
         raw_path: str,
@@ -532,35 +551,45 @@ class Request:
         checked (no control character, encodable); None when the method or the host is
         to be refused, which :meth:`_from_pairs` then names."""
         lowered = layout.lowered
+        # Checked once here, so the zips below go without strict= (a keyword call to zip
+        # costs more than the check).
+        if len(values) != len(lowered):
+            return None
         if layout.repeats:
             index: dict[str, list[str]] = {}
-            for name, value in zip(lowered, values, strict=True):
+            for name, value in zip(lowered, values):  # noqa: B905 - lengths checked
                 found = index.get(name)
                 if found is None:
                     index[name] = [value]
                 else:
                     found.append(value)
         else:
-            index = {name: [value] for name, value in zip(lowered, values, strict=True)}
+            index = {name: [value] for name, value in zip(lowered, values)}  # noqa: B905
         hosts = index.get("host")
         host = None if hosts is None else hosts[0].strip(" \t") or None  # RFC 9110 §5.5
-        if (
-            type(method) is not str
-            or _is_token(method) is None
-            or not (host is None or _is_host_match(host))
-        ):
+        if type(method) is not str:
             return None
-        path = _origin_path(raw_path)
-        if _is_plain_path(path) is None or not path.startswith("/"):
+        if method not in _UPPER_METHODS:
+            if _is_token(method) is None:
+                return None
+            method = method.upper()
+        if host is not None and host not in _CHECKED_HOSTS:
+            if _is_host_match(host) is None:
+                return None
+            if len(_CHECKED_HOSTS) < _MAX_CHECKED_HOSTS:
+                _CHECKED_HOSTS.add(host)
+        # "/" (the usual RPC and ACS3 target, its query cut off): nothing to check.
+        path = "/" if raw_path == "/" else _origin_path(raw_path)
+        if path != "/" and (_is_plain_path(path) is None or not path.startswith("/")):
             _check_path(None, None, path)
         new = object.__new__(cls)
-        _set_method(new, method.upper())
+        _set_method(new, method)
         _set_host(new, host)
         _set_path(new, path)
         # Decoded from bytes with surrogateescape: always encodable, nothing to flatten.
         _set_query(new, parse_query_string(raw_query))
         headers = object.__new__(Headers)
-        headers._items = tuple(zip(layout.names, values, strict=True))
+        headers._items = tuple(zip(layout.names, values))  # noqa: B905 - lengths checked
         headers._index = index
         _set_headers(new, headers)
         _set_body(new, body if type(body) is bytes else _to_body(body))

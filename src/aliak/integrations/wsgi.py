@@ -27,7 +27,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -150,9 +150,58 @@ _HEADER_NAMES: dict[str, str | None] = {}
 _MAX_HEADER_NAMES = 1024
 
 
-def _header_columns(environ: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+# An environ's keys, in order -> the keys that are headers, their names, and where the
+# content-type / content-length ones (which PEP 3333 lets be empty) are among them. A
+# server builds every environ the same way, so a few layouts recur; bounded.
+_ENVIRON_LAYOUTS: dict[
+    tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]
+] = {}
+_MAX_ENVIRON_LAYOUTS = 256
+
+
+def _header_columns(environ: Mapping[str, Any]) -> tuple[Sequence[str], list[str]]:
     """The names (lowercase tokens, by construction) and values of the headers, in two
-    lists: the whole head is then checked at once (no (name, value) tuple per header)."""
+    lists: the whole head is then checked at once (no (name, value) tuple per header).
+    By the layout of the environ's keys when it was seen before, and every value text,
+    none non-ASCII and none of the optional two empty; else key by key."""
+    keys = tuple(environ)
+    layout = _ENVIRON_LAYOUTS.get(keys)
+    if layout is None:
+        names, values = _header_columns_by_key(environ)
+        if len(_ENVIRON_LAYOUTS) < _MAX_ENVIRON_LAYOUTS:
+            _ENVIRON_LAYOUTS[keys] = _environ_layout(keys)
+        return names, values
+    header_keys, layout_names, optional = layout
+    values = [environ[key] for key in header_keys]
+    try:
+        plain = "".join(values).isascii()
+    except TypeError:  # a value that is not str: skipped, key by key
+        plain = False
+    if not plain or not all(values[position] for position in optional):
+        return _header_columns_by_key(environ)
+    if "content-type" in layout_names and _content_type_invented(environ):
+        return _header_columns_by_key(environ)
+    return layout_names, values
+
+
+def _environ_layout(
+    keys: tuple[str, ...],
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
+    header_keys: list[str] = []
+    names: list[str] = []
+    optional: list[int] = []
+    for key in keys:
+        name = _header_name(key)
+        if name is None:
+            continue
+        if name in ("content-type", "content-length"):
+            optional.append(len(names))
+        header_keys.append(key)
+        names.append(name)
+    return tuple(header_keys), tuple(names), tuple(optional)
+
+
+def _header_columns_by_key(environ: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     names: list[str] = []
     values: list[str] = []
     known = _HEADER_NAMES
