@@ -8,8 +8,8 @@ verifies the part 1 request, part 5 compares the timing of refusals for known an
 key ids, part 6 times the per-request change check on SQLite, part 7 verifies RPC and ROA
 (V2) requests signed by aliyun-python-sdk-core beside a V3 one and that SDK's own signing,
 parts 8-12 (``server.py``) the server path -- AsyncVerifier on SQLite, thread scaling, HTTP
-under uvicorn and gunicorn, nonce claims after 1M stored, the wire-to-Request step -- and part 4 (last: it needs
-PostgreSQL and Redis) a fleet's stores.
+under uvicorn and gunicorn, nonce claims after 1M stored, the wire-to-Request step -- and
+part 4 (last: it needs PostgreSQL and Redis) a fleet's stores.
 
 Timings are ``time.perf_counter_ns`` over a loop sized to about 0.2 s, repeated 7 times;
 the median is reported. The garbage collector is paused inside each timed loop, as
