@@ -70,6 +70,7 @@ def world(make_verifier: MakeVerifier) -> World:
 
 
 def counting_prepare(flow: Any) -> list[Request]:
+    """Every reading of a head: prepare(), or the warm path's read_warm()."""
     calls: list[Request] = []
     real = flow.prepare
 
@@ -78,6 +79,16 @@ def counting_prepare(flow: Any) -> list[Request]:
         return real(request, *args, **kwargs)
 
     flow.prepare = prepare
+    # The warm path reads a head in a layout seen before with its scheme's read_warm.
+    warm = flow._acs3
+    if warm is not None:
+        real_warm = warm.read_warm
+
+        def read_warm(request: Request) -> Any:
+            calls.append(request)
+            return real_warm(request)
+
+        warm.read_warm = read_warm
     return calls
 
 

@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 from aliak.algorithms import Algorithm, get_algorithm
 from aliak.authorization import MAX_AUTHORIZATION_LENGTH, Authorization, parse_authorization
 from aliak.canonical import (
+    _HTTP_WHITESPACE,
     STREAM_CHUNK_SIZE,
     canonical_headers,
     canonical_method,
@@ -48,6 +49,7 @@ from aliak.canonical import (
 from aliak.credentials import is_valid_access_key_id
 from aliak.encoding import parse_query_string
 from aliak.errors import (
+    AliakError,
     ContentMD5NotMatched,
     IncompleteSignature,
     InvalidParameter,
@@ -124,6 +126,7 @@ class Presented:
         "nonce",
         "params",
         "payload_hash",
+        "plan",
         "request",
         "scheme",
         "service",
@@ -167,6 +170,8 @@ class Presented:
     content_md5: str | None
     # Which of the scheme's strings to sign the signature was over.
     matched: int
+    # A warm ACS3 reading's layout (Acs3Scheme.read_warm).
+    plan: _Acs3Plan
 
 
 class Scheme:
@@ -223,6 +228,20 @@ def acs3_canonical_request(presented: Presented) -> str:
     )
 
 
+class _Acs3Plan:
+    """What a warm ACS3 reading takes from its layout: the algorithm, the signed names,
+    the SignedHeaders line and each signed name with its canonical prefix."""
+
+    __slots__ = ("algorithm", "digest", "prefixes", "signed", "signed_line")
+
+    def __init__(self, algorithm: str, signed: tuple[str, ...], signed_line: str) -> None:
+        self.algorithm = algorithm
+        self.digest = get_algorithm(algorithm)
+        self.signed = signed
+        self.signed_line = signed_line
+        self.prefixes = tuple((name, f"{name}:") for name in signed)
+
+
 class Acs3Scheme(Scheme):
     name = "ACS3"
 
@@ -233,6 +252,8 @@ class Acs3Scheme(Scheme):
         self._layouts: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
         # (algorithm, SignedHeaders text) -> the parsed pair; keyed by layout alone.
         self._heads: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
+        # (SignedHeaders text, algorithm, header names) -> what read_warm needs of it.
+        self._plans: dict[tuple[str, str, tuple[str, ...]], _Acs3Plan] = {}
 
     def describe(self, request: Request) -> str:
         value = (request.headers._index.get("authorization") or [""])[0]
@@ -274,6 +295,114 @@ class Acs3Scheme(Scheme):
         if not settings.allow_repeated_query_names:
             check_query_names(presented.request.query)
         return True
+
+    def read_warm(self, request: Request) -> Presented | None:  # noqa: PLR0911 - each way out is a fallback
+        """:meth:`read` of a head in a layout that passed it before, and its body's hash,
+        in one pass: ``None`` -- nothing judged, nothing kept -- for anything else (a
+        new layout, a repeated header, a head this pass would refuse, a security token,
+        a streamed or oversized body), which the caller then reads the general way.
+
+        A layout is the header names in order, the SignedHeaders text and the
+        algorithm: it is known here only once the general reading accepted it (its
+        exact emitted form parsed, its required and signed headers checked), and what
+        follows is what ``read`` and ``take_body`` do again for every request. Leaves
+        ``authorization`` unset: its fields are on the result already."""
+        headers = request.headers
+        index = headers._index
+        values = index.get("authorization")
+        if values is None or len(values) != 1 or len(headers) != len(index):
+            return None
+        value = values[0]
+        head, separator, signature = value.rpartition(",Signature=")
+        algorithm, _, rest = head.partition(" Credential=")
+        access_key_id, _, names = rest.partition(",SignedHeaders=")
+        layout = (names, algorithm, tuple(index))
+        plan = self._plans.get(layout) if separator else None
+        if plan is None:
+            plan = self._plan(layout) if separator else None
+            if plan is None:
+                return None
+        if (
+            not is_valid_access_key_id(access_key_id)
+            or _is_lower_hex(signature) is None
+            or len(signature) % 2
+            or len(value) > MAX_AUTHORIZATION_LENGTH
+        ):
+            return None
+        sent = index.get("x-acs-accesskey-id")
+        if sent is not None and sent != [access_key_id]:
+            return None
+        query = request.query
+        if (
+            len(query) > 1
+            and not self.settings.allow_repeated_query_names
+            and len({name for name, _ in query}) != len(query)
+        ):
+            return None
+        body = request.body
+        if not isinstance(body, bytes):
+            return None
+        limit = self.settings.max_body_size
+        if limit is not None and len(body) > limit:
+            return None
+        try:
+            timestamp = parse_acs_date(index["x-acs-date"][0])
+        except AliakError:
+            return None
+        presented = Presented()
+        presented.request = request
+        presented.index = index
+        presented.scheme = self
+        presented.access_key_id = access_key_id
+        presented.key_kind = presented.algorithm = plan.algorithm
+        presented.digest = digest = plan.digest
+        presented.signature = signature
+        presented.signed_headers = plan.signed
+        presented.plan = plan
+        presented.timestamp = timestamp
+        presented.nonce = index["x-acs-signature-nonce"][0]
+        sent = index.get("x-acs-action")
+        presented.action = None if sent is None else sent[0]
+        sent = index.get("x-acs-version")
+        presented.version = None if sent is None else sent[0]
+        sent = index.get("x-acs-security-token")
+        presented.token = None if sent is None else sent[0]
+        presented.body_signed = True
+        presented.body = body
+        presented.payload_hash = digest.hash_hex(body)
+        return presented
+
+    def _plan(self, layout: tuple[str, str, tuple[str, ...]]) -> _Acs3Plan | None:
+        """The plan of a layout the general reading accepted, or ``None`` if it has not."""
+        names, algorithm, present = layout
+        known = self._heads.get((algorithm, names))
+        if known is None or (present, known[1]) not in self._layouts:
+            return None
+        plan = _Acs3Plan(known[0], known[1], names)
+        if len(self._plans) < _MAX_LAYOUTS:
+            self._plans[layout] = plan
+        return plan
+
+    def warm_string_to_sign(self, presented: Presented) -> str:
+        """:meth:`strings_to_sign`'s one string, for a :meth:`read_warm` result: every
+        signed name has one value there, so each line is the name, a colon and the
+        trimmed value."""
+        request = presented.request
+        index = presented.index
+        digest = presented.digest
+        plan = presented.plan
+        canonical = (
+            f"{request.method}\n{request.path or '/'}\n"
+            f"{canonical_query_string(request.query)}\n"
+            + "".join(
+                [
+                    f"{prefix}{index[name][0].strip(_HTTP_WHITESPACE)}\n"
+                    for name, prefix in plan.prefixes
+                ]
+            )
+            + f"\n{plan.signed_line}\n{presented.payload_hash}"
+        )
+        return f"{digest.name}\n{digest.hash_hex(canonical.encode('utf-8', 'surrogateescape'))}"
 
     def _check_required_headers(self, presented: Presented, index: dict[str, list[str]]) -> None:
         names = index.keys()

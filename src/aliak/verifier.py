@@ -97,6 +97,7 @@ from aliak.requestlog import LoggingRequestLog, RequestLog, request_event
 from aliak.schemes import (
     DEFAULT_SCHEMES,
     SCHEME_NAMES,
+    Acs3Scheme,
     Presented,
     Scheme,
     build_schemes,
@@ -385,6 +386,13 @@ class _Flow:
         self._dummy_sealed = self._dummy_keyring.seal_secret(_DUMMY_ID, self._dummy_secret)
         self._schemes = build_schemes(settings)
         self._enabled = settings.schemes
+        # The warm path (fast()) reads ACS3 and claims after step 8, as steps() does.
+        acs3 = self._schemes["ACS3"]
+        self._acs3 = (
+            acs3
+            if isinstance(acs3, Acs3Scheme) and "ACS3" in settings.schemes and not self._early_claim
+            else None
+        )
         self._accepted = _accepted(settings.schemes)
         high_risk = settings.high_risk_actions
         self._is_high_risk: HighRiskPredicate = (
@@ -484,6 +492,70 @@ class _Flow:
                 keyring = yield _RELOAD_KEYRING
                 claims = open_security_token_reloaded(keyring, access_key_id, token)
         return _KeyEntry(None, secret=claims.secret, claims=claims, token=token)
+
+    # -- the warm path: steps 1-8 in one pass ---------------------------------------
+
+    def fast(  # noqa: PLR0911 - each None is a fallback to steps()
+        self, request: Request, source_ip: str | None, vpc_id: str | None
+    ) -> tuple[_Pending, KeyRecord, AclDecision, float] | None:
+        """Steps 1-8 of a warm ACS3 request -- a header layout read before, its key and
+        policies in the cache, no security token, no precheck pending, no usage flush
+        due -- in one pass; the shell then claims the nonce (step 9) and calls
+        :meth:`finish`. ``None`` when the request is not one of those, before anything
+        is judged or kept: the shell runs :meth:`steps` from the start, which reads it
+        the general way (and refuses what this pass passed over). A signature that does
+        not match, a key's state and the ACL are refused here, by the methods
+        :meth:`steps` uses, so an unknown id costs what a wrong signature does."""
+        acs3 = self._acs3
+        if acs3 is None or id(request.headers) in self._prechecked:
+            return None
+        now = self.clock()
+        if now >= self._next_flush:
+            return None
+        pending = acs3.read_warm(request)
+        if pending is None:
+            return None
+        action, version = pending.action, pending.version
+        if (
+            abs(now - pending.timestamp) > self._skew
+            or _is_nonce(pending.nonce) is None
+            or (action is not None and _is_identifier(action) is None)
+            or (version is not None and _is_identifier(version) is None)
+            or pending.token is not None
+            or is_sts_access_key_id(pending.access_key_id)
+        ):
+            return None
+        if self.refresh is not None:
+            self.refresh()  # learn of changes made elsewhere before trusting the cache
+        entry = self.keys.get(pending.access_key_id, now)
+        if isinstance(entry, _Missing):
+            return None
+        self._place(pending, source_ip, vpc_id)
+        pending.service = self._service(request)
+        key, usable = self.verifying_key(entry, pending.key_kind)
+        text = acs3.warm_string_to_sign(pending)
+        valid = usable
+        try:
+            key.verify(text.encode("utf-8", "surrogateescape"), pending.signature)
+        except SignatureDoesNotMatch:
+            valid = False
+        pending.matched = 0
+        if not valid or pending.index["x-acs-content-sha256"][0].lower() != pending.payload_hash:
+            self.judge_signature(pending, entry, text, valid, usable)
+        record, policies = entry.record, entry.policies
+        if record is None or policies is None:
+            return None  # the policies are read once, the general way
+        if record.status is not KeyStatus.ACTIVE or record.in_recycle_bin or record.leak_restricted:
+            self.check_key_state(pending, record)
+        return pending, record, self.check_network(pending, *policies), now
+
+    def finish(
+        self, pending: _Pending, record: KeyRecord, decision: AclDecision, now: float
+    ) -> Verified:
+        """Step 10 of :meth:`fast`'s request, its nonce claimed: the use, the result."""
+        service = pending.service or self._usage_service(pending.request.host or "")
+        self.usage.add(pending.access_key_id, now, service, pending.source_ip)
+        return self.verified(pending, record.owner, decision)
 
     # -- steps 1-3: no store, no secret ---------------------------------------------
 
@@ -719,8 +791,17 @@ class _Flow:
             matched = True
             pending.matched = position
             break
-        echoed = _masked(strings[0], pending.token) if self._echoes else None
-        if not (matched and usable):
+        self.judge_signature(pending, entry, strings[0], matched and usable, usable)
+
+    def judge_signature(
+        self, pending: _Pending, entry: _KeyEntry, first: str, valid: bool, usable: bool
+    ) -> None:
+        """Step 5's verdict: refuse a signature that is not ``valid`` (``first``, the
+        first string to sign, is what may be echoed), then what the scheme checks of
+        what the signature does not cover by itself."""
+        scheme = pending.scheme
+        echoed = _masked(first, pending.token) if self._echoes else None
+        if not valid:
             # One path for both refusals, the reason worked out either way: an unknown
             # id costs what a wrong signature for a known one does.
             reason = scheme.mismatch_reason(pending)
@@ -1277,8 +1358,8 @@ R = TypeVar("R")
 class _Shell(Generic[S, R]):
     """What both shells share: construction, settings, the flow, ``verify`` itself, and
     cache invalidation. A shell says only how it performs the flow's steps
-    (``_drive``: the sync one returns the :class:`Verified`, the async one a coroutine
-    of it) and how it writes last-use batches."""
+    (``_verify`` and ``_drive``: the sync one returns the :class:`Verified`, the async
+    one a coroutine of it) and how it writes last-use batches."""
 
     def __init__(
         self,
@@ -1342,7 +1423,7 @@ class _Shell(Generic[S, R]):
         if not isinstance(request, Request):
             raise TypeError(f"verify() takes an aliak.Request, not {type(request).__name__}")
         if self._observer is None:
-            return self._drive(self._flow.steps(request, source_ip, vpc_id))
+            return self._verify(request, source_ip, vpc_id)
         return self._drive_observed(self._observer, request, source_ip, vpc_id, request_id)
 
     def precheck(
@@ -1473,6 +1554,9 @@ class _Shell(Generic[S, R]):
             started=started,
         )
 
+    def _verify(self, request: Request, source_ip: str | None, vpc_id: str | None) -> R:
+        raise NotImplementedError
+
     def _drive(self, steps: Generator[_Step, Any, Verified]) -> R:
         raise NotImplementedError
 
@@ -1519,6 +1603,26 @@ class Verifier(_Shell[Store, Verified]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _verify(self, request: Request, source_ip: str | None, vpc_id: str | None) -> Verified:
+        """The warm path when the request takes it, else every step the general way."""
+        flow = self._flow
+        try:
+            warm = flow.fast(request, source_ip, vpc_id)
+            if warm is not None:
+                pending, record, decision, now = warm
+                if not self._store.claim_nonce(
+                    pending.access_key_id,
+                    pending.nonce,
+                    now=now,
+                    expires_at=pending.timestamp + flow._nonce_lifetime,
+                ):
+                    raise _nonce_used(pending)
+                return flow.finish(pending, record, decision, now)
+        except Exception as error:
+            flow.refuse(error)
+            raise
+        return self._drive(flow.steps(request, source_ip, vpc_id))
 
     def _drive(self, steps: Generator[_Step, Any, Verified]) -> Verified:
         try:
@@ -1647,6 +1751,28 @@ class AsyncVerifier(_Shell[AsyncStore, Coroutine[Any, Any, Verified]]):
         """Wait for background writes, then flush what is left. The store stays open."""
         self._stop_following()
         await self.flush()
+
+    async def _verify(
+        self, request: Request, source_ip: str | None, vpc_id: str | None
+    ) -> Verified:
+        """The warm path when the request takes it, else every step the general way."""
+        flow = self._flow
+        try:
+            warm = flow.fast(request, source_ip, vpc_id)
+            if warm is not None:
+                pending, record, decision, now = warm
+                if not await self._store.claim_nonce(
+                    pending.access_key_id,
+                    pending.nonce,
+                    now=now,
+                    expires_at=pending.timestamp + flow._nonce_lifetime,
+                ):
+                    raise _nonce_used(pending)
+                return flow.finish(pending, record, decision, now)
+        except Exception as error:
+            flow.refuse(error)
+            raise
+        return await self._drive(flow.steps(request, source_ip, vpc_id))
 
     async def _drive(self, steps: Generator[_Step, Any, Verified]) -> Verified:
         try:
