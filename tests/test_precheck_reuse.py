@@ -84,9 +84,11 @@ def counting_prepare(flow: Any) -> list[Request]:
     if warm is not None:
         real_warm = warm.read_warm
 
-        def read_warm(request: Request) -> Any:
-            calls.append(request)
-            return real_warm(request)
+        def read_warm(request: Request, head_only: bool = False) -> Any:
+            reading = real_warm(request, head_only)
+            if reading is not None:  # None: not a layout read before, nothing read
+                calls.append(request)
+            return reading
 
         warm.read_warm = read_warm
     return calls

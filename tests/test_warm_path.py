@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import io
 import itertools
 from typing import Any
 
@@ -571,3 +572,82 @@ def test_settings_that_change_the_order_keep_the_general_steps() -> None:
     early = Twins(settings=VerifierSettings(claim_nonce_before_state_checks=True))
     assert early.warm._flow._acs3 is None
     assert early.outcomes(early.signed(), "203.0.113.7")[0][0] == "accepted"
+
+
+@pytest.mark.parametrize(
+    "case", ["same", "other body", "stream", "oversized", "late", "other query", "twice"]
+)
+def test_precheck_then_verify_on_the_warm_path_ends_as_on_the_general_one(case: str) -> None:
+    # The middlewares' order: the head prechecked (read warm), then verified with its
+    # body; each twin prechecks its own copy, so both take their own reading.
+    twins = Twins(max_body_size=len(BODY) if case == "oversized" else None)
+    signed = twins.signed()
+    head = signed.with_body(b"")
+    outcomes = []
+    for verifier in (twins.warm, twins.general):
+        twins.now = float(NOW)
+        verifier.precheck(head)
+        flow = verifier._flow
+        prechecked = next(iter(flow._prechecked.values()))
+        # The warm twin read the head in one pass; the general one prepared it.
+        assert (getattr(prechecked, "plan", None) is not None) == (verifier is twins.warm)
+        full: Request = head.with_body(BODY)
+        if case == "other body":
+            full = head.with_body(BODY + b" ")
+        elif case == "stream":
+            full = attrs.evolve(head, body=io.BytesIO(BODY))
+            full = Request._with_headers(full, head.headers, full.body)
+        elif case == "oversized":
+            full = head.with_body(BODY + b" ")
+        elif case == "late":
+            twins.now = NOW + SKEW + 1
+        elif case == "other query":
+            full = Request._with_headers(attrs.evolve(head, query={"Id": "1"}), head.headers, BODY)
+        for _ in range(2 if case == "twice" else 1):
+            try:
+                verified = verifier.verify(full, source_ip="203.0.113.7")
+            except AliakError as error:
+                outcomes.append((error.code, error.message, error.detail, error.http_status))
+            else:
+                outcomes.append(("accepted", verified))
+        assert flow._prechecked == {}
+    twins.now = float(NOW)
+    half = len(outcomes) // 2
+    assert outcomes[:half] == outcomes[half:]
+    accepted = case in ("same", "stream", "twice")
+    assert (outcomes[0][0] == "accepted") == accepted
+    if case == "twice":
+        assert outcomes[1][0] == "SignatureNonceUsed"
+
+
+@pytest.mark.parametrize(
+    ("what", "changes", "offset"),
+    [
+        ("stale", {}, SKEW + 1),
+        ("early", {}, -SKEW - 1),
+        ("empty nonce", {"x-acs-signature-nonce": ""}, 0),
+        ("action with a space", {"x-acs-action": "Run Instances"}, 0),
+        ("bad date", {"x-acs-date": "yesterday"}, 0),
+        ("fine", {}, SKEW),
+    ],
+)
+def test_precheck_of_a_warm_head_refuses_what_the_general_precheck_refuses(
+    what: str, changes: dict[str, str], offset: int
+) -> None:
+    twins = Twins()
+    request = twins.signed()
+    for name, value in changes.items():
+        request = _replace(request, name, value)
+    head = resign(request, twins.new.access_key.secret.reveal(), "same").with_body(b"")
+    twins.now = NOW + offset
+    outcomes = []
+    for verifier in (twins.warm, twins.general):
+        try:
+            verifier.precheck(head)
+        except AliakError as error:
+            outcomes.append((error.code, error.message, error.detail, error.http_status))
+        else:
+            outcomes.append(("passed",))
+    twins.now = float(NOW)
+    assert outcomes[0] == outcomes[1]
+    assert (outcomes[0][0] == "passed") == (what == "fine")

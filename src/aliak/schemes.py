@@ -44,9 +44,10 @@ from aliak.canonical import (
     canonical_uri,
     hash_stream,
     hashed_payload,
+    signed_headers,
     string_to_sign,
 )
-from aliak.credentials import is_valid_access_key_id
+from aliak.credentials import ACCESS_KEY_ID_PATTERN, is_valid_access_key_id
 from aliak.encoding import parse_query_string
 from aliak.errors import (
     AliakError,
@@ -106,6 +107,7 @@ _FORM = "application/x-www-form-urlencoded"
 # Header layouts and Authorization heads a verifier remembers (clients repeat a few).
 _MAX_LAYOUTS = 1024
 _is_lower_hex = re.compile(r"[0-9a-f]+").fullmatch
+_is_access_key_id = re.compile(ACCESS_KEY_ID_PATTERN).fullmatch  # is_valid_access_key_id
 
 
 class Presented:
@@ -216,14 +218,14 @@ class Scheme:
 def acs3_canonical_request(presented: Presented) -> str:
     """§1: the canonical request of a read ACS3 request, as received (what the verifier
     hashes; ``aliak verify --explain`` shows it)."""
-    authorization = presented.authorization
     request = presented.request
+    signed = presented.signed_headers
     return canonical_request(
         canonical_method(request.method),
         canonical_uri(request.path),
         canonical_query_string(request.query),
-        canonical_headers(presented.index, authorization.signed_headers),
-        authorization.signed_headers_line,
+        canonical_headers(presented.index, signed),
+        signed_headers(signed),
         presented.payload_hash,
     )
 
@@ -296,17 +298,18 @@ class Acs3Scheme(Scheme):
             check_query_names(presented.request.query)
         return True
 
-    def read_warm(self, request: Request) -> Presented | None:  # noqa: PLR0911 - each way out is a fallback
-        """:meth:`read` of a head in a layout that passed it before, and its body's hash,
-        in one pass: ``None`` -- nothing judged, nothing kept -- for anything else (a
-        new layout, a repeated header, a head this pass would refuse, a security token,
-        a streamed or oversized body), which the caller then reads the general way.
+    def read_warm(self, request: Request, head_only: bool = False) -> Presented | None:  # noqa: PLR0911 - each way out is a fallback
+        """:meth:`read` of a head in a layout that passed it before, and (unless
+        ``head_only``) :meth:`take_warm_body`, in one pass: ``None`` -- nothing judged,
+        nothing kept -- for anything else (a new layout, a repeated header, a head this
+        pass would refuse, a streamed or oversized body), which the caller then reads
+        the general way.
 
         A layout is the header names in order, the SignedHeaders text and the
         algorithm: it is known here only once the general reading accepted it (its
         exact emitted form parsed, its required and signed headers checked), and what
-        follows is what ``read`` and ``take_body`` do again for every request. Leaves
-        ``authorization`` unset: its fields are on the result already."""
+        follows is what ``read`` does again for every request. Leaves ``authorization``
+        unset: its fields are on the result already."""
         headers = request.headers
         index = headers._index
         values = index.get("authorization")
@@ -323,7 +326,7 @@ class Acs3Scheme(Scheme):
             if plan is None:
                 return None
         if (
-            not is_valid_access_key_id(access_key_id)
+            _is_access_key_id(access_key_id) is None
             or _is_lower_hex(signature) is None
             or len(signature) % 2
             or len(value) > MAX_AUTHORIZATION_LENGTH
@@ -336,14 +339,8 @@ class Acs3Scheme(Scheme):
         if (
             len(query) > 1
             and not self.settings.allow_repeated_query_names
-            and len({name for name, _ in query}) != len(query)
+            and len(dict(query)) != len(query)
         ):
-            return None
-        body = request.body
-        if not isinstance(body, bytes):
-            return None
-        limit = self.settings.max_body_size
-        if limit is not None and len(body) > limit:
             return None
         try:
             timestamp = parse_acs_date(index["x-acs-date"][0])
@@ -355,7 +352,7 @@ class Acs3Scheme(Scheme):
         presented.scheme = self
         presented.access_key_id = access_key_id
         presented.key_kind = presented.algorithm = plan.algorithm
-        presented.digest = digest = plan.digest
+        presented.digest = plan.digest
         presented.signature = signature
         presented.signed_headers = plan.signed
         presented.plan = plan
@@ -367,10 +364,22 @@ class Acs3Scheme(Scheme):
         presented.version = None if sent is None else sent[0]
         sent = index.get("x-acs-security-token")
         presented.token = None if sent is None else sent[0]
+        if head_only or self.take_warm_body(presented, request.body):
+            return presented
+        return None
+
+    def take_warm_body(self, presented: Presented, body: Body) -> bool:
+        """:meth:`take_body` for a body held whole, within the size limit; ``False``,
+        taking nothing, for any other (the caller then takes it the general way)."""
+        if not isinstance(body, bytes):
+            return False
+        limit = self.settings.max_body_size
+        if limit is not None and len(body) > limit:
+            return False
         presented.body_signed = True
         presented.body = body
-        presented.payload_hash = digest.hash_hex(body)
-        return presented
+        presented.payload_hash = presented.digest.hash_hex(body)
+        return True
 
     def _plan(self, layout: tuple[str, str, tuple[str, ...]]) -> _Acs3Plan | None:
         """The plan of a layout the general reading accepted, or ``None`` if it has not."""

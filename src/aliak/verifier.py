@@ -52,7 +52,7 @@ from aliak.acl import (
     parse_source_ip,
 )
 from aliak.algorithms import VerifyingKey, get_algorithm
-from aliak.credentials import Secret, is_sts_access_key_id
+from aliak.credentials import STS_ID_PREFIX, Secret, is_sts_access_key_id
 from aliak.encoding import percent_encode
 from aliak.errors import (
     AccessDenied,
@@ -495,44 +495,50 @@ class _Flow:
 
     # -- the warm path: steps 1-8 in one pass ---------------------------------------
 
-    def fast(  # noqa: PLR0911 - each None is a fallback to steps()
+    def fast(  # noqa: PLR0911, PLR0912 - each None is a fallback to steps()
         self, request: Request, source_ip: str | None, vpc_id: str | None
     ) -> tuple[_Pending, KeyRecord, AclDecision, float] | None:
-        """Steps 1-8 of a warm ACS3 request -- a header layout read before, its key and
-        policies in the cache, no security token, no precheck pending, no usage flush
-        due -- in one pass; the shell then claims the nonce (step 9) and calls
-        :meth:`finish`. ``None`` when the request is not one of those, before anything
-        is judged or kept: the shell runs :meth:`steps` from the start, which reads it
-        the general way (and refuses what this pass passed over). A signature that does
-        not match, a key's state and the ACL are refused here, by the methods
-        :meth:`steps` uses, so an unknown id costs what a wrong signature does."""
+        """Steps 1-8 of a warm ACS3 request -- a header layout read before (by this
+        pass or by :meth:`warm_precheck` of its head), its key and policies in the
+        cache, no security token, no usage flush due -- in one pass; the shell then
+        claims the nonce (step 9) and calls :meth:`finish`. ``None`` when the request
+        is not one of those, before anything is judged or kept: the shell runs
+        :meth:`steps` from the start, which reads it the general way (and refuses what
+        this pass passed over). A signature that does not match, a key's state and the
+        ACL are refused here, by the methods :meth:`steps` uses, so an unknown id costs
+        what a wrong signature does."""
         acs3 = self._acs3
-        if acs3 is None or id(request.headers) in self._prechecked:
+        if acs3 is None:
             return None
         now = self.clock()
         if now >= self._next_flush:
             return None
-        pending = acs3.read_warm(request)
-        if pending is None:
-            return None
-        action, version = pending.action, pending.version
-        if (
-            abs(now - pending.timestamp) > self._skew
-            or _is_nonce(pending.nonce) is None
-            or (action is not None and _is_identifier(action) is None)
-            or (version is not None and _is_identifier(version) is None)
-            or pending.token is not None
-            or is_sts_access_key_id(pending.access_key_id)
-        ):
-            return None
+        prechecked = self._prechecked.get(id(request.headers)) if self._prechecked else None
+        if prechecked is None:
+            pending = acs3.read_warm(request)
+            if pending is None or not self._warm_head_passes(pending, now):
+                return None
+            self._place(pending, source_ip, vpc_id)
+            pending.service = self._service(request)
+        else:
+            # Read warm at precheck (steps 1-3 passed then); the body must be one this
+            # pass takes, or steps() takes the reading as it is.
+            if getattr(prechecked, "plan", None) is None or not isinstance(request.body, bytes):
+                return None
+            found = self._prechecked_pending(request, now, source_ip, vpc_id, None)
+            if found is None:
+                return None  # not this head after all: read in full, as steps() would
+            pending = found
+            if not acs3.take_warm_body(pending, request.body):
+                return None  # over the size limit: steps() reads the head again, refuses
         if self.refresh is not None:
             self.refresh()  # learn of changes made elsewhere before trusting the cache
         entry = self.keys.get(pending.access_key_id, now)
         if isinstance(entry, _Missing):
             return None
-        self._place(pending, source_ip, vpc_id)
-        pending.service = self._service(request)
-        key, usable = self.verifying_key(entry, pending.key_kind)
+        key, usable = entry.keys.get(pending.key_kind) or self.verifying_key(
+            entry, pending.key_kind
+        )
         text = acs3.warm_string_to_sign(pending)
         valid = usable
         try:
@@ -548,6 +554,33 @@ class _Flow:
         if record.status is not KeyStatus.ACTIVE or record.in_recycle_bin or record.leak_restricted:
             self.check_key_state(pending, record)
         return pending, record, self.check_network(pending, *policies), now
+
+    def _warm_head_passes(self, pending: _Pending, now: float) -> bool:
+        """Whether a warm reading passes what :meth:`prepare` judges after ``read``
+        (the date window, the nonce's and identifiers' form, no security token, no STS
+        id): ``False`` sends it the general way, which refuses it by name."""
+        action, version = pending.action, pending.version
+        return not (
+            abs(now - pending.timestamp) > self._skew
+            or _is_nonce(pending.nonce) is None
+            or (action is not None and _is_identifier(action) is None)
+            or (version is not None and _is_identifier(version) is None)
+            or pending.token is not None
+            or pending.access_key_id.startswith(STS_ID_PREFIX)  # is_sts_access_key_id
+        )
+
+    def warm_precheck(self, request: Request) -> _Pending | None:
+        """:meth:`prepare` of a head (``head_only``) in a layout read before, in one
+        pass; ``None`` for any other head, which the caller then prepares."""
+        acs3 = self._acs3
+        if acs3 is None:
+            return None
+        pending = acs3.read_warm(request, head_only=True)
+        if pending is None or not self._warm_head_passes(pending, self.clock()):
+            return None
+        self._place(pending, None, None)
+        pending.service = self._service(request)
+        return pending
 
     def finish(
         self, pending: _Pending, record: KeyRecord, decision: AclDecision, now: float
@@ -1450,7 +1483,9 @@ class _Shell(Generic[S, R]):
         observer = self._observer
         if observer is None:
             try:
-                pending = flow.prepare(request, flow.clock(), None, None, head_only=True)
+                pending = flow.warm_precheck(request) or flow.prepare(
+                    request, flow.clock(), None, None, head_only=True
+                )
             except Exception as error:
                 flow.refuse(error)
                 raise
