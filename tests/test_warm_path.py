@@ -86,10 +86,17 @@ class Twins:
     def nonce(self) -> str:
         return f"warm-{next(_nonces)}"
 
-    def signed(self, **query: str) -> Request:
-        return self.signer.sign(
-            Request("POST", host="ecs.aliyuncs.com", path="/", query=query, body=BODY),
-            action="RunInstances",
+    def signed(
+        self,
+        *,
+        headers: dict[str, str] | None = None,
+        action: str = "RunInstances",
+        signer: Signer | None = None,
+    ) -> Request:
+        """A POST of BODY signed by ``signer`` (the key's own by default)."""
+        return (signer or self.signer).sign(
+            Request("POST", host="ecs.aliyuncs.com", path="/", headers=headers, body=BODY),
+            action=action,
             version="2014-05-26",
         )
 
@@ -327,21 +334,13 @@ def test_the_warm_path_judges_the_keys_state_and_acl_as_the_general_steps_do(
     elif state.startswith("acl"):
         allowed = "203.0.113.0/24" if state == "acl-pass" else "198.51.100.0/24"
         twins.keys.set_network_policy(NetworkPolicy(public=(allowed,)), access_key_id=key_id)
-    reload = twins.signer.sign(
-        Request("POST", host="ecs.aliyuncs.com", path="/", body=BODY),
-        action="DescribeInstances",  # not high-risk: a leak-restricted key may call it
-        version="2014-05-26",
-    )
+    # Not high-risk: a leak-restricted key may call it.
+    reload = twins.signed(action="DescribeInstances")
     for verifier in (twins.warm, twins.general):
         verifier.invalidate(key_id)
         with contextlib.suppress(AliakError):  # state and policies read again, once
             verifier.verify(reload, source_ip="203.0.113.7")
-    request = twins.signer.sign(
-        Request("POST", host="ecs.aliyuncs.com", path="/", body=BODY),
-        action=action,
-        version="2014-05-26",
-    )
-    outcomes = twins.outcomes(request, "203.0.113.7")
+    outcomes = twins.outcomes(twins.signed(action=action), "203.0.113.7")
     assert outcomes[0] == outcomes[1]
 
 
@@ -464,31 +463,11 @@ def test_a_warm_request_takes_the_warm_path_and_a_new_layout_does_not() -> None:
     assert twins.outcomes(twins.signed(), "203.0.113.7")[0][0] == "accepted"
     assert twins.taken == 1
     # A layout not read before (a query changes nothing, a new header does): general.
-    request = twins.signer.sign(
-        Request(
-            "POST",
-            host="ecs.aliyuncs.com",
-            path="/",
-            headers={"x-acs-new": "1"},
-            body=BODY,
-        ),
-        action="RunInstances",
-        version="2014-05-26",
-    )
+    request = twins.signed(headers={"x-acs-new": "1"})
     assert twins.outcomes(request, "203.0.113.7")[0][0] == "accepted"
     assert twins.taken == 1
     # Read once the general way, the layout is warm from then on.
-    again = twins.signer.sign(
-        Request(
-            "POST",
-            host="ecs.aliyuncs.com",
-            path="/",
-            headers={"x-acs-new": "2"},
-            body=BODY,
-        ),
-        action="RunInstances",
-        version="2014-05-26",
-    )
+    again = twins.signed(headers={"x-acs-new": "2"})
     assert twins.outcomes(again, "203.0.113.7")[0][0] == "accepted"
     assert twins.taken == 2
 
@@ -508,13 +487,8 @@ def test_a_warm_unknown_id_costs_the_same_steps_as_a_wrong_signature() -> None:
         nonce_factory=twins.nonce,
     )
     for signer in (stranger, forged, stranger):
-        signed = signer.sign(
-            Request("POST", host="ecs.aliyuncs.com", path="/", body=BODY),
-            action="RunInstances",
-            version="2014-05-26",
-        )
         with pytest.raises(AliakError):
-            twins.warm.verify(signed, source_ip="203.0.113.7")
+            twins.warm.verify(twins.signed(signer=signer), source_ip="203.0.113.7")
     steps = twins.warm._flow.steps
     general: list[object] = []
 
@@ -525,13 +499,8 @@ def test_a_warm_unknown_id_costs_the_same_steps_as_a_wrong_signature() -> None:
     twins.warm._flow.steps = counting_steps  # type: ignore[method-assign]
     codes = []
     for signer in (stranger, forged):
-        signed = signer.sign(
-            Request("POST", host="ecs.aliyuncs.com", path="/", body=BODY),
-            action="RunInstances",
-            version="2014-05-26",
-        )
         with pytest.raises(AliakError) as caught:
-            twins.warm.verify(signed, source_ip="203.0.113.7")
+            twins.warm.verify(twins.signed(signer=signer), source_ip="203.0.113.7")
         codes.append(caught.value.code)
     assert codes == ["InvalidAccessKeyId.NotFound", "SignatureDoesNotMatch"]
     assert general == []  # neither left the warm path

@@ -230,6 +230,19 @@ def acs3_canonical_request(presented: Presented) -> str:
     )
 
 
+def _read_values(presented: Presented, index: dict[str, list[str]]) -> None:
+    """The nonce, action, version and token an ACS3 head sends (the first three checked
+    for one value by the layout's checks, the token by the flow)."""
+    presented.nonce = index["x-acs-signature-nonce"][0]
+    # Inline, not _first(): three calls saved on every verify.
+    sent = index.get("x-acs-action")
+    presented.action = None if sent is None else sent[0]
+    sent = index.get("x-acs-version")
+    presented.version = None if sent is None else sent[0]
+    sent = index.get("x-acs-security-token")
+    presented.token = None if sent is None else sent[0]
+
+
 class _Acs3Plan:
     """What a warm ACS3 reading takes from its layout: the algorithm, the signed names,
     the SignedHeaders line and each signed name with its canonical prefix."""
@@ -286,14 +299,7 @@ class Acs3Scheme(Scheme):
         if key_id_header is not None and key_id_header != [authorization.access_key_id]:
             raise IncompleteSignature(detail="x-acs-accesskey-id differs from Credential")
         presented.timestamp = parse_acs_date(index["x-acs-date"][0])
-        presented.nonce = index["x-acs-signature-nonce"][0]
-        # Inline, not _first(): three calls saved on every verify.
-        sent = index.get("x-acs-action")
-        presented.action = None if sent is None else sent[0]
-        sent = index.get("x-acs-version")
-        presented.version = None if sent is None else sent[0]
-        sent = index.get("x-acs-security-token")
-        presented.token = None if sent is None else sent[0]
+        _read_values(presented, index)
         if not settings.allow_repeated_query_names:
             check_query_names(presented.request.query)
         return True
@@ -357,13 +363,7 @@ class Acs3Scheme(Scheme):
         presented.signed_headers = plan.signed
         presented.plan = plan
         presented.timestamp = timestamp
-        presented.nonce = index["x-acs-signature-nonce"][0]
-        sent = index.get("x-acs-action")
-        presented.action = None if sent is None else sent[0]
-        sent = index.get("x-acs-version")
-        presented.version = None if sent is None else sent[0]
-        sent = index.get("x-acs-security-token")
-        presented.token = None if sent is None else sent[0]
+        _read_values(presented, index)
         if head_only or self.take_warm_body(presented, request.body):
             return presented
         return None
