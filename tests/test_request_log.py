@@ -791,10 +791,19 @@ def test_audit_limit_keeps_the_newest_events_and_until_bounds_them(tmp_path: Pat
     assert len(_json(tmp_path, db, "audit", "--action", "CreateAccessKey", "--limit", "0")) == 0
 
 
+# `python -m aliak` with Ctrl-C's default (KeyboardInterrupt) restored: a suite started in
+# the background by a non-interactive shell hands SIGINT down as ignored, and a Python
+# started that way never turns SIGINT into KeyboardInterrupt.
+_AS_FROM_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'aliak'; runpy.run_module('aliak', run_name='__main__', alter_sys=True)"
+)
+
+
 def _follow(tmp_path: Path, db: Path, *args: str) -> tuple[subprocess.Popen[str], Lines]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "aliak", "--db", str(db), "audit", "--follow", "--json",
-         "--interval", "0.1", *args],
+        [sys.executable, "-c", _AS_FROM_A_TERMINAL, "--db", str(db), "audit", "--follow",
+         "--json", "--interval", "0.1", *args],
         cwd=tmp_path, env=_environment(), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
